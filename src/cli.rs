@@ -1,0 +1,371 @@
+//! Command line, in systemd-nspawn's spelling.
+//!
+//! NixOS's `container@.service` builds an nspawn command line and passes
+//! `$EXTRA_NSPAWN_FLAGS` through unparsed, so nixrun accepts nspawn's flag names
+//! verbatim. nspawn flags that nixrun does not implement yet are still known
+//! here, so that they fail with "not supported yet" instead of being mistaken
+//! for a typo or, worse, silently ignored.
+
+use clap::{Arg, ArgAction, ArgMatches, Command, CommandFactory, FromArgMatches, Parser};
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+#[derive(Parser, Debug, Default)]
+#[command(
+    name = "nixrun",
+    version,
+    about = "Boot a whole OS (systemd) or run a command in a container; a drop-in for systemd-nspawn",
+    after_help = "SIGTERM/SIGINT ask the guest to shut down (--kill-signal); a second one kills it.\n\
+                  Exit status: the guest's exit status; 0 after poweroff/halt; 133 after a guest\n\
+                  reboot with --keep-unit (without it, nixrun boots the guest again itself)."
+)]
+pub struct Cli {
+    /// Root directory of the container (nspawn: -D/--directory)
+    #[arg(
+        short = 'D',
+        long = "directory",
+        visible_alias = "root",
+        value_name = "PATH"
+    )]
+    pub directory: Option<PathBuf>,
+
+    /// Machine name; also the default hostname [default: base name of the root directory]
+    #[arg(short = 'M', long = "machine", value_name = "NAME")]
+    pub machine: Option<String>,
+
+    /// Hostname inside the container [default: the machine name]
+    #[arg(long = "hostname", value_name = "NAME")]
+    pub hostname: Option<String>,
+
+    /// Container UUID, passed as $container_uuid (used when /etc/machine-id is empty)
+    #[arg(long = "uuid", value_name = "UUID")]
+    pub uuid: Option<String>,
+
+    /// Boot the guest's init (/usr/lib/systemd/systemd, /lib/systemd/systemd or /sbin/init);
+    /// positional arguments are passed to it
+    #[arg(short = 'b', long = "boot")]
+    pub boot: bool,
+
+    /// Bind-mount a host path into the container: SRC[:DST[:rbind|norbind]]
+    /// (SRC starting with + is relative to the container root)
+    #[arg(long = "bind", value_name = "SRC[:DST[:OPTS]]")]
+    pub bind: Vec<String>,
+
+    /// Like --bind, but read-only (recursively)
+    #[arg(long = "bind-ro", value_name = "SRC[:DST[:OPTS]]")]
+    pub bind_ro: Vec<String>,
+
+    /// Mount a tmpfs at PATH inside the container (default options: mode=0755)
+    #[arg(long = "tmpfs", value_name = "PATH[:OPTS]")]
+    pub tmpfs: Vec<String>,
+
+    /// Set an environment variable for the container's PID 1 (NAME alone copies nixrun's value)
+    #[arg(short = 'E', long = "setenv", value_name = "NAME=VALUE")]
+    pub setenv: Vec<String>,
+
+    /// Run inside the caller's cgroup (the systemd unit's): the guest goes to <cgroup>/payload,
+    /// nixrun to <cgroup>/supervisor; a guest reboot makes nixrun exit 133
+    #[arg(long = "keep-unit")]
+    pub keep_unit: bool,
+
+    /// Register with systemd-machined; only "no" is supported (nixrun never registers)
+    #[arg(long = "register", value_name = "BOOL")]
+    pub register: Option<String>,
+
+    /// yes: report READY=1 to $NOTIFY_SOCKET when the guest does; no: as soon as its init runs
+    #[arg(long = "notify-ready", value_name = "BOOL")]
+    pub notify_ready: Option<String>,
+
+    /// Signal sent to the guest's PID 1 on SIGTERM/SIGINT [default: SIGRTMIN+3 with --boot,
+    /// otherwise the guest is killed]
+    #[arg(long = "kill-signal", value_name = "SIGNAL")]
+    pub kill_signal: Option<String>,
+
+    /// Link the guest's journal into the host's /var/log/journal: no, auto, guest, try-guest
+    #[arg(long = "link-journal", value_name = "MODE")]
+    pub link_journal: Option<String>,
+
+    /// Same as --link-journal=try-guest
+    #[arg(short = 'j')]
+    pub link_journal_try_guest: bool,
+
+    /// Console: interactive (default on a tty), read-only (default otherwise), passive, pipe
+    #[arg(long = "console", value_name = "MODE")]
+    pub console: Option<String>,
+
+    /// Same as --console=pipe
+    #[arg(short = 'P', long = "pipe")]
+    pub pipe: bool,
+
+    /// Do not print nixrun's own status messages
+    #[arg(short = 'q', long = "quiet")]
+    pub quiet: bool,
+
+    /// Command to run as the container's PID 1, with its arguments (with --boot: arguments for init)
+    #[arg(value_name = "COMMAND", trailing_var_arg = true)]
+    pub command: Vec<String>,
+}
+
+/// How an nspawn flag that nixrun does not implement takes its value, so that clap
+/// can consume it and we can name it in the error.
+#[derive(Clone, Copy)]
+enum Takes {
+    Nothing,
+    Value,
+    OptionalValue,
+}
+
+/// nspawn (v252–v257) options nixrun does not implement yet: (long name, short, value).
+const UNSUPPORTED: &[(&str, Option<char>, Takes)] = &[
+    ("template", None, Takes::Value),
+    ("ephemeral", Some('x'), Takes::Nothing),
+    ("image", Some('i'), Takes::Value),
+    ("image-policy", None, Takes::Value),
+    ("oci-bundle", None, Takes::Value),
+    ("read-only", None, Takes::Nothing),
+    ("volatile", None, Takes::OptionalValue),
+    ("as-pid2", Some('a'), Takes::Nothing),
+    ("chdir", None, Takes::Value),
+    ("pivot-root", None, Takes::Value),
+    ("user", Some('u'), Takes::Value),
+    ("slice", Some('S'), Takes::Value),
+    ("property", None, Takes::Value),
+    ("private-users", Some('U'), Takes::OptionalValue),
+    ("private-users-ownership", None, Takes::Value),
+    ("private-users-chown", None, Takes::Nothing),
+    ("private-network", None, Takes::Nothing),
+    ("network-interface", None, Takes::Value),
+    ("network-macvlan", None, Takes::Value),
+    ("network-ipvlan", None, Takes::Value),
+    ("network-veth", Some('n'), Takes::Nothing),
+    ("network-veth-extra", None, Takes::Value),
+    ("network-bridge", None, Takes::Value),
+    ("network-zone", None, Takes::Value),
+    ("network-namespace-path", None, Takes::Value),
+    ("port", Some('p'), Takes::Value),
+    ("capability", None, Takes::Value),
+    ("drop-capability", None, Takes::Value),
+    ("ambient-capability", None, Takes::Value),
+    ("no-new-privileges", None, Takes::Value),
+    ("system-call-filter", None, Takes::Value),
+    ("rlimit", None, Takes::Value),
+    ("oom-score-adjust", None, Takes::Value),
+    ("cpu-affinity", None, Takes::Value),
+    ("personality", None, Takes::Value),
+    ("resolv-conf", None, Takes::Value),
+    ("timezone", None, Takes::Value),
+    ("bind-user", None, Takes::Value),
+    ("inaccessible", None, Takes::Value),
+    ("overlay", None, Takes::Value),
+    ("overlay-ro", None, Takes::Value),
+    ("load-credential", None, Takes::Value),
+    ("set-credential", None, Takes::Value),
+    ("settings", None, Takes::Value),
+    ("selinux-context", Some('Z'), Takes::Value),
+    ("selinux-apifs-context", Some('L'), Takes::Value),
+    ("suppress-sync", None, Takes::Value),
+    ("root-hash", None, Takes::Value),
+    ("root-hash-sig", None, Takes::Value),
+    ("verity-data", None, Takes::Value),
+    ("no-pager", None, Takes::Nothing),
+    ("no-ask-password", None, Takes::Nothing),
+];
+
+/// A command line error worth one line, or a request for help/version text.
+#[derive(Debug)]
+pub enum CliError {
+    /// --help / --version: print this to stdout and exit 0.
+    Display(String),
+    /// One line describing what is wrong.
+    Usage(String),
+}
+
+fn command() -> Command {
+    let mut cmd = Cli::command();
+    for &(long, short, takes) in UNSUPPORTED {
+        let mut arg = Arg::new(long).long(long).hide(true);
+        if let Some(s) = short {
+            arg = arg.short(s);
+        }
+        arg = match takes {
+            Takes::Nothing => arg.action(ArgAction::SetTrue),
+            Takes::Value => arg.action(ArgAction::Append).num_args(1),
+            Takes::OptionalValue => arg
+                .action(ArgAction::Append)
+                .num_args(0..=1)
+                .require_equals(true)
+                .default_missing_value(""),
+        };
+        cmd = cmd.arg(arg);
+    }
+    cmd
+}
+
+fn unsupported_given(m: &ArgMatches) -> Option<&'static str> {
+    UNSUPPORTED.iter().find_map(|&(long, _, takes)| {
+        let given = match takes {
+            Takes::Nothing => m.get_flag(long),
+            _ => m.contains_id(long) && m.value_source(long).is_some(),
+        };
+        given.then_some(long)
+    })
+}
+
+/// Parses nixrun's arguments (without argv[0] handling: pass the full argv).
+pub fn parse<I, T>(args: I) -> Result<Cli, CliError>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let matches = command().try_get_matches_from(args).map_err(|e| {
+        use clap::error::ErrorKind;
+        match e.kind() {
+            ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => CliError::Display(e.to_string()),
+            _ => CliError::Usage(one_line(&e.to_string())),
+        }
+    })?;
+    if let Some(flag) = unsupported_given(&matches) {
+        return Err(CliError::Usage(format!(
+            "--{flag} is not supported yet by nixrun"
+        )));
+    }
+    Cli::from_arg_matches(&matches).map_err(|e| CliError::Usage(one_line(&e.to_string())))
+}
+
+/// clap renders multi-line errors with usage hints; keep only the statement itself.
+fn one_line(rendered: &str) -> String {
+    let first = rendered.lines().next().unwrap_or("invalid arguments");
+    first.trim_start_matches("error: ").trim().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(args: &[&str]) -> Cli {
+        let mut v = vec!["nixrun"];
+        v.extend_from_slice(args);
+        match parse(v) {
+            Ok(c) => c,
+            Err(e) => panic!("{args:?}: {e:?}"),
+        }
+    }
+
+    fn usage(args: &[&str]) -> String {
+        let mut v = vec!["nixrun"];
+        v.extend_from_slice(args);
+        match parse(v) {
+            Err(CliError::Usage(s)) => s,
+            other => panic!("{args:?}: expected a usage error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn nixos_container_command_line_parses() {
+        // The shape of the ExecStart of NixOS's container@.service.
+        let c = ok(&[
+            "--keep-unit",
+            "-M",
+            "foo",
+            "-D",
+            "/var/lib/nixos-containers/foo",
+            "--notify-ready=yes",
+            "--kill-signal=SIGRTMIN+3",
+            "--bind-ro=/nix/store:/nix/store",
+            "--bind-ro=/nix/var/nix/db:/nix/var/nix/db",
+            "--bind=/nix/var/nix/profiles/per-container/foo:/nix/var/nix/profiles",
+            "--link-journal=try-guest",
+            "--setenv",
+            "PRIVATE_NETWORK=",
+            "--setenv",
+            "PATH=/bin",
+            "/nix/store/abc-container-init",
+            "/nix/var/nix/profiles/system/init",
+        ]);
+        assert!(c.keep_unit);
+        assert_eq!(c.machine.as_deref(), Some("foo"));
+        assert_eq!(c.bind_ro.len(), 2);
+        assert_eq!(c.bind.len(), 1);
+        assert_eq!(c.setenv, vec!["PRIVATE_NETWORK=", "PATH=/bin"]);
+        assert_eq!(
+            c.command,
+            vec![
+                "/nix/store/abc-container-init",
+                "/nix/var/nix/profiles/system/init"
+            ]
+        );
+    }
+
+    #[test]
+    fn root_is_an_alias_of_directory() {
+        let c = ok(&["--root", "/var/lib/containers/foo"]);
+        assert_eq!(c.directory, Some(PathBuf::from("/var/lib/containers/foo")));
+    }
+
+    #[test]
+    fn command_arguments_are_not_taken_as_options() {
+        let c = ok(&["-D", "/r", "/bin/sh", "-c", "exit 7", "--boot"]);
+        assert!(!c.boot);
+        assert_eq!(c.command, vec!["/bin/sh", "-c", "exit 7", "--boot"]);
+    }
+
+    #[test]
+    fn unsupported_nspawn_flags_are_named() {
+        assert_eq!(
+            usage(&["-D", "/r", "--private-network", "-b"]),
+            "--private-network is not supported yet by nixrun"
+        );
+        assert_eq!(
+            usage(&["-D", "/r", "--port", "80", "-b"]),
+            "--port is not supported yet by nixrun"
+        );
+        assert_eq!(
+            usage(&["-D", "/r", "-U", "-b"]),
+            "--private-users is not supported yet by nixrun"
+        );
+        assert_eq!(
+            usage(&["-D", "/r", "--private-users=pick", "-b"]),
+            "--private-users is not supported yet by nixrun"
+        );
+        assert_eq!(
+            usage(&["-D", "/r", "-x", "-b"]),
+            "--ephemeral is not supported yet by nixrun"
+        );
+    }
+
+    #[test]
+    fn unknown_flags_get_one_line() {
+        let msg = usage(&["-D", "/r", "--frobnicate"]);
+        assert!(!msg.contains('\n'));
+        assert!(msg.contains("--frobnicate"), "{msg}");
+    }
+
+    #[test]
+    fn help_mentions_every_supported_flag() {
+        let help = match parse(["nixrun", "--help"]) {
+            Err(CliError::Display(h)) => h,
+            other => panic!("{other:?}"),
+        };
+        for flag in [
+            "--directory",
+            "--machine",
+            "--boot",
+            "--bind",
+            "--bind-ro",
+            "--tmpfs",
+            "--setenv",
+            "--hostname",
+            "--uuid",
+            "--keep-unit",
+            "--register",
+            "--notify-ready",
+            "--kill-signal",
+            "--link-journal",
+            "--console",
+            "--quiet",
+        ] {
+            assert!(help.contains(flag), "help lacks {flag}");
+        }
+        assert!(!help.contains("--private-network"));
+    }
+}

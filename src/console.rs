@@ -1,0 +1,167 @@
+//! The supervisor's end of the guest's console pty.
+//!
+//! Output always goes to our stdout (under container@.service that is the journal,
+//! so the unit's log shows the boot). In interactive mode our terminal is switched
+//! to raw mode and keystrokes go to the guest; ^] pressed three times within a
+//! second kills the container, as in nspawn. The master stays open for the guest's
+//! whole life: PID 1 must not lose its controlling terminal.
+
+use nix::errno::Errno;
+use nix::sys::termios::{self, SetArg, Termios};
+use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use crate::plan::Console as Mode;
+
+const ESCAPE: u8 = 0x1d; // ^]
+
+pub struct Console {
+    master: OwnedFd,
+    /// Our own handle on the guest's side: while it is open the master never reads
+    /// as hung up, even when the guest closes all its console fds for a moment
+    /// (systemd does), which would otherwise make poll() report POLLHUP forever.
+    _peer: Option<OwnedFd>,
+    mode: Mode,
+    /// The terminal settings to restore on exit (interactive only).
+    saved: Option<Termios>,
+    escapes: Vec<Instant>,
+    /// Set once the guest's side is gone (read gave EIO).
+    pub closed: bool,
+}
+
+/// What the user asked for by typing.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Request {
+    None,
+    Kill,
+}
+
+impl Console {
+    pub fn new(master: OwnedFd, mode: Mode) -> Console {
+        set_nonblocking(master.as_fd());
+        // SAFETY: TIOCGPTPEER returns a new fd for the pty's slave side.
+        let peer = unsafe {
+            libc::ioctl(
+                master.as_raw_fd(),
+                libc::TIOCGPTPEER,
+                libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+            )
+        };
+        // SAFETY: a new fd nothing else owns.
+        let peer = (peer >= 0).then(|| unsafe { OwnedFd::from_raw_fd(peer) });
+        let mut c = Console {
+            master,
+            _peer: peer,
+            mode,
+            saved: None,
+            escapes: Vec::new(),
+            closed: false,
+        };
+        if mode == Mode::Interactive {
+            let stdin = std::io::stdin();
+            if let Ok(t) = termios::tcgetattr(stdin.as_fd()) {
+                let mut raw = t.clone();
+                termios::cfmakeraw(&mut raw);
+                if termios::tcsetattr(stdin.as_fd(), SetArg::TCSANOW, &raw).is_ok() {
+                    c.saved = Some(t);
+                }
+            }
+            c.resize();
+        }
+        c
+    }
+
+    pub fn master(&self) -> BorrowedFd<'_> {
+        self.master.as_fd()
+    }
+
+    pub fn reads_stdin(&self) -> bool {
+        self.mode == Mode::Interactive
+    }
+
+    /// Copies our terminal's size to the guest's (on start and SIGWINCH).
+    pub fn resize(&self) {
+        if self.mode != Mode::Interactive {
+            return;
+        }
+        let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+        // SAFETY: TIOCGWINSZ/TIOCSWINSZ read and write one winsize.
+        unsafe {
+            if libc::ioctl(0, libc::TIOCGWINSZ, &mut ws) == 0 {
+                libc::ioctl(self.master.as_raw_fd(), libc::TIOCSWINSZ, &ws);
+            }
+        }
+    }
+
+    /// Moves the guest's output to stdout until none is pending.
+    pub fn pump_output(&mut self) {
+        let mut buf = [0u8; 16384];
+        loop {
+            match nix::unistd::read(self.master.as_raw_fd(), &mut buf) {
+                Ok(0) | Err(Errno::EIO) => {
+                    // EIO: no process has the slave open any more.
+                    self.closed = true;
+                    return;
+                }
+                Ok(n) => {
+                    if self.mode != Mode::Passive {
+                        let mut out = std::io::stdout().lock();
+                        // A closed stdout must not stop the guest; drop the output.
+                        let _ = out.write_all(&buf[..n]).and_then(|_| out.flush());
+                    }
+                }
+                Err(Errno::EINTR) => {}
+                Err(_) => return, // EAGAIN
+            }
+        }
+    }
+
+    /// Moves typed input to the guest, watching for the escape sequence.
+    pub fn pump_input(&mut self) -> Request {
+        let mut buf = [0u8; 4096];
+        let n = match nix::unistd::read(0, &mut buf) {
+            Ok(0) | Err(_) => return Request::None,
+            Ok(n) => n,
+        };
+        for &b in &buf[..n] {
+            if b == ESCAPE {
+                let now = Instant::now();
+                self.escapes
+                    .retain(|t| now.duration_since(*t) < Duration::from_secs(1));
+                self.escapes.push(now);
+                if self.escapes.len() >= 3 {
+                    return Request::Kill;
+                }
+            }
+        }
+        let mut off = 0;
+        while off < n {
+            match nix::unistd::write(&self.master, &buf[off..n]) {
+                Ok(w) => off += w,
+                Err(Errno::EINTR) => {}
+                Err(Errno::EAGAIN) => std::thread::sleep(Duration::from_millis(5)),
+                Err(_) => break,
+            }
+        }
+        Request::None
+    }
+}
+
+impl Drop for Console {
+    fn drop(&mut self) {
+        if let Some(t) = &self.saved {
+            let _ = termios::tcsetattr(std::io::stdin().as_fd(), SetArg::TCSANOW, t);
+        }
+    }
+}
+
+fn set_nonblocking(fd: BorrowedFd<'_>) {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    if let Ok(flags) = fcntl(fd.as_raw_fd(), FcntlArg::F_GETFL) {
+        let _ = fcntl(
+            fd.as_raw_fd(),
+            FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK),
+        );
+    }
+}

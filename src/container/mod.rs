@@ -1,0 +1,287 @@
+//! The container side: what the cloned child does, in order, from its first
+//! instruction to the exec of the guest's init.
+//!
+//!  1. PR_SET_PDEATHSIG(SIGKILL): if the supervisor dies, so does the container
+//!     (as PID 1 of its pid namespace, its death takes every guest process along).
+//!  2. Wait for "go": the supervisor has put us into the container's cgroup.
+//!  3. unshare(CLONE_NEWCGROUP): only now, so that the namespace's root is that
+//!     cgroup and the guest's /sys/fs/cgroup shows nothing above it.
+//!  4. Make every mount a slave, so nothing done here propagates to the host.
+//!  5. Bind the root onto itself (pivot_root needs a mount point), open it.
+//!  6. Apply the mount table (mounts.rs) inside the root; send the console pty and
+//!     the notify socket to the supervisor.
+//!  7. pivot_root into the root, drop the old one; make / shared so the guest's own
+//!     services can propagate mounts into their namespaces, as systemd expects.
+//!  8. Hostname, console as controlling tty and stdio, find and check the init.
+//!  9. Reset the signal mask and dispositions the supervisor set; mark every
+//!     inherited fd close-on-exec; exec.
+//!
+//! Any failure is sent to the supervisor as one line naming the step, and the
+//! child exits; the supervisor prints it and cleans up.
+
+pub mod dev;
+pub mod mounts;
+pub mod root;
+
+use crate::channel::ChildEnd;
+use crate::plan::{Exec, Plan};
+use mounts::TableInput;
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sched::{unshare, CloneFlags};
+use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, SigmaskHow};
+use nix::sys::stat::Mode;
+use root::Root;
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+/// What the child needs besides the plan; prepared by the supervisor before clone.
+pub struct Setup<'a> {
+    pub plan: &'a Plan,
+    /// $container_uuid, formatted with dashes.
+    pub uuid: String,
+    pub host_os_release: Option<PathBuf>,
+    /// The environment of the guest's PID 1, complete.
+    pub env: Vec<(String, String)>,
+}
+
+/// Init candidates for --boot, in nspawn's order: systemd first, because /sbin/init
+/// may be another init that does not speak the container interface.
+const BOOT_INITS: &[&str] = &[
+    "/usr/lib/systemd/systemd",
+    "/lib/systemd/systemd",
+    "/sbin/init",
+];
+
+#[derive(Debug, thiserror::Error)]
+enum StepError {
+    #[error("{0}: {1}")]
+    Sys(&'static str, #[source] Errno),
+    #[error(transparent)]
+    Mount(#[from] mounts::MountError),
+    #[error(transparent)]
+    Root(#[from] root::RootError),
+    #[error(transparent)]
+    Channel(#[from] crate::channel::ChannelError),
+    #[error("{0}")]
+    Init(String),
+}
+
+fn sys(what: &'static str) -> impl FnOnce(Errno) -> StepError {
+    move |e| StepError::Sys(what, e)
+}
+
+/// The child's entry point; returns only on failure (the exit status).
+pub fn run(setup: &Setup<'_>, channel: &ChildEnd) -> isize {
+    match prepare_and_exec(setup, channel) {
+        Ok(never) => match never {},
+        Err(StepError::Channel(_)) => 1,
+        Err(e) => {
+            channel.send_failed(&e.to_string());
+            1
+        }
+    }
+}
+
+enum Never {}
+
+fn prepare_and_exec(setup: &Setup<'_>, channel: &ChildEnd) -> Result<Never, StepError> {
+    let plan = setup.plan;
+    // SAFETY: plain prctl.
+    Errno::result(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) })
+        .map_err(sys("PR_SET_PDEATHSIG"))?;
+    channel.wait_go()?;
+
+    unshare(CloneFlags::CLONE_NEWCGROUP).map_err(sys("unshare cgroup namespace"))?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_SLAVE,
+        None::<&str>,
+    )
+    .map_err(sys("make / a slave mount"))?;
+    mount(
+        Some(&plan.root),
+        &plan.root,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(sys("bind the container root onto itself"))?;
+    let root_fd = nix::fcntl::open(
+        &plan.root,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
+        Mode::empty(),
+    )
+    .map_err(sys("open the container root"))?;
+    // SAFETY: a new fd nothing else owns.
+    let root = Root::new(unsafe { OwnedFd::from_raw_fd(root_fd) });
+
+    let table = mounts::table(&TableInput {
+        plan,
+        uuid: &setup.uuid,
+        host_os_release: setup.host_os_release.as_deref(),
+    });
+    let out = mounts::apply(&root, &table)?;
+    channel.send_fds(out.pty_master.as_ref(), out.notify.as_ref())?;
+    drop(out.pty_master);
+    drop(out.notify);
+
+    nix::unistd::fchdir(root.fd().as_raw_fd()).map_err(sys("chdir into the root"))?;
+    // pivot_root(".", ".") stacks the old root under the new one; detaching it
+    // leaves only the container's tree, with no path back to the host.
+    nix::unistd::pivot_root(".", ".").map_err(sys("pivot_root"))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(sys("detach the old root"))?;
+    nix::unistd::chdir("/").map_err(sys("chdir /"))?;
+    drop(root);
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_SHARED,
+        None::<&str>,
+    )
+    .map_err(sys("make / shared"))?;
+
+    nix::unistd::sethostname(&plan.hostname).map_err(sys("sethostname"))?;
+
+    if let Some(console) = out.console {
+        take_console(console)?;
+    } else {
+        // Still a session of its own, like any init.
+        let _ = nix::unistd::setsid();
+    }
+
+    let argv = resolve_exec(plan, &setup.env)?;
+    let env: Vec<CString> = setup
+        .env
+        .iter()
+        .map(|(k, v)| CString::new(format!("{k}={v}")))
+        .collect::<Result<_, _>>()
+        .map_err(|_| StepError::Init("environment contains a NUL byte".into()))?;
+
+    reset_signals()?;
+    close_inherited_fds(channel)?;
+    let e = nix::unistd::execve(&argv[0], &argv, &env).unwrap_err();
+    Err(StepError::Init(format!(
+        "exec {}: {}",
+        argv[0].to_string_lossy(),
+        e.desc()
+    )))
+}
+
+/// The pty becomes the controlling terminal of a new session and PID 1's stdio.
+fn take_console(console: OwnedFd) -> Result<(), StepError> {
+    nix::unistd::setsid().map_err(sys("setsid"))?;
+    // SAFETY: TIOCSCTTY takes an int argument.
+    Errno::result(unsafe { libc::ioctl(console.as_raw_fd(), libc::TIOCSCTTY, 0) })
+        .map_err(sys("make the console the controlling tty"))?;
+    for target in 0..=2 {
+        nix::unistd::dup2(console.as_raw_fd(), target)
+            .map_err(sys("dup the console onto stdio"))?;
+    }
+    Ok(())
+}
+
+/// Finds the program to exec inside the (already pivoted) container and checks it
+/// is an executable file, so that a missing init is reported by name.
+fn resolve_exec(plan: &Plan, env: &[(String, String)]) -> Result<Vec<CString>, StepError> {
+    let (path, args): (PathBuf, &[String]) = match &plan.exec {
+        Exec::Boot(args) => {
+            let found = BOOT_INITS
+                .iter()
+                .map(Path::new)
+                .find(|p| is_executable(p).is_ok());
+            match found {
+                Some(p) => (p.to_path_buf(), args),
+                None => {
+                    return Err(StepError::Init(format!(
+                        "no init found in the container (tried {})",
+                        BOOT_INITS.join(", ")
+                    )))
+                }
+            }
+        }
+        Exec::Command(argv) => {
+            let cmd = &argv[0];
+            let path = if cmd.contains('/') {
+                PathBuf::from(cmd)
+            } else {
+                let search = env
+                    .iter()
+                    .rev()
+                    .find(|(k, _)| k == "PATH")
+                    .map(|(_, v)| v.as_str())
+                    .unwrap_or("");
+                search
+                    .split(':')
+                    .filter(|d| d.starts_with('/'))
+                    .map(|d| Path::new(d).join(cmd))
+                    .find(|p| is_executable(p).is_ok())
+                    .ok_or_else(|| {
+                        StepError::Init(format!("command {cmd}: not found in the container's PATH"))
+                    })?
+            };
+            if let Err(why) = is_executable(&path) {
+                return Err(StepError::Init(format!(
+                    "command {}: {why}",
+                    path.display()
+                )));
+            }
+            (path, &argv[1..])
+        }
+    };
+    let mut argv = vec![CString::new(path.as_os_str().as_bytes()).expect("paths have no NUL")];
+    for a in args {
+        argv.push(
+            CString::new(a.as_bytes())
+                .map_err(|_| StepError::Init("argument contains a NUL byte".into()))?,
+        );
+    }
+    Ok(argv)
+}
+
+fn is_executable(path: &Path) -> Result<(), &'static str> {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err("not found in the container"),
+        Err(_) => Err("cannot be accessed in the container"),
+        Ok(m) if m.is_dir() => Err("is a directory"),
+        Ok(m) if !m.is_file() => Err("is not a regular file"),
+        Ok(m) if m.permissions().mode() & 0o111 == 0 => Err("is not executable"),
+        Ok(_) => Ok(()),
+    }
+}
+
+/// The supervisor blocks and ignores signals for its own loop; exec keeps both the
+/// mask and ignored dispositions, and an init that starts with SIGTERM blocked
+/// cannot be stopped.
+fn reset_signals() -> Result<(), StepError> {
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
+        .map_err(sys("reset the signal mask"))?;
+    let dfl = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    for sig in nix::sys::signal::Signal::iterator() {
+        if sig == nix::sys::signal::Signal::SIGKILL || sig == nix::sys::signal::Signal::SIGSTOP {
+            continue;
+        }
+        // SAFETY: installing SIG_DFL has no handler to be unsafe about.
+        let _ = unsafe { sigaction(sig, &dfl) };
+    }
+    Ok(())
+}
+
+/// Only stdio reaches the guest; fds the supervisor inherited from its caller are
+/// marked close-on-exec (CVE-2024-21626 came from exactly such a leak).
+fn close_inherited_fds(channel: &ChildEnd) -> Result<(), StepError> {
+    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+    // SAFETY: close_range only changes fd flags here.
+    let r = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, CLOSE_RANGE_CLOEXEC) };
+    Errno::result(r).map_err(sys("close_range"))?;
+    // The channel is close-on-exec already; its closing tells the supervisor exec worked.
+    debug_assert!(channel.raw() > 2);
+    Ok(())
+}

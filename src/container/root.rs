@@ -1,0 +1,345 @@
+//! Path resolution inside the container root: the one place that turns a container
+//! path into something the runtime acts on.
+//!
+//! The root is untrusted: any component may be a symlink planted by the guest (or
+//! by whoever built the image), e.g. `run -> /etc`. Every lookup therefore goes
+//! through openat2(RESOLVE_IN_ROOT), which resolves ".." and absolute symlinks as if
+//! the root were "/", and the caller then acts on the returned fd (mount onto
+//! /proc/self/fd/N, mkdirat/mknodat relative to a parent fd). Nothing joins the root
+//! path with a container path and hands the result to a path-based syscall.
+
+use nix::errno::Errno;
+use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+use nix::sys::stat::{mkdirat, mknodat, Mode, SFlag};
+use nix::unistd::symlinkat;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+#[error("{op} {path}: {errno}", path = path.display())]
+pub struct RootError {
+    pub op: &'static str,
+    pub path: PathBuf,
+    #[source]
+    pub errno: Errno,
+}
+
+pub type Result<T> = std::result::Result<T, RootError>;
+
+fn err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(Errno) -> RootError + 'a {
+    move |errno| RootError {
+        op,
+        path: path.to_path_buf(),
+        errno,
+    }
+}
+
+/// What a mount point or created node should be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Dir,
+    File,
+}
+
+pub struct Root {
+    fd: OwnedFd,
+}
+
+/// "/a/b" → "a/b"; "/" → "."
+fn relative(path: &Path) -> &Path {
+    let rel = path.strip_prefix("/").unwrap_or(path);
+    if rel.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        rel
+    }
+}
+
+impl Root {
+    /// Takes an fd of the root directory (O_PATH is enough).
+    pub fn new(fd: OwnedFd) -> Root {
+        Root { fd }
+    }
+
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// Opens a container path, resolved within the root.
+    pub fn open(&self, path: &Path, flags: OFlag) -> Result<OwnedFd> {
+        self.open_how(path, flags, Mode::empty())
+            .map_err(err("open", path))
+    }
+
+    fn open_how(&self, path: &Path, flags: OFlag, mode: Mode) -> nix::Result<OwnedFd> {
+        let how = OpenHow::new()
+            .flags(flags | OFlag::O_CLOEXEC)
+            .mode(mode)
+            .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+        loop {
+            match openat2(self.fd.as_raw_fd(), relative(path), how) {
+                // SAFETY: openat2 returned a new fd that nothing else owns.
+                Ok(fd) => return Ok(unsafe { OwnedFd::from_raw_fd(fd) }),
+                // openat2 asks callers to retry when a rename raced the lookup.
+                Err(Errno::EAGAIN) | Err(Errno::EINTR) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// An O_PATH fd of an existing container path (following in-root symlinks).
+    pub fn path_fd(&self, path: &Path) -> Result<OwnedFd> {
+        self.open(path, OFlag::O_PATH)
+    }
+
+    /// Creates `path` and its missing parents as directories (like mkdir -p), each
+    /// component created relative to its already-resolved parent.
+    pub fn mkdir_all(&self, path: &Path, mode: u32) -> Result<OwnedFd> {
+        let mut cur = PathBuf::from("/");
+        let mut fd = self.open(&cur, OFlag::O_PATH | OFlag::O_DIRECTORY)?;
+        for comp in relative(path).components() {
+            let name = comp.as_os_str();
+            cur.push(name);
+            match self.open_how(&cur, OFlag::O_PATH | OFlag::O_DIRECTORY, Mode::empty()) {
+                Ok(next) => fd = next,
+                Err(Errno::ENOENT) => {
+                    match mkdirat(Some(fd.as_raw_fd()), name, Mode::from_bits_truncate(mode)) {
+                        Ok(()) | Err(Errno::EEXIST) => {}
+                        Err(e) => return Err(err("mkdir", &cur)(e)),
+                    }
+                    fd = self.open(&cur, OFlag::O_PATH | OFlag::O_DIRECTORY)?;
+                }
+                Err(e) => return Err(err("open", &cur)(e)),
+            }
+        }
+        Ok(fd)
+    }
+
+    /// The parent directory (created if missing) and the final name of `path`.
+    fn parent(&self, path: &Path) -> Result<(OwnedFd, PathBuf)> {
+        let rel = relative(path);
+        let name = rel
+            .file_name()
+            .ok_or_else(|| err("resolve", path)(Errno::EINVAL))?;
+        let parent = Path::new("/").join(rel.parent().unwrap_or(Path::new("")));
+        Ok((self.mkdir_all(&parent, 0o755)?, PathBuf::from(name)))
+    }
+
+    /// Makes sure a mount point of the right kind exists and returns an O_PATH fd of
+    /// it. An existing node of the other kind is an error (mounting a directory over
+    /// a file fails in confusing ways later).
+    pub fn mount_point(&self, path: &Path, kind: Kind) -> Result<OwnedFd> {
+        match kind {
+            Kind::Dir => self.mkdir_all(path, 0o755),
+            Kind::File => {
+                match self.path_fd(path) {
+                    Ok(fd) => {
+                        let st =
+                            nix::sys::stat::fstat(fd.as_raw_fd()).map_err(err("stat", path))?;
+                        if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR {
+                            return Err(err("mount a file on", path)(Errno::EISDIR));
+                        }
+                        return Ok(fd);
+                    }
+                    Err(e) if e.errno == Errno::ENOENT => {}
+                    Err(e) => return Err(e),
+                }
+                let (dir, name) = self.parent(path)?;
+                let created = nix::fcntl::openat(
+                    Some(dir.as_raw_fd()),
+                    &name,
+                    OFlag::O_CREAT
+                        | OFlag::O_EXCL
+                        | OFlag::O_WRONLY
+                        | OFlag::O_NOFOLLOW
+                        | OFlag::O_CLOEXEC,
+                    Mode::from_bits_truncate(0o644),
+                );
+                match created {
+                    // SAFETY: a new fd nothing else owns; closed right away.
+                    Ok(fd) => drop(unsafe { OwnedFd::from_raw_fd(fd) }),
+                    Err(Errno::EEXIST) => {}
+                    Err(e) => return Err(err("create", path)(e)),
+                }
+                self.path_fd(path)
+            }
+        }
+    }
+
+    /// Creates (or truncates) a regular file and writes `contents`. Refuses to
+    /// follow a symlink in the last component, so a planted link cannot redirect the
+    /// write to another file.
+    pub fn write_file(&self, path: &Path, contents: &[u8], mode: u32) -> Result<()> {
+        let (dir, name) = self.parent(path)?;
+        let fd = nix::fcntl::openat(
+            Some(dir.as_raw_fd()),
+            &name,
+            OFlag::O_CREAT
+                | OFlag::O_TRUNC
+                | OFlag::O_WRONLY
+                | OFlag::O_NOFOLLOW
+                | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(mode),
+        )
+        .map_err(err("create", path))?;
+        // SAFETY: a new fd nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let mut off = 0;
+        while off < contents.len() {
+            match nix::unistd::write(&fd, &contents[off..]) {
+                Ok(n) => off += n,
+                Err(Errno::EINTR) => {}
+                Err(e) => return Err(err("write", path)(e)),
+            }
+        }
+        // The umask would have masked the mode at creation.
+        nix::sys::stat::fchmod(fd.as_raw_fd(), Mode::from_bits_truncate(mode))
+            .map_err(err("chmod", path))
+    }
+
+    /// Reads a small file, if it exists.
+    pub fn read_file(&self, path: &Path) -> Result<Option<Vec<u8>>> {
+        let fd = match self.open(
+            path,
+            OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK,
+        ) {
+            Ok(fd) => fd,
+            Err(e) if e.errno == Errno::ENOENT || e.errno == Errno::ELOOP => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let st = nix::sys::stat::fstat(fd.as_raw_fd()).map_err(err("stat", path))?;
+        if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG {
+            return Ok(None);
+        }
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match nix::unistd::read(fd.as_raw_fd(), &mut buf) {
+                Ok(0) => return Ok(Some(out)),
+                Ok(n) if out.len() < 1 << 16 => out.extend_from_slice(&buf[..n]),
+                Ok(_) => return Ok(Some(out)),
+                Err(Errno::EINTR) => {}
+                Err(e) => return Err(err("read", path)(e)),
+            }
+        }
+    }
+
+    /// Creates a device node, FIFO or socket placeholder (no-op if it exists).
+    pub fn mknod(&self, path: &Path, kind: SFlag, mode: u32, dev: libc::dev_t) -> Result<()> {
+        let (dir, name) = self.parent(path)?;
+        match mknodat(
+            Some(dir.as_raw_fd()),
+            &name,
+            kind,
+            Mode::from_bits_truncate(mode),
+            dev,
+        ) {
+            Ok(()) | Err(Errno::EEXIST) => {}
+            Err(e) => return Err(err("mknod", path)(e)),
+        }
+        // mknod's mode is subject to the umask too.
+        nix::sys::stat::fchmodat(
+            Some(dir.as_raw_fd()),
+            &name,
+            Mode::from_bits_truncate(mode),
+            nix::sys::stat::FchmodatFlags::FollowSymlink,
+        )
+        .map_err(err("chmod", path))
+    }
+
+    pub fn symlink(&self, path: &Path, target: &str) -> Result<()> {
+        let (dir, name) = self.parent(path)?;
+        match symlinkat(target, Some(dir.as_raw_fd()), &name) {
+            Ok(()) | Err(Errno::EEXIST) => Ok(()),
+            Err(e) => Err(err("symlink", path)(e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn root_of(dir: &Path) -> Root {
+        let fd = nix::fcntl::open(
+            dir,
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .unwrap();
+        Root::new(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+
+    fn tempdir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("nixrun-root-test-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn symlinks_cannot_leave_the_root() {
+        let outside = tempdir("outside");
+        let dir = tempdir("inside");
+        // A link to an absolute host path, and one climbing out with "..".
+        symlink(&outside, dir.join("abs")).unwrap();
+        symlink("../../../../../../..", dir.join("up")).unwrap();
+        let root = root_of(&dir);
+
+        // The absolute link dangles inside the root: refused, not followed out.
+        let e = root.mkdir_all(Path::new("/abs/made"), 0o755).unwrap_err();
+        assert_eq!(e.errno, Errno::ENOENT);
+        assert!(
+            !outside.join("made").exists(),
+            "mkdir followed a link out of the root"
+        );
+        // Once its target exists inside the root, it resolves there.
+        std::fs::create_dir_all(dir.join(outside.strip_prefix("/").unwrap())).unwrap();
+        root.mkdir_all(Path::new("/abs/made"), 0o755).unwrap();
+        assert!(
+            !outside.join("made").exists(),
+            "mkdir followed a link out of the root"
+        );
+        assert!(dir
+            .join(outside.strip_prefix("/").unwrap())
+            .join("made")
+            .is_dir());
+        // ".." stops at the root.
+        root.write_file(Path::new("/up/tmp/file"), b"x", 0o644)
+            .unwrap();
+        assert!(dir.join("tmp/file").is_file());
+        std::fs::remove_dir_all(&outside).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn write_file_does_not_follow_a_final_symlink() {
+        let dir = tempdir("final");
+        std::fs::create_dir(dir.join("etc")).unwrap();
+        std::fs::write(dir.join("victim"), b"keep").unwrap();
+        symlink("/victim", dir.join("etc/machine-id")).unwrap();
+        let root = root_of(&dir);
+        let e = root
+            .write_file(Path::new("/etc/machine-id"), b"x", 0o444)
+            .unwrap_err();
+        assert_eq!(e.errno, Errno::ELOOP);
+        assert_eq!(std::fs::read(dir.join("victim")).unwrap(), b"keep");
+        assert_eq!(root.read_file(Path::new("/etc/machine-id")).unwrap(), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn mount_points_of_the_wrong_kind_are_reported() {
+        let dir = tempdir("kind");
+        let root = root_of(&dir);
+        root.mount_point(Path::new("/a/file"), Kind::File).unwrap();
+        assert!(dir.join("a/file").is_file());
+        let e = root
+            .mount_point(Path::new("/a/file/sub"), Kind::Dir)
+            .err()
+            .unwrap();
+        assert_eq!(e.errno, Errno::ENOTDIR);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
