@@ -31,7 +31,7 @@ pub enum CgroupError {
     Read(PathBuf, #[source] io::Error),
     #[error("this process is in no cgroup of the {0} hierarchy (see /proc/self/cgroup)")]
     NotInHierarchy(String),
-    #[error("machine {machine} is already running (its cgroup {path} has processes)")]
+    #[error("cgroup {path} already has processes: machine {machine} is running, or (with --keep-unit) another container runs in this unit")]
     AlreadyRunning { machine: String, path: PathBuf },
     #[error("creating cgroup {0}: {1}")]
     Create(PathBuf, #[source] io::Error),

@@ -150,15 +150,6 @@ pub fn run(plan: &Plan) -> Result<i32, SupervisorError> {
         )
     };
 
-    say!(
-        plan,
-        "Spawning container {} on {}.",
-        plan.machine,
-        plan.root.display()
-    );
-    if plan.console == ConsoleMode::Interactive {
-        say!(plan, "Press ^] three times within 1s to kill container.");
-    }
     loop {
         cgroups.create()?;
         let result = boot_once(plan, &setup, &cgroups, &mut sigfd);
@@ -536,6 +527,19 @@ impl Boot<'_> {
 
     /// The child's end closed on exec: the guest's init runs.
     fn on_exec(&mut self) {
+        // Said only now, so that a container that fails to start gets one line.
+        say!(
+            self.plan,
+            "Spawned container {} on {}.",
+            self.plan.machine,
+            self.plan.root.display()
+        );
+        if self.plan.console == ConsoleMode::Interactive {
+            say!(
+                self.plan,
+                "Press ^] three times within 1s to kill container."
+            );
+        }
         let status = format!("Container running.\nX_NIXRUN_LEADER_PID={}", self.pid);
         notify::to_host(&[NotifyState::Status(&status)]);
         if !self.plan.notify_ready {

@@ -1,0 +1,312 @@
+//! Bad input: one clear line on stderr naming the problem, a non-zero exit, and
+//! nothing left on the host — no mount, no cgroup, no directory outside the
+//! container root. One test per case.
+
+mod common;
+
+use common::*;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+
+/// Runs nixrun with `args` and checks the failure contract; `mentions` must all
+/// appear in the one error line.
+fn assert_refused(tag: &str, base: &Path, args: &[&str], mentions: &[&str]) {
+    let snap = HostSnapshot::take(tag);
+    let before = listing(base);
+    let (st, out, err) = run(args);
+    assert_refused_output(st, &out, &err, mentions);
+    snap.assert_unchanged();
+    assert_only_mount_points_added(&before, &listing(base));
+}
+
+/// Outside the container root nothing may appear; inside it, only the (empty)
+/// mount points of the API file systems, which nspawn creates too.
+fn assert_only_mount_points_added(before: &[String], after: &[String]) {
+    const MOUNT_POINTS: &[&str] = &["dev", "proc", "sys", "run", "tmp"];
+    for p in after.iter().filter(|p| !before.contains(p)) {
+        let mut parts = p.splitn(2, '/');
+        let (_root, rest) = (parts.next(), parts.next());
+        assert!(
+            rest.is_some_and(|r| MOUNT_POINTS.contains(&r)),
+            "nixrun left {p} behind (all new entries: {:?})",
+            after
+                .iter()
+                .filter(|p| !before.contains(p))
+                .collect::<Vec<_>>()
+        );
+    }
+    let removed: Vec<&String> = before.iter().filter(|p| !after.contains(p)).collect();
+    assert!(removed.is_empty(), "nixrun removed {removed:?}");
+}
+
+fn assert_refused_output(st: std::process::ExitStatus, out: &str, err: &str, mentions: &[&str]) {
+    assert!(!st.success(), "nixrun accepted bad input; stderr: {err}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "expected one error line, got: {err:?}");
+    let line = lines[0];
+    assert!(line.starts_with("nixrun: "), "{line}");
+    for m in mentions {
+        assert!(
+            line.contains(m),
+            "error line {line:?} does not mention {m:?}"
+        );
+    }
+    assert!(out.is_empty(), "unexpected stdout: {out}");
+}
+
+/// Everything below `base`, recursively, as relative paths.
+fn listing(base: &Path) -> Vec<String> {
+    let mut v = Vec::new();
+    fn walk(dir: &Path, base: &Path, v: &mut Vec<String>) {
+        if let Ok(rd) = fs::read_dir(dir) {
+            for e in rd.filter_map(Result::ok) {
+                let p = e.path();
+                v.push(p.strip_prefix(base).unwrap().display().to_string());
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    walk(&p, base, v);
+                }
+            }
+        }
+    }
+    walk(base, base, &mut v);
+    v.sort();
+    v
+}
+
+fn minimal(tag: &str) -> (TempRoot, std::path::PathBuf) {
+    TempRoot::copy_of(tag, &fixture("minimal"), tag)
+}
+
+#[test]
+fn missing_root() {
+    let t = TempRoot::new("bad-missing");
+    let root = t.path("nope");
+    assert_refused(
+        "nope",
+        &t.base,
+        &["-D", root.to_str().unwrap(), "-b"],
+        &[root.to_str().unwrap(), "does not exist"],
+    );
+    assert!(!root.exists());
+}
+
+#[test]
+fn root_is_a_file() {
+    let t = TempRoot::new("bad-file");
+    let root = t.path("file");
+    fs::write(&root, "x").unwrap();
+    assert_refused(
+        "file",
+        &t.base,
+        &["-D", root.to_str().unwrap(), "-b"],
+        &[root.to_str().unwrap(), "not a directory"],
+    );
+}
+
+#[test]
+fn root_is_the_host_root() {
+    let t = TempRoot::new("bad-slash");
+    assert_refused(
+        "bad-slash",
+        &t.base,
+        &["-D", "/", "-M", "bad-slash", "-b"],
+        &["host's /"],
+    );
+    // The same through a path that resolves to /.
+    assert_refused(
+        "bad-slash",
+        &t.base,
+        &["-D", "/var/..", "-M", "bad-slash", "-b"],
+        &["host's /"],
+    );
+}
+
+#[test]
+fn no_init_in_the_root() {
+    let (t, root) = minimal("bad-noinit");
+    assert_refused(
+        "bad-noinit",
+        &t.base,
+        &["-D", root.to_str().unwrap(), "-b"],
+        &["no init found", "/sbin/init"],
+    );
+}
+
+#[test]
+fn command_not_found() {
+    let (t, root) = minimal("bad-nocmd");
+    assert_refused(
+        "bad-nocmd",
+        &t.base,
+        &[
+            "-D",
+            root.to_str().unwrap(),
+            "/nix/var/nix/profiles/system/init",
+        ],
+        &["/nix/var/nix/profiles/system/init", "not found"],
+    );
+}
+
+#[test]
+fn init_not_executable() {
+    let (t, root) = minimal("bad-noexec");
+    fs::write(root.join("init"), "#!/bin/sh\n").unwrap();
+    fs::set_permissions(root.join("init"), fs::Permissions::from_mode(0o644)).unwrap();
+    assert_refused(
+        "bad-noexec",
+        &t.base,
+        &["-D", root.to_str().unwrap(), "/init"],
+        &["/init", "not executable"],
+    );
+}
+
+#[test]
+fn bind_source_missing() {
+    let (t, root) = minimal("bad-bindsrc");
+    let src = t.path("missing-src");
+    let flag = format!("--bind-ro={}:/mnt", src.display());
+    assert_refused(
+        "bad-bindsrc",
+        &t.base,
+        &[
+            "-D",
+            root.to_str().unwrap(),
+            &flag,
+            "/nixrun-probe",
+            "exit",
+            "0",
+        ],
+        &["--bind-ro", src.to_str().unwrap()],
+    );
+}
+
+#[test]
+fn malformed_bind() {
+    let (t, root) = minimal("bad-bindspec");
+    for (spec, why) in [
+        ("--bind=relative/src:/mnt", "not an absolute path"),
+        ("--bind=/tmp:relative", "not an absolute path"),
+        ("--bind=/tmp:/mnt:bogus", "unknown option"),
+        ("--bind=/tmp:/a/../b", "\"..\""),
+        ("--bind=/tmp:/x:rbind:extra", "SRC[:DST[:OPTIONS]]"),
+    ] {
+        assert_refused(
+            "bad-bindspec",
+            &t.base,
+            &[
+                "-D",
+                root.to_str().unwrap(),
+                spec,
+                "/nixrun-probe",
+                "exit",
+                "0",
+            ],
+            &["--bind", why],
+        );
+    }
+}
+
+#[test]
+fn invalid_machine_name() {
+    let (t, root) = minimal("bad-machine");
+    for name in ["under_score", "-dash", "has space", &"x".repeat(64)] {
+        let flag = format!("--machine={name}");
+        assert_refused(
+            name,
+            &t.base,
+            &[
+                "-D",
+                root.to_str().unwrap(),
+                &flag,
+                "/nixrun-probe",
+                "exit",
+                "0",
+            ],
+            &["invalid machine name"],
+        );
+    }
+}
+
+#[test]
+fn unknown_signal_name() {
+    let (t, root) = minimal("bad-signal");
+    assert_refused(
+        "bad-signal",
+        &t.base,
+        &["-D", root.to_str().unwrap(), "--kill-signal=SIGFOO", "-b"],
+        &["--kill-signal", "SIGFOO"],
+    );
+}
+
+#[test]
+fn unsupported_nspawn_flag() {
+    let (t, root) = minimal("bad-flag");
+    assert_refused(
+        "bad-flag",
+        &t.base,
+        &["-D", root.to_str().unwrap(), "--private-network", "-b"],
+        &["--private-network", "not supported yet"],
+    );
+}
+
+#[test]
+fn not_running_as_root() {
+    let (t, root) = minimal("bad-nonroot");
+    let snap = HostSnapshot::take("bad-nonroot");
+    let before = listing(&t.base);
+    let mut cmd = nixrun_cmd(&["-D", root.to_str().unwrap(), "/nixrun-probe", "exit", "0"]);
+    // SAFETY: setgid/setuid between fork and exec are async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setgid(65534) != 0 || libc::setuid(65534) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let (st, out, err) = run_cmd(cmd);
+    assert_refused_output(st, &out, &err, &["must be run as root"]);
+    snap.assert_unchanged();
+    assert_eq!(
+        listing(&t.base),
+        before,
+        "a refused start must not touch the root"
+    );
+}
+
+/// CVE-2023-27561 and friends: /proc, /sys or /dev as a symlink could aim the API
+/// file systems at the host.
+fn api_dir_symlink(name: &str) {
+    let (t, root) = minimal(&format!("bad-{name}-link"));
+    let target = t.path("elsewhere");
+    fs::create_dir_all(&target).unwrap();
+    std::os::unix::fs::symlink(&target, root.join(name)).unwrap();
+    assert_refused(
+        &format!("bad-{name}-link"),
+        &t.base,
+        &["-D", root.to_str().unwrap(), "/nixrun-probe", "exit", "0"],
+        &[name, "symlink"],
+    );
+    assert_eq!(
+        fs::read_dir(&target).unwrap().count(),
+        0,
+        "something was created through the symlink"
+    );
+}
+
+#[test]
+fn proc_is_a_symlink() {
+    api_dir_symlink("proc");
+}
+
+#[test]
+fn sys_is_a_symlink() {
+    api_dir_symlink("sys");
+}
+
+#[test]
+fn dev_is_a_symlink() {
+    api_dir_symlink("dev");
+}

@@ -1,0 +1,328 @@
+//! The minimal guest (an empty root plus the static probe): everything the probe
+//! sees was made by nixrun, so these tests check the runtime's own work — the
+//! container's environment, readiness, signals, exit statuses and mounts.
+
+mod common;
+
+use common::*;
+use std::fs;
+use std::time::Duration;
+
+fn minimal_copy(tag: &str) -> (TempRoot, std::path::PathBuf) {
+    TempRoot::copy_of(tag, &fixture("minimal"), tag)
+}
+
+#[test]
+fn the_guest_sees_its_own_world() {
+    let (_t, root) = minimal_copy("min-facts");
+    let snap = HostSnapshot::take("min-facts");
+    let (st, out, err) = run(&[
+        "-D",
+        root.to_str().unwrap(),
+        "--uuid=0123456789abcdef0123456789abcdef",
+        "--setenv=PATH=/custom:/bin",
+        "-q",
+        "/nixrun-probe",
+        "facts",
+    ]);
+    assert_eq!(exit_code(st), 0, "{err}");
+    let f = facts(&out);
+    assert_eq!(
+        f["pid"], "1",
+        "the command must be PID 1 of a new pid namespace"
+    );
+    assert_eq!(
+        f["proc_pids"], "1",
+        "processes other than the guest's are visible"
+    );
+    assert_eq!(f["hostname"], "min-facts");
+    assert_eq!(f["uid"], "0");
+    assert_eq!(f["cwd"], "/");
+    assert_eq!(f["env.container"], "nixrun");
+    assert_eq!(
+        f["env.container_uuid"],
+        "01234567-89ab-cdef-0123-456789abcdef"
+    );
+    assert_eq!(f["env.NOTIFY_SOCKET"], "/run/host/notify");
+    assert_eq!(f["env.PATH"], "/custom:/bin", "--setenv must win");
+    assert_eq!(f["ro./sys"], "1");
+    assert_eq!(f["ro./proc/sys"], "1");
+    assert_eq!(f["ro./run/host"], "1");
+    assert_eq!(f["ro./"], "0");
+    for (path, fstype) in [
+        ("/proc", "proc"),
+        ("/sys", "sysfs"),
+        ("/sys/fs/cgroup", "cgroup2"),
+        ("/dev", "tmpfs"),
+        ("/dev/pts", "devpts"),
+        ("/run", "tmpfs"),
+        ("/tmp", "tmpfs"),
+    ] {
+        assert_eq!(f[&format!("fstype.{path}")], fstype, "{path}");
+    }
+    // At the root of its own cgroup namespace, in every hierarchy (hybrid hosts
+    // list their v1 controllers too).
+    let cg: Vec<&str> = f["cgroup"].split(';').collect();
+    assert!(cg.contains(&"0::/"), "cgroup: {cg:?}");
+    assert!(
+        cg.iter().all(|l| l.ends_with(":/")),
+        "the guest sees cgroups above its own: {cg:?}"
+    );
+    let dev: Vec<&str> = f["dev"].split(',').collect();
+    for node in [
+        "null", "zero", "full", "random", "urandom", "tty", "ptmx", "pts", "shm", "mqueue",
+        "console", "net",
+    ] {
+        assert!(dev.contains(&node), "/dev/{node} missing: {dev:?}");
+    }
+    // Only stdio reaches the guest.
+    let fds: Vec<&str> = f["fds"]
+        .split(',')
+        .map(|s| s.split(':').next().unwrap())
+        .collect();
+    assert_eq!(fds, vec!["0", "1", "2"], "fds: {}", f["fds"]);
+    snap.assert_unchanged();
+}
+
+#[test]
+fn the_console_is_a_pty_that_reaches_stdout() {
+    let (_t, root) = minimal_copy("min-console");
+    let (st, out, err) = run(&[
+        "-D",
+        root.to_str().unwrap(),
+        "--console=read-only",
+        "-q",
+        "/nixrun-probe",
+        "facts",
+    ]);
+    assert_eq!(exit_code(st), 0, "{err}");
+    let f = facts(&out);
+    assert!(
+        f["console"].starts_with("/dev/pts/"),
+        "console: {}",
+        f["console"]
+    );
+    // With a pipe console the guest gets our stdio as they are.
+    let (st, out, _) = run(&[
+        "-D",
+        root.to_str().unwrap(),
+        "--console=pipe",
+        "-q",
+        "/nixrun-probe",
+        "facts",
+    ]);
+    assert_eq!(exit_code(st), 0);
+    assert!(!facts(&out)["console"].contains("/dev/pts/"));
+}
+
+#[test]
+fn exit_status_of_the_guest_is_nixrun_s() {
+    let (_t, root) = minimal_copy("min-exit");
+    for (code, want) in [(0, 0), (7, 7), (133, 1)] {
+        let (st, _, err) = run(&[
+            "-D",
+            root.to_str().unwrap(),
+            "-q",
+            "/nixrun-probe",
+            "exit",
+            &code.to_string(),
+        ]);
+        // 133 would make container@.service restart the guest; only a reboot may.
+        assert_eq!(exit_code(st), want, "guest exit {code}: {err}");
+    }
+}
+
+#[test]
+fn guest_poweroff_exits_0() {
+    let (_t, root) = minimal_copy("min-poweroff");
+    let (st, _, err) = run(&[
+        "-D",
+        root.to_str().unwrap(),
+        "-q",
+        "/nixrun-probe",
+        "poweroff",
+    ]);
+    assert_eq!(exit_code(st), 0, "{err}");
+}
+
+#[test]
+fn guest_reboot_restarts_it_or_exits_133_with_keep_unit() {
+    let (_t, root) = minimal_copy("min-reboot");
+    let snap = HostSnapshot::take("min-reboot");
+    // Without --keep-unit nixrun boots the guest again itself: the probe reboots
+    // on every start, so the leader keeps changing until we stop it.
+    let mut c = Spawned::start(&[
+        "-D",
+        root.to_str().unwrap(),
+        "-q",
+        "/nixrun-probe",
+        "reboot",
+    ]);
+    let first = c.wait_new_leader(0, Duration::from_secs(10));
+    let second = c.wait_new_leader(first, Duration::from_secs(10));
+    c.wait_new_leader(second, Duration::from_secs(10));
+    c.signal(libc::SIGTERM);
+    assert_ne!(exit_code(c.wait_exit(STOP_TIMEOUT)), 133);
+    snap.assert_unchanged();
+
+    let unit = UnitCgroup::new("min-reboot");
+    let mut cmd = nixrun_cmd(&[
+        "--keep-unit",
+        "-D",
+        root.to_str().unwrap(),
+        "-q",
+        "/nixrun-probe",
+        "reboot",
+    ]);
+    unit.enter(&mut cmd);
+    let (st, _, err) = run_cmd(cmd);
+    assert_eq!(exit_code(st), 133, "{err}");
+    assert_eq!(unit.subgroups(), Vec::<String>::new());
+}
+
+#[test]
+fn sigterm_sends_the_kill_signal_and_a_second_one_kills() {
+    let (_t, root) = minimal_copy("min-sig");
+    let rtmin = libc::SIGRTMIN();
+    let mut c = Spawned::start(&[
+        "-D",
+        root.to_str().unwrap(),
+        "--kill-signal=SIGRTMIN+3",
+        "/nixrun-probe",
+        "wait-signal",
+    ]);
+    c.leader();
+    std::thread::sleep(Duration::from_millis(300)); // let the probe install its handlers
+    c.signal(libc::SIGTERM);
+    assert_eq!(
+        exit_code(c.wait_exit(STOP_TIMEOUT)),
+        0,
+        "log:\n{}",
+        c.log_text()
+    );
+    assert!(
+        c.log_text().contains(&format!("signal {}", rtmin + 3)),
+        "the guest did not get SIGRTMIN+3; log:\n{}",
+        c.log_text()
+    );
+    assert!(
+        c.notified.stopping,
+        "STOPPING=1 was not relayed to the host"
+    );
+
+    // A guest that ignores the signal: the first SIGTERM is not enough, the second is.
+    let mut c = Spawned::start(&[
+        "-D",
+        root.to_str().unwrap(),
+        "--kill-signal=SIGRTMIN+3",
+        "/nixrun-probe",
+        "sleep",
+        "60",
+    ]);
+    c.leader();
+    c.signal(libc::SIGTERM);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        c.try_status().is_none(),
+        "one SIGTERM killed a guest that ignores the kill signal"
+    );
+    c.signal(libc::SIGTERM);
+    let st = c.wait_exit(Duration::from_secs(10));
+    assert_ne!(exit_code(st), 0);
+}
+
+#[test]
+fn readiness_is_relayed_from_the_guest_with_notify_ready() {
+    let (_t, root) = minimal_copy("min-ready");
+    // The guest says READY=1 and a status, then keeps running.
+    let mut c = Spawned::start(&[
+        "-D",
+        root.to_str().unwrap(),
+        "--notify-ready=yes",
+        "-q",
+        "/nixrun-probe",
+        "notify",
+        "READY=1",
+        "STATUS=all good",
+    ]);
+    c.wait_ready(Duration::from_secs(30));
+    let st = c.wait_exit(STOP_TIMEOUT);
+    assert_eq!(exit_code(st), 0);
+    assert!(
+        c.notified
+            .statuses
+            .iter()
+            .any(|s| s == "Container running: all good"),
+        "statuses: {:?}",
+        c.notified.statuses
+    );
+
+    // A guest that never says READY=1 is never reported ready...
+    let mut c = Spawned::start(&[
+        "-D",
+        root.to_str().unwrap(),
+        "--notify-ready=yes",
+        "-q",
+        "/nixrun-probe",
+        "sleep",
+        "1",
+    ]);
+    let st = c.wait_exit(STOP_TIMEOUT);
+    assert_eq!(exit_code(st), 0);
+    assert_eq!(
+        c.notified.ready_after, None,
+        "READY=1 relayed although the guest never sent it"
+    );
+    // ...unless readiness is nixrun's own (the default): ready once init runs.
+    let mut c = Spawned::start(&[
+        "-D",
+        root.to_str().unwrap(),
+        "-q",
+        "/nixrun-probe",
+        "sleep",
+        "1",
+    ]);
+    c.wait_ready(Duration::from_secs(30));
+    assert_eq!(exit_code(c.wait_exit(STOP_TIMEOUT)), 0);
+}
+
+#[test]
+fn binds_and_tmpfs_behave_as_in_nspawn() {
+    let (t, root) = minimal_copy("min-binds");
+    let ro = t.path("ro");
+    let rw = t.path("rw");
+    fs::create_dir_all(&ro).unwrap();
+    fs::create_dir_all(&rw).unwrap();
+    fs::write(ro.join("hello"), "hi").unwrap();
+    let snap = HostSnapshot::take("min-binds");
+    let args = |probe: &[&str]| -> (i32, String) {
+        let mut a: Vec<String> = vec![
+            "-D".into(),
+            root.to_str().unwrap().into(),
+            "-q".into(),
+            format!("--bind-ro={}:/mnt/ro", ro.display()),
+            format!("--bind={}:/mnt/rw", rw.display()),
+            "--tmpfs=/mnt/tmp".into(),
+            "/nixrun-probe".into(),
+        ];
+        a.extend(probe.iter().map(|s| s.to_string()));
+        let refs: Vec<&str> = a.iter().map(String::as_str).collect();
+        let (st, out, err) = run(&refs);
+        assert!(st.success(), "{err}");
+        (0, out)
+    };
+    assert_eq!(args(&["write", "/mnt/ro/x"]).1.trim(), "EROFS");
+    assert_eq!(args(&["write", "/mnt/rw/x"]).1.trim(), "ok");
+    assert!(
+        rw.join("x").exists(),
+        "a write to --bind did not reach the host"
+    );
+    assert_eq!(args(&["write", "/mnt/tmp/x"]).1.trim(), "ok");
+    assert!(
+        !root.join("mnt/tmp/x").exists(),
+        "--tmpfs wrote through to the root"
+    );
+    let f = facts(&args(&["facts"]).1);
+    assert_eq!(f["fstype./tmp"], "tmpfs");
+    snap.assert_unchanged();
+}
