@@ -177,7 +177,20 @@ fn nixos_shaped_guest_boots_from_its_profile_in_a_unit() {
     let f = facts(&c.sh("/nixrun-probe facts"));
     assert_eq!(f["ro./nix/store"], "1");
     assert_eq!(f["ro./sys"], "1");
+    let id: String = c.sh("cat /run/host/container-uuid").trim().replace('-', "");
     stop_cleanly(&mut c);
+    // try-guest links the journal only where the host keeps one; it is the
+    // feature, not a leftover, but this test's guest is temporary.
+    let link = Path::new("/var/log/journal").join(&id);
+    if Path::new("/var/log/journal").is_dir() {
+        assert_eq!(
+            std::fs::read_link(&link).unwrap(),
+            root.join("var/log/journal").join(&id)
+        );
+        std::fs::remove_file(&link).unwrap();
+    } else {
+        assert!(!link.exists());
+    }
     assert_eq!(
         unit.subgroups(),
         Vec::<String>::new(),

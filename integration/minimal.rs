@@ -326,3 +326,121 @@ fn binds_and_tmpfs_behave_as_in_nspawn() {
     assert_eq!(f["fstype./tmp"], "tmpfs");
     snap.assert_unchanged();
 }
+
+/// On a terminal the console is interactive: keystrokes reach the guest's pty (its
+/// line discipline echoes them back through nixrun), ^] three times kills the
+/// container, and the terminal's settings are restored afterwards.
+#[test]
+fn interactive_console_relays_keys_and_escapes_with_ctrl_bracket() {
+    use nix::pty::openpty;
+    use nix::sys::termios::tcgetattr;
+    use std::io::{Read, Write};
+    use std::os::fd::AsFd;
+
+    let (_t, root) = minimal_copy("min-tty");
+    let snap = HostSnapshot::take("min-tty");
+    let pty = openpty(None, None).expect("openpty");
+    let before = tcgetattr(pty.slave.as_fd()).unwrap();
+    let mut cmd = nixrun_cmd(&["-D", root.to_str().unwrap(), "/nixrun-probe", "sleep", "60"]);
+    let slave = std::fs::File::from(pty.slave.try_clone().unwrap());
+    cmd.stdin(slave.try_clone().unwrap())
+        .stdout(slave.try_clone().unwrap())
+        .stderr(slave);
+    let mut child = cmd.spawn().expect("spawn nixrun");
+    let mut master = std::fs::File::from(pty.master);
+
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let mut reader = master.try_clone().unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        let mut seen = String::new();
+        while let Ok(n) = reader.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+            let _ = tx.send(seen.clone());
+        }
+    });
+    let wait_for = |needle: &str| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(seen) if seen.contains(needle) => return,
+                Ok(_) => {}
+                Err(_) => panic!("{needle:?} never appeared on the terminal"),
+            }
+        }
+    };
+    wait_for("Press ^] three times");
+    // Raw mode: our terminal no longer echoes, so an echo can only come from the
+    // guest's pty, through nixrun.
+    let raw = tcgetattr(master.as_fd()).unwrap();
+    assert!(
+        !raw.local_flags
+            .contains(nix::sys::termios::LocalFlags::ECHO),
+        "terminal not in raw mode"
+    );
+    master.write_all(b"typed-into-the-guest\r").unwrap();
+    wait_for("typed-into-the-guest");
+    master.write_all(b"\x1d\x1d\x1d").unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let st = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "^]^]^] did not kill the container"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!st.success(), "a killed container must not report success");
+    let after = tcgetattr(master.as_fd()).unwrap();
+    assert_eq!(
+        before.local_flags, after.local_flags,
+        "terminal left in raw mode"
+    );
+    assert_eq!(
+        before.input_flags, after.input_flags,
+        "terminal left in raw mode"
+    );
+    snap.assert_unchanged();
+}
+
+/// --link-journal=guest: the host's /var/log/journal/<machine id> points at the
+/// guest's journal directory (what `journalctl -m` follows).
+#[test]
+fn link_journal_guest_links_the_hosts_journal_to_the_guests() {
+    let (_t, root) = minimal_copy("min-journal");
+    let host_dir = std::path::Path::new("/var/log/journal");
+    let made_host_dir = !host_dir.exists();
+    if made_host_dir {
+        fs::create_dir_all(host_dir).unwrap();
+    }
+    let id = "5eed0123456789abcdef0123456789ab";
+    let uuid = format!("--uuid={id}");
+    let (st, _, err) = run(&[
+        "-D",
+        root.to_str().unwrap(),
+        &uuid,
+        "--link-journal=guest",
+        "-q",
+        "/nixrun-probe",
+        "exit",
+        "0",
+    ]);
+    let link = host_dir.join(id);
+    let target = fs::read_link(&link);
+    let _ = fs::remove_file(&link);
+    if made_host_dir {
+        let _ = fs::remove_dir(host_dir);
+    }
+    assert_eq!(exit_code(st), 0, "{err}");
+    assert_eq!(
+        target.expect("no link on the host"),
+        root.join("var/log/journal").join(id)
+    );
+    assert!(root.join("var/log/journal").join(id).is_dir());
+}

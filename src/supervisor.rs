@@ -20,7 +20,7 @@ use crate::channel::{self, ChannelError, FromChild};
 use crate::console::{Console, Request};
 use crate::container::{self, root::Root, Setup};
 use crate::notify;
-use crate::plan::{Console as ConsoleMode, LinkJournal, Plan};
+use crate::plan::{Bind, BindSource, Console as ConsoleMode, LinkJournal, Plan};
 use crate::signal;
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
@@ -124,7 +124,7 @@ pub fn run(plan: &Plan) -> Result<i32, SupervisorError> {
     let guest_id = read_machine_id(&root, &plan.root)?;
     let uuid = guest_id.or(plan.uuid).unwrap_or_else(random_uuid);
     let uuid_str = format_uuid(&uuid);
-    link_journal(plan, &root, &uuid)?;
+    let extra_binds: Vec<Bind> = link_journal(plan, &root, &uuid)?.into_iter().collect();
     drop(root);
 
     let setup = Setup {
@@ -132,6 +132,7 @@ pub fn run(plan: &Plan) -> Result<i32, SupervisorError> {
         uuid: uuid_str.clone(),
         host_os_release,
         env: guest_env(plan, &uuid_str, &host_pairs),
+        extra_binds,
     };
 
     // Blocked before the clone, so no signal falls between the cracks; the child
@@ -299,47 +300,66 @@ pub fn guest_env(
     env
 }
 
-/// --link-journal: make the guest's journal visible to the host's journalctl
-/// (`journalctl -m`) by linking /var/log/journal/<machine-id> to the guest's.
-fn link_journal(plan: &Plan, root: &Root, uuid: &[u8; 16]) -> Result<(), SupervisorError> {
-    let (guest, must) = match plan.link_journal {
-        LinkJournal::No | LinkJournal::Auto => return Ok(()),
-        LinkJournal::Guest => (true, true),
-        LinkJournal::TryGuest => (true, false),
-    };
-    debug_assert!(guest);
+/// --link-journal, for `journalctl -m` on the host. The guest's journal lives in
+/// /var/log/journal/<machine-id>, and its machine id is the UUID we pass when its
+/// /etc/machine-id is empty. `guest`: the host gets a symlink to the guest's
+/// directory. `auto`: if the host already has a directory for this machine (made
+/// for `host` mode), the guest gets it bound in — returned as an extra bind.
+fn link_journal(
+    plan: &Plan,
+    root: &Root,
+    uuid: &[u8; 16],
+) -> Result<Option<Bind>, SupervisorError> {
     let id: String = uuid.iter().map(|b| format!("{b:02x}")).collect();
+    let host_dir = Path::new("/var/log/journal");
+    let host_path = host_dir.join(&id);
+    let in_guest = Path::new("/var/log/journal").join(&id);
+    let must = match plan.link_journal {
+        LinkJournal::No => return Ok(None),
+        LinkJournal::Auto => {
+            let is_dir = host_path.symlink_metadata().is_ok_and(|m| m.is_dir());
+            return Ok(is_dir.then_some(Bind {
+                source: BindSource::Host(host_path),
+                target: in_guest,
+                readonly: false,
+                recursive: false,
+                is_dir: true,
+            }));
+        }
+        LinkJournal::Guest => true,
+        LinkJournal::TryGuest => false,
+    };
     let fail = |why: String| {
         if must {
             Err(SupervisorError::Journal(why))
         } else {
-            Ok(())
+            Ok(None)
         }
     };
-    let host_dir = Path::new("/var/log/journal");
     if !host_dir.is_dir() {
         return fail(format!("the host has no {}", host_dir.display()));
     }
-    let host_link = host_dir.join(&id);
-    let guest_dir = plan.root.join("var/log/journal").join(&id);
-    match std::fs::read_link(&host_link) {
+    let guest_dir = plan
+        .root
+        .join(in_guest.strip_prefix("/").unwrap_or(&in_guest));
+    match std::fs::read_link(&host_path) {
         Ok(t) if t == guest_dir => {}
-        Ok(_) | Err(_) if host_link.symlink_metadata().is_ok() => {
+        _ if host_path.symlink_metadata().is_ok() => {
             return fail(format!(
-                "{} exists and is not our link",
-                host_link.display()
+                "{} exists and is not a link to this guest",
+                host_path.display()
             ))
         }
         _ => {
-            if let Err(e) = root.mkdir_all(&Path::new("/var/log/journal").join(&id), 0o2755) {
+            if let Err(e) = root.mkdir_all(&in_guest, 0o2755) {
                 return fail(e.to_string());
             }
-            if let Err(e) = std::os::unix::fs::symlink(&guest_dir, &host_link) {
-                return fail(format!("{}: {e}", host_link.display()));
+            if let Err(e) = std::os::unix::fs::symlink(&guest_dir, &host_path) {
+                return fail(format!("{}: {e}", host_path.display()));
             }
         }
     }
-    Ok(())
+    Ok(None)
 }
 
 /// The state of one boot as the event loop sees it.

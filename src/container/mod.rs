@@ -46,6 +46,8 @@ pub struct Setup<'a> {
     pub host_os_release: Option<PathBuf>,
     /// The environment of the guest's PID 1, complete.
     pub env: Vec<(String, String)>,
+    /// Binds the runtime adds to the user's (--link-journal=auto).
+    pub extra_binds: Vec<crate::plan::Bind>,
 }
 
 /// Init candidates for --boot, in nspawn's order: systemd first, because /sbin/init
@@ -125,6 +127,7 @@ fn prepare_and_exec(setup: &Setup<'_>, channel: &ChildEnd) -> Result<Never, Step
         plan,
         uuid: &setup.uuid,
         host_os_release: setup.host_os_release.as_deref(),
+        extra_binds: &setup.extra_binds,
     });
     let out = mounts::apply(&root, &table)?;
     channel.send_fds(out.pty_master.as_ref(), out.notify.as_ref())?;

@@ -142,6 +142,8 @@ pub struct TableInput<'a> {
     pub uuid: &'a str,
     /// The host's os-release, shown to the guest at /run/host/os-release.
     pub host_os_release: Option<&'a Path>,
+    /// Binds decided at start-up, applied with the user's.
+    pub extra_binds: &'a [Bind],
 }
 
 fn p(s: &str) -> PathBuf {
@@ -322,7 +324,7 @@ pub fn table(input: &TableInput<'_>) -> Vec<Op> {
     // User mounts, parents before children whatever the command line order, so
     // that --bind=/a/b does not end up hidden under a later --tmpfs=/a.
     let mut user: Vec<(PathBuf, Op)> = Vec::new();
-    for b in &plan.binds {
+    for b in plan.binds.iter().chain(input.extra_binds) {
         user.push((b.target.clone(), bind_op(b)));
     }
     for tm in &plan.tmpfs {
@@ -562,6 +564,7 @@ mod tests {
             plan,
             uuid: "00000000-0000-0000-0000-000000000001",
             host_os_release: Some(Path::new("/etc/os-release")),
+            extra_binds: &[],
         })
     }
 
