@@ -192,7 +192,13 @@ fn sigterm_sends_the_kill_signal_and_a_second_one_kills() {
         "wait-signal",
     ]);
     c.leader();
-    std::thread::sleep(Duration::from_millis(300)); // let the probe install its handlers
+    // The probe says "waiting" once its handlers are installed; a PID 1 without a
+    // handler would never see the signal.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !c.log_text().contains("waiting") {
+        assert!(std::time::Instant::now() < deadline, "the probe never got ready");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     c.signal(libc::SIGTERM);
     assert_eq!(
         exit_code(c.wait_exit(STOP_TIMEOUT)),
