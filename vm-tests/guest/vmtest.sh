@@ -1,0 +1,456 @@
+#!/bin/bash
+# The end-to-end test of container@foo.service, run inside the VM (systemd PID 1,
+# cgroup2 only) by nrvm-run from the per-run disk. One line per check goes to
+# ttyS1, which run.sh parses:  VMTEST ok NAME[: detail] | VMTEST FAIL NAME: why,
+# then VMTEST DONE. Checks never stop the script: a check whose precondition
+# failed is reported as FAIL "not run", so a broken runtime cannot pass by omission.
+set -uo pipefail
+
+inject=/run/nrvm/inject
+# shellcheck source=/dev/null
+. "$inject/config" # RUNTIME MACHINE BOOT_TIMEOUT STOP_TIMEOUT KILL_GRACE INTERACTIVE
+
+m=$MACHINE
+unit=container@$m.service
+root=/var/lib/containers/$m
+unit_cg=/sys/fs/cgroup/machine.slice/$unit
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+export SYSTEMD_PAGER= SYSTEMD_COLORS=0
+
+exec 3>/dev/ttyS1
+npass=0
+nfail=0
+finished=0
+leader_how=
+# A bug here must not look like a hung VM: say so before the VM powers off.
+trap '[ "$finished" = 1 ] || say "FAIL vmtest: the test script aborted (status $?, see the console log)"' EXIT
+
+say() {
+    # One result = one line, whatever the detail contains.
+    local line
+    line="VMTEST $(printf '%s' "$*" | tr '\n\r\t' '   ' | cut -c1-900)"
+    printf '%s\n' "$line" >&3
+    printf '%s\n' "$line"
+}
+ok() { npass=$((npass + 1)); say "ok $1${2:+: $2}"; }
+fail() { nfail=$((nfail + 1)); say "FAIL $1: $2"; }
+not_run() { local c; for c in "$@"; do fail "$c" "not run: $why_not"; done; }
+now() { date +%s.%N; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1fs", b - a }'; }
+cursor() { journalctl -q -n 0 --show-cursor | sed -n 's/^-- cursor: //p'; }
+# One line per end of the runtime, written by the unit's ExecStopPost.
+exits_file=/run/nrvm/exits-$m
+exits_seen() { wc -l <"$exits_file" 2>/dev/null || echo 0; }
+exits_since() { tail -n +$(($1 + 1)) "$exits_file" 2>/dev/null | tr '\n' ',' | sed 's/,$//'; }
+main_pid() { systemctl show -p MainPID --value "$unit"; }
+prop() { systemctl show -p "$1" --value "$unit"; }
+
+# The container's PID 1: a process whose innermost PID is 1 one PID namespace down.
+# nspawn and nixrun make it a child of the main PID; the cgroup scan is a fallback
+# so that a different process tree still gets its other checks run.
+is_ns_init() { awk '/^NSpid:/ { exit !(NF == 3 && $3 == 1) }' "/proc/$1/status" 2>/dev/null; }
+find_leader() { # MAINPID -> sets leader, leader_how
+    local mp=$1 p
+    leader=
+    for p in $(cat /proc/"$mp"/task/*/children 2>/dev/null); do
+        if is_ns_init "$p"; then leader=$p leader_how=child; return 0; fi
+    done
+    # shellcheck disable=SC2046
+    for p in $(cat $(find "$unit_cg" -name cgroup.procs 2>/dev/null) 2>/dev/null); do
+        if is_ns_init "$p"; then leader=$p leader_how=cgroup; return 0; fi
+    done
+    return 1
+}
+
+# Commands "in the guest": nsenter gives the guest's view (namespaces, root) but
+# keeps the test's own cgroup and capabilities; guest_run starts the command as a
+# transient service of the guest's own systemd, i.e. as a real guest process.
+in_guest() {
+    timeout 120 nsenter -t "$leader" -a -- /usr/bin/env -i \
+        PATH=/usr/sbin:/usr/bin:/sbin:/bin SYSTEMD_COLORS=0 "$@"
+}
+guest_run() { in_guest systemd-run --quiet --wait --pipe --collect -- "$@"; }
+
+guest_wait_running() { # -> prints the state; success iff "running"
+    local st deadline=$(( $(date +%s) + BOOT_TIMEOUT ))
+    while :; do
+        st=$(timeout "$BOOT_TIMEOUT" nsenter -t "$leader" -a -- /usr/bin/env -i \
+            PATH=/usr/sbin:/usr/bin:/sbin:/bin systemctl is-system-running --wait 2>&1)
+        # --wait does not wait for the guest manager's socket to appear.
+        case $st in *"Failed to connect"*) ;; *) break ;; esac
+        [ "$(date +%s)" -lt "$deadline" ] || break
+        sleep 1
+    done
+    echo "${st:-no answer}"
+    [ "$st" = running ]
+}
+guest_failed_units() { # -> unit names; fails if the guest could not be asked
+    local out
+    out=$(in_guest systemctl list-units --failed --plain --no-legend --no-pager 2>&1) ||
+        { echo "(systemctl failed: $out)"; return 1; }
+    echo "$out" | awk 'NF { print $1 }'
+}
+
+pidns_of() { stat -L -c %i "/proc/$1/ns/pid" 2>/dev/null; }
+procs_in_pidns() { # NS-INODE -> "pid:comm ..." of every process in that PID namespace
+    local p out=()
+    # One stat for all processes: forking per process takes seconds under TCG.
+    for p in $(stat -L -c '%i %n' /proc/[0-9]*/ns/pid 2>/dev/null |
+        awk -v ns="$1" '$1 == ns { split($2, a, "/"); print a[3] }'); do
+        out+=("$p:$(cat "/proc/$p/comm" 2>/dev/null)")
+    done
+    echo "${out[*]}"
+}
+
+diagnose() {
+    echo "---- diagnostics: systemctl status $unit"
+    systemctl status --no-pager -l "$unit" 2>&1 | head -n 40
+    echo "---- diagnostics: journalctl -u $unit"
+    journalctl --no-pager -q -u "$unit" -n 400 2>&1
+    echo "---- diagnostics: machinectl list"
+    machinectl list --no-pager 2>&1
+    echo "---- diagnostics: cgroup tree"
+    find /sys/fs/cgroup/machine.slice -maxdepth 4 -type d 2>&1 | head -n 60
+    echo "---- end of diagnostics"
+}
+
+# ---------------------------------------------------------------- setup
+
+say "begin runtime=$RUNTIME kernel=$(uname -r) $(systemctl --version | head -n1)"
+
+check_vm_host() {
+    local fs pid1 lines
+    fs=$(stat -fc %T /sys/fs/cgroup)
+    pid1=$(cat /proc/1/comm)
+    lines=$(wc -l </proc/self/cgroup)
+    if [ "$fs" = cgroup2fs ] && [ "$pid1" = systemd ] && [ "$lines" = 1 ]; then
+        ok vm-host "PID 1 is systemd, /sys/fs/cgroup is cgroup2 only"
+    else
+        fail vm-host "expected systemd PID 1 on pure cgroup2, got pid1=$pid1 fs=$fs cgroup-lines=$lines"
+    fi
+}
+check_vm_host
+
+setup() {
+    local exe
+    mkdir -p "$root" || return 1
+    if ! mountpoint -q "$root"; then
+        mount LABEL=nrvm-ct "$root" || { echo "cannot mount the container root disk"; return 1; }
+    fi
+    [ -x "$root/sbin/init" ] || [ -L "$root/sbin/init" ] || { echo "no /sbin/init in the container root"; return 1; }
+    case $RUNTIME in
+        nixrun)
+            install -m 0755 "$inject/nixrun" /usr/local/bin/nixrun || return 1
+            exe=/usr/local/bin/nixrun ;;
+        nspawn) exe=/usr/bin/systemd-nspawn ;;
+        *) echo "unknown RUNTIME=$RUNTIME"; return 1 ;;
+    esac
+    [ -x "$exe" ] || { echo "$exe missing"; return 1; }
+    install -m 0644 "$inject/container@.service" /etc/systemd/system/container@.service || return 1
+    install -m 0644 "$inject/nrvm-marker.service" "$root/etc/systemd/system/nrvm-marker.service" || return 1
+    mkdir -p "$root/etc/systemd/system/multi-user.target.wants"
+    ln -sf /etc/systemd/system/nrvm-marker.service \
+        "$root/etc/systemd/system/multi-user.target.wants/nrvm-marker.service"
+    rm -f "$root/var/lib/nrvm-marker"
+    systemctl daemon-reload
+}
+if out=$(setup 2>&1); then
+    ok setup "$(grep -m1 '^ExecStart=' /etc/systemd/system/container@.service | cut -d' ' -f1)"
+    setup_ok=1
+else
+    fail setup "$out"
+    setup_ok=0
+fi
+
+# ---------------------------------------------------------------- start
+
+running=0
+started_once=0
+leader=
+mp=
+if [ "$setup_ok" = 1 ]; then
+    t0=$(now)
+    out=$(timeout "$BOOT_TIMEOUT" systemctl start "$unit" 2>&1)
+    rc=$?
+    state=$(systemctl is-active "$unit")
+    mp=$(main_pid)
+    if [ "$rc" = 0 ] && [ "$state" = active ] && [ "$mp" != 0 ]; then
+        ok start "systemctl start returned after $(since "$t0"), unit active, MainPID $mp"
+        running=1 started_once=1
+    else
+        fail start "rc=$rc state=$state result=$(prop Result) $out"
+    fi
+else
+    why_not="setup failed"
+    not_run start
+fi
+
+checks_running=(start-ready guest-running guest-no-failed guest-cgroup2 guest-cgroupns
+    guest-mkcgroup host-cgroups guest-cgroup-confined)
+if [ "$running" = 1 ] && ! find_leader "$mp"; then
+    fail leader "no process with NSpid '<host> 1' among MainPID $mp's children or in $unit_cg"
+    running=0
+fi
+if [ "$running" = 1 ]; then
+    [ "$leader_how" = child ] ||
+        say "info container PID 1 ($leader) is not a child of MainPID $mp (found via the cgroup)"
+
+    # READY=1 must be the guest's own (sent when its boot finished), not the runtime's.
+    st=$(in_guest systemctl is-system-running 2>&1)
+    case $st in
+        running | degraded) ok start-ready "guest state right after start returned: $st" ;;
+        *) fail start-ready "unit was active while the guest was still '$st': READY=1 was not the guest's" ;;
+    esac
+
+    st=$(guest_wait_running)
+    if [ "$st" = running ]; then
+        ok guest-running "is-system-running --wait: running"
+    else
+        fail guest-running "is-system-running --wait: $st (failed: $(guest_failed_units | tr '\n' ' '))"
+    fi
+
+    if ! failed=$(guest_failed_units); then
+        fail guest-no-failed "$failed"
+    elif [ -z "$failed" ]; then
+        ok guest-no-failed "0 failed units"
+    else
+        fail guest-no-failed "$(echo "$failed" | wc -l) failed: $(echo "$failed" | tr '\n' ' ')"
+    fi
+
+    fs=$(in_guest stat -fc %T /sys/fs/cgroup 2>&1)
+    if [ "$fs" = cgroup2fs ]; then ok guest-cgroup2 "/sys/fs/cgroup is cgroup2fs"
+    else fail guest-cgroup2 "/sys/fs/cgroup is '$fs'"; fi
+
+    # A guest service sees its cgroup relative to the container (cgroup namespace),
+    # and only the unified hierarchy.
+    init_cg=$(in_guest cat /proc/1/cgroup 2>&1)
+    svc_cg=$(guest_run cat /proc/self/cgroup 2>&1)
+    if [ "$init_cg" = "0::/init.scope" ] && [[ $svc_cg =~ ^0::/system\.slice/run-[^/]+\.service$ ]]; then
+        ok guest-cgroupns "guest PID 1: $init_cg; guest service: $svc_cg"
+    else
+        fail guest-cgroupns "want 0::/init.scope and 0::/system.slice/run-*.service, got PID 1 '$init_cg', service '$svc_cg'"
+    fi
+
+    # The guest's systemd created its own cgroups (the transient service above, and
+    # system.slice, which appear on the host under payload/); a guest process may too.
+    mk=$(guest_run sh -c 'mkdir /sys/fs/cgroup/nrvm-probe && rmdir /sys/fs/cgroup/nrvm-probe && echo made' 2>&1)
+    if [ "$mk" = made ] && [ -d "$unit_cg/payload/system.slice" ] && [ -d "$unit_cg/payload/init.scope" ]; then
+        ok guest-mkcgroup "guest systemd made payload/{init.scope,system.slice,run-*.service}; a guest process made and removed a cgroup"
+    else
+        fail guest-mkcgroup "mkdir in guest: '$mk'; payload/system.slice $([ -d "$unit_cg/payload/system.slice" ] && echo exists || echo missing)"
+    fi
+
+    # Host view: runtime in supervisor/, guest in payload/, nothing in the unit's own
+    # cgroup (cgroup2's no-internal-processes rule), and the guest's cgroup root is
+    # exactly payload/ (same kernfs inode from both sides).
+    problems=()
+    mp_cg=$(cat "/proc/$mp/cgroup")
+    [ "$mp_cg" = "0::/machine.slice/$unit/supervisor" ] || problems+=("MainPID $mp is in '$mp_cg'")
+    ld_cg=$(cat "/proc/$leader/cgroup")
+    [[ $ld_cg == "0::/machine.slice/$unit/payload"* ]] || problems+=("container PID 1 is in '$ld_cg'")
+    own=$(cat "$unit_cg/cgroup.procs" 2>/dev/null | tr '\n' ' ')
+    [ -z "$own" ] || problems+=("processes in the unit cgroup itself: $own")
+    host_pidns=$(readlink /proc/self/ns/pid)
+    for f in $(find "$unit_cg" -name cgroup.procs 2>/dev/null); do
+        d=${f%/cgroup.procs}
+        rel=${d#"$unit_cg"}
+        for p in $(cat "$f"); do
+            case $rel in
+                /payload | /payload/*)
+                    [ "$(readlink "/proc/$p/ns/pid")" != "$host_pidns" ] ||
+                        problems+=("host-namespace process $p ($(cat "/proc/$p/comm")) in payload$rel") ;;
+                /supervisor) ;;
+                *) problems+=("process $p ($(cat "/proc/$p/comm" 2>/dev/null)) in '${rel:-/}'") ;;
+            esac
+        done
+    done
+    host_ino=$(stat -c %i "$unit_cg/payload" 2>/dev/null)
+    guest_ino=$(in_guest stat -c %i /sys/fs/cgroup 2>/dev/null)
+    [ -n "$host_ino" ] && [ "$host_ino" = "$guest_ino" ] ||
+        problems+=("guest /sys/fs/cgroup (inode $guest_ino) is not payload/ (inode $host_ino)")
+    if [ ${#problems[@]} = 0 ]; then
+        ok host-cgroups "runtime in /machine.slice/$unit/supervisor, guest in .../payload ($ld_cg)"
+    else
+        fail host-cgroups "$(printf '%s; ' "${problems[@]}")"
+    fi
+
+    # Every cgroup directory outside payload/ is a host cgroup the guest must not be
+    # able to write; cgroup-probe.sh, run as a guest service, looks for them.
+    outside=$(find /sys/fs/cgroup -xdev -path "$unit_cg/payload" -prune -o -type d -printf '%i\n' | sort -u | tr '\n' ' ')
+    install -m 0755 "$inject/cgroup-probe.sh" "$root/var/lib/nrvm-cgroup-probe.sh"
+    # shellcheck disable=SC2086 # one argument per inode
+    res=$(guest_run /bin/sh /var/lib/nrvm-cgroup-probe.sh $outside 2>&1)
+    writable=$(echo "$res" | grep '^WRITABLE' | cut -d' ' -f2- | head -n 5 | tr '\n' ' ')
+    visible=$(echo "$res" | grep -c '^VISIBLE')
+    scanned=$(echo "$res" | grep '^SCANNED' | awk '{ printf "%s%s(%s dirs)", NR > 1 ? " " : "", $2, $3 }')
+    fresh=$(echo "$res" | grep -m1 -E '^(SCANNED /run/nrvm-cg|FRESH)')
+    if ! echo "$res" | grep -q '^CONTROL' || ! echo "$res" | grep -q '^SCANNED /sys/fs/cgroup ' ||
+        [ -z "$fresh" ]; then
+        fail guest-cgroup-confined "probe did not run as expected: $(echo "$res" | head -c 400)"
+    elif [ -n "$writable" ]; then
+        fail guest-cgroup-confined "guest can write host cgroup files: $writable"
+    else
+        ok guest-cgroup-confined "no writable host cgroup file; scanned $scanned${fresh%%SCANNED*}; $visible host cgroup dirs visible read-only"
+    fi
+else
+    why_not=${why_not:-container not started}
+    not_run "${checks_running[@]}"
+fi
+
+# ---------------------------------------------------------------- guest reboot
+
+marker_tail() { tail -n "$1" "$root/var/lib/nrvm-marker" 2>/dev/null | tr '\n' ' ' | sed 's/ $//'; }
+
+if [ "$running" = 1 ]; then
+    old_mp=$mp
+    old_restarts=$(prop NRestarts)
+    n_exits=$(exits_seen)
+    t0=$(now)
+    in_guest systemctl reboot >/dev/null 2>&1
+    deadline=$(( $(date +%s) + BOOT_TIMEOUT ))
+    while :; do
+        mp=$(main_pid)
+        st=$(systemctl is-active "$unit")
+        if [ "$st" = active ] && [ "$mp" != 0 ] && [ "$mp" != "$old_mp" ]; then break; fi
+        [ "$(date +%s)" -lt "$deadline" ] || break
+        sleep 1
+    done
+    ends=$(exits_since "$n_exits")
+    if [ "$ends" = "success exited 133" ]; then
+        ok reboot-exit-133 "the runtime exited 133 on guest reboot"
+    else
+        fail reboot-exit-133 "want one exit 'success exited 133', got '${ends:-none}' (SERVICE_RESULT EXIT_CODE EXIT_STATUS)"
+    fi
+    restarts=$(prop NRestarts)
+    if [ "$st" = active ] && [ "$mp" != "$old_mp" ] && [ "$restarts" = $((old_restarts + 1)) ]; then
+        ok reboot-restart "active again after $(since "$t0") with MainPID $mp (was $old_mp), NRestarts $restarts"
+        if find_leader "$mp" && st=$(guest_wait_running) &&
+            [ "$(marker_tail 3)" = "start stop start" ]; then
+            ok reboot-guest "guest running again; marker: start, stop (clean shutdown), start"
+        else
+            fail reboot-guest "guest state '$st', marker tail '$(marker_tail 3)' (want 'start stop start')"
+            running=0
+        fi
+    else
+        fail reboot-restart "state=$st MainPID $mp (was $old_mp) NRestarts $restarts (was $old_restarts)"
+        why_not="guest reboot did not bring the unit back"
+        not_run reboot-guest
+        running=0
+    fi
+else
+    why_not=${why_not:-container not running}
+    not_run reboot-exit-133 reboot-restart reboot-guest
+fi
+
+# If the reboot or the kill broke things, still try the later checks from a fresh
+# start; only once, and only if a start ever worked, so that a runtime that hangs
+# cannot stretch the run past run.sh's timeout.
+restarted_fresh=0
+restart_fresh() {
+    [ "$started_once" = 1 ] && [ "$restarted_fresh" = 0 ] || return 1
+    restarted_fresh=1
+    timeout "$STOP_TIMEOUT" systemctl stop "$unit" >/dev/null 2>&1
+    systemctl reset-failed "$unit" >/dev/null 2>&1
+    timeout "$BOOT_TIMEOUT" systemctl start "$unit" >/dev/null 2>&1 &&
+        mp=$(main_pid) && find_leader "$mp" && guest_wait_running >/dev/null
+}
+if [ "$running" = 0 ] && restart_fresh; then
+    say "info restarted the container to run the remaining checks"
+    running=1
+fi
+
+# ---------------------------------------------------------------- kill -9 of the runtime
+
+if [ "$running" = 1 ]; then
+    old_mp=$mp
+    pidns=$(pidns_of "$leader")
+    n_exits=$(exits_seen)
+    c=$(cursor)
+    t0=$(now)
+    kill -KILL "$mp"
+    deadline=$(( $(date +%s) + KILL_GRACE ))
+    while left=$(procs_in_pidns "$pidns") && [ -n "$left" ] && [ "$(date +%s)" -lt "$deadline" ]; do
+        sleep 0.2
+    done
+    if [ -n "$pidns" ] && [ -z "$left" ]; then
+        ok kill9-no-survivors "every guest process gone $(since "$t0") after SIGKILL of MainPID $old_mp"
+        say "info exits after the kill: $(exits_since "$n_exits")"
+    else
+        fail kill9-no-survivors "after ${KILL_GRACE}s still alive in the guest's PID namespace: $left"
+    fi
+    t0=$(now)
+    out=$(timeout "$BOOT_TIMEOUT" systemctl start "$unit" 2>&1)
+    rc=$?
+    mp=$(main_pid)
+    st=$(systemctl is-active "$unit")
+    if [ "$rc" = 0 ] && [ "$st" = active ] && [ "$mp" != "$old_mp" ] && find_leader "$mp" &&
+        gst=$(guest_wait_running); then
+        ok kill9-restart "systemctl start worked ($(since "$t0")), MainPID $mp, guest running"
+    else
+        why=$(journalctl -q --no-pager -u "$unit" --after-cursor="$c" -o cat |
+            grep -v 'Failed with result' | grep -m1 -iE 'fail|error|refus|exist')
+        fail kill9-restart "rc=$rc state=$st MainPID $mp (killed: $old_mp) guest '${gst:-}'; unit journal: ${why:-nothing}; $out"
+        running=0
+    fi
+else
+    why_not=${why_not:-container not running}
+    not_run kill9-no-survivors kill9-restart
+fi
+
+if [ "$running" = 0 ] && restart_fresh; then
+    say "info restarted the container to run the remaining checks"
+    running=1
+fi
+
+# ---------------------------------------------------------------- stop
+
+if [ "$running" = 1 ]; then
+    pidns=$(pidns_of "$leader")
+    c=$(cursor)
+    n_exits=$(exits_seen)
+    t0=$(now)
+    out=$(timeout "$STOP_TIMEOUT" systemctl stop "$unit" 2>&1)
+    rc=$?
+    took=$(since "$t0")
+    ends=$(exits_since "$n_exits")
+    if [ "$rc" = 0 ] && [ "$ends" = "success exited 0" ]; then
+        ok stop "systemctl stop took $took; the runtime exited 0"
+    else
+        fail stop "rc=$rc after $took; want exit 'success exited 0', got '${ends:-none}' $out"
+    fi
+
+    # The guest's own shutdown ran (marker), and its console said so in the journal.
+    jr=$(journalctl -q --no-pager -u "$unit" --after-cursor="$c" -o cat)
+    shut=$(echo "$jr" | grep -m1 -E 'Halting system|Powering off|Reached target.*(System Halt|Power-Off)')
+    if [ "$(marker_tail 1)" = stop ] && [ -n "$shut" ]; then
+        ok stop-guest-shutdown "guest ran its shutdown; journal: $shut"
+    else
+        fail stop-guest-shutdown "marker tail '$(marker_tail 2)' (want '... stop'); guest shutdown in journal: '${shut:-none}'"
+    fi
+
+    problems=()
+    left=$(procs_in_pidns "$pidns")
+    [ -z "$left" ] || problems+=("processes left in the guest's PID namespace: $left")
+    [ ! -e "$unit_cg" ] || problems+=("$unit_cg still exists: $(find "$unit_cg" -type d | tr '\n' ' ')")
+    stray=$(grep -l "/machine.slice/$unit" /proc/[0-9]*/cgroup 2>/dev/null | tr '\n' ' ')
+    [ -z "$stray" ] || problems+=("processes still in the unit's cgroup: $stray")
+    mnts=$(findmnt -rn -o TARGET | grep -F "$root/" | tr '\n' ' ')
+    [ -z "$mnts" ] || problems+=("host mounts left under $root: $mnts")
+    if [ ${#problems[@]} = 0 ]; then
+        ok stop-clean "no process, cgroup or mount of the container left"
+    else
+        fail stop-clean "$(printf '%s; ' "${problems[@]}")"
+    fi
+else
+    why_not=${why_not:-container not running}
+    not_run stop stop-guest-shutdown stop-clean
+fi
+
+[ "$nfail" = 0 ] || diagnose
+say "DONE pass=$npass fail=$nfail"
+finished=1
+
+if [ "${INTERACTIVE:-0}" = 1 ]; then
+    echo "nrvm: tests finished; the VM stays up (root shell on the console, 'poweroff' to end)"
+    exec sleep infinity
+fi
