@@ -60,8 +60,9 @@ check_prereqs() {
     [ ${#missing[@]} = 0 ] || setup_error "missing prerequisites: $(printf '%s, ' "${missing[@]}" | sed 's/, $//')"
     case $runtime in
         nixrun)
-            [ -f "$bin" ] && [ -x "$bin" ] ||
-                setup_error "nixrun binary not found or not executable: $bin (cargo build --release, or set NIXRUN_BIN / --bin; --runtime nspawn tests the harness)" ;;
+            if [ ! -f "$bin" ] || [ ! -x "$bin" ]; then
+                setup_error "nixrun binary not found or not executable: $bin (cargo build --release, or set NIXRUN_BIN / --bin; --runtime nspawn tests the harness)"
+            fi ;;
         nspawn) ;;
         *) setup_error "unknown runtime '$runtime' (nixrun or nspawn)" ;;
     esac
@@ -96,7 +97,10 @@ qemu_version=$(qemu-system-x86_64 --version | head -n 1)
 # the verdict is cached until the host reboots.
 probe_kvm() {
     local key f log t0
-    [ -c /dev/kvm ] && [ -r /dev/kvm ] && [ -w /dev/kvm ] || { kvm_why="no usable /dev/kvm"; return 1; }
+    if [ ! -c /dev/kvm ] || [ ! -r /dev/kvm ] || [ ! -w /dev/kvm ]; then
+        kvm_why="no usable /dev/kvm"
+        return 1
+    fi
     key=$( (cat /proc/sys/kernel/random/boot_id; echo "$qemu_version"; cat "$img/vmlinuz") | sha256sum | cut -c1-16)
     f=$cache/kvm-probe.$key
     if [ -f "$f" ]; then

@@ -6,7 +6,12 @@
 # their files for writing. Opening changes nothing; a read-only mount or a missing
 # permission makes it fail. Prints VISIBLE/WRITABLE/SCANNED lines, and CONTROL when
 # the same method finds the guest's own cgroup.procs writable (so the probe works).
+# shellcheck disable=SC2044 # word-splitting on newlines only, globbing off (below)
 outside=" $* "
+# The guest names its own cgroups; split find's output on newlines only.
+set -f
+IFS='
+'
 
 scan() {
     n=0

@@ -15,7 +15,7 @@ unit=container@$m.service
 root=/var/lib/containers/$m
 unit_cg=/sys/fs/cgroup/machine.slice/$unit
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-export SYSTEMD_PAGER= SYSTEMD_COLORS=0
+export SYSTEMD_PAGER='' SYSTEMD_COLORS=0
 
 exec 3>/dev/ttyS1
 npass=0
@@ -93,13 +93,13 @@ guest_failed_units() { # -> unit names; fails if the guest could not be asked
 
 pidns_of() { stat -L -c %i "/proc/$1/ns/pid" 2>/dev/null; }
 procs_in_pidns() { # NS-INODE -> "pid:comm ..." of every process in that PID namespace
-    local p out=()
+    local p found=()
     # One stat for all processes: forking per process takes seconds under TCG.
     for p in $(stat -L -c '%i %n' /proc/[0-9]*/ns/pid 2>/dev/null |
         awk -v ns="$1" '$1 == ns { split($2, a, "/"); print a[3] }'); do
-        out+=("$p:$(cat "/proc/$p/comm" 2>/dev/null)")
+        found+=("$p:$(cat "/proc/$p/comm" 2>/dev/null)")
     done
-    echo "${out[*]}"
+    echo "${found[*]}"
 }
 
 diagnose() {
@@ -248,13 +248,14 @@ if [ "$running" = 1 ]; then
     [ "$mp_cg" = "0::/machine.slice/$unit/supervisor" ] || problems+=("MainPID $mp is in '$mp_cg'")
     ld_cg=$(cat "/proc/$leader/cgroup")
     [[ $ld_cg == "0::/machine.slice/$unit/payload"* ]] || problems+=("container PID 1 is in '$ld_cg'")
-    own=$(cat "$unit_cg/cgroup.procs" 2>/dev/null | tr '\n' ' ')
+    own=$(tr '\n' ' ' <"$unit_cg/cgroup.procs" 2>/dev/null)
     [ -z "$own" ] || problems+=("processes in the unit cgroup itself: $own")
     host_pidns=$(readlink /proc/self/ns/pid)
-    for f in $(find "$unit_cg" -name cgroup.procs 2>/dev/null); do
+    # (the guest names its cgroups: read paths whole)
+    while IFS= read -r f; do
         d=${f%/cgroup.procs}
         rel=${d#"$unit_cg"}
-        for p in $(cat "$f"); do
+        for p in $(<"$f"); do
             case $rel in
                 /payload | /payload/*)
                     [ "$(readlink "/proc/$p/ns/pid")" != "$host_pidns" ] ||
@@ -263,7 +264,7 @@ if [ "$running" = 1 ]; then
                 *) problems+=("process $p ($(cat "/proc/$p/comm" 2>/dev/null)) in '${rel:-/}'") ;;
             esac
         done
-    done
+    done < <(find "$unit_cg" -name cgroup.procs 2>/dev/null)
     host_ino=$(stat -c %i "$unit_cg/payload" 2>/dev/null)
     guest_ino=$(in_guest stat -c %i /sys/fs/cgroup 2>/dev/null)
     [ -n "$host_ino" ] && [ "$host_ino" = "$guest_ino" ] ||
@@ -282,15 +283,16 @@ if [ "$running" = 1 ]; then
     res=$(guest_run /bin/sh /var/lib/nrvm-cgroup-probe.sh $outside 2>&1)
     writable=$(echo "$res" | grep '^WRITABLE' | cut -d' ' -f2- | head -n 5 | tr '\n' ' ')
     visible=$(echo "$res" | grep -c '^VISIBLE')
-    scanned=$(echo "$res" | grep '^SCANNED' | awk '{ printf "%s%s(%s dirs)", NR > 1 ? " " : "", $2, $3 }')
+    scanned=$(echo "$res" | grep '^SCANNED' | awk '{ printf "%s%s (%s dirs)", (NR > 1 ? ", " : ""), $2, $3 }')
     fresh=$(echo "$res" | grep -m1 -E '^(SCANNED /run/nrvm-cg|FRESH)')
+    case $fresh in FRESH*) scanned="$scanned, fresh cgroup2 mount: ${fresh#FRESH }" ;; esac
     if ! echo "$res" | grep -q '^CONTROL' || ! echo "$res" | grep -q '^SCANNED /sys/fs/cgroup ' ||
         [ -z "$fresh" ]; then
         fail guest-cgroup-confined "probe did not run as expected: $(echo "$res" | head -c 400)"
     elif [ -n "$writable" ]; then
         fail guest-cgroup-confined "guest can write host cgroup files: $writable"
     else
-        ok guest-cgroup-confined "no writable host cgroup file; scanned $scanned${fresh%%SCANNED*}; $visible host cgroup dirs visible read-only"
+        ok guest-cgroup-confined "no writable host cgroup file; scanned $scanned; $visible host cgroup dirs visible read-only"
     fi
 else
     why_not=${why_not:-container not started}
