@@ -23,6 +23,7 @@ const FAILED: u8 = 3;
 /// Which fds a `Fds` message carries, in this order.
 const HAS_PTY: u8 = 1;
 const HAS_NOTIFY: u8 = 2;
+const HAS_LISTENER: u8 = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ChannelError {
@@ -47,6 +48,8 @@ pub enum FromChild {
     Fds {
         pty_master: Option<OwnedFd>,
         notify: Option<OwnedFd>,
+        /// The seccomp listener for the guest's mounts of new file systems.
+        listener: Option<OwnedFd>,
     },
     Failed(String),
 }
@@ -143,7 +146,16 @@ impl SupervisorEnd {
                 } else {
                     None
                 };
-                Ok(Some(FromChild::Fds { pty_master, notify }))
+                let listener = if flags & HAS_LISTENER != 0 {
+                    it.next()
+                } else {
+                    None
+                };
+                Ok(Some(FromChild::Fds {
+                    pty_master,
+                    notify,
+                    listener,
+                }))
             }
             FAILED => Ok(Some(FromChild::Failed(
                 String::from_utf8_lossy(&data[1..]).into_owned(),
@@ -174,16 +186,19 @@ impl ChildEnd {
         &self,
         pty_master: Option<&OwnedFd>,
         notify: Option<&OwnedFd>,
+        listener: Option<&OwnedFd>,
     ) -> Result<(), ChannelError> {
         let mut flags = 0;
         let mut fds = Vec::new();
-        if let Some(f) = pty_master {
-            flags |= HAS_PTY;
-            fds.push(f.as_raw_fd());
-        }
-        if let Some(f) = notify {
-            flags |= HAS_NOTIFY;
-            fds.push(f.as_raw_fd());
+        for (bit, fd) in [
+            (HAS_PTY, pty_master),
+            (HAS_NOTIFY, notify),
+            (HAS_LISTENER, listener),
+        ] {
+            if let Some(f) = fd {
+                flags |= bit;
+                fds.push(f.as_raw_fd());
+            }
         }
         send(&self.0, "fds", &[FDS, flags], &fds)
     }
@@ -213,10 +228,14 @@ mod tests {
         child.wait_go().unwrap();
 
         let (r, _w) = nix::unistd::pipe().unwrap();
-        child.send_fds(None, Some(&r)).unwrap();
+        child.send_fds(None, Some(&r), None).unwrap();
         match sup.recv().unwrap() {
-            Some(FromChild::Fds { pty_master, notify }) => {
-                assert!(pty_master.is_none());
+            Some(FromChild::Fds {
+                pty_master,
+                notify,
+                listener,
+            }) => {
+                assert!(pty_master.is_none() && listener.is_none());
                 assert!(notify.is_some());
             }
             other => panic!("{other:?}"),

@@ -97,6 +97,19 @@ pub struct Cli {
     #[arg(short = 'P', long = "pipe")]
     pub pipe: bool,
 
+    /// Keep these capabilities too (comma-separated, e.g. CAP_NET_ADMIN; "all")
+    #[arg(long = "capability", value_name = "CAPS")]
+    pub capability: Vec<String>,
+
+    /// Drop these capabilities from the default set (comma-separated; "all")
+    #[arg(long = "drop-capability", value_name = "CAPS")]
+    pub drop_capability: Vec<String>,
+
+    /// Allow these system calls or groups (space-separated, e.g. "@keyring bpf");
+    /// prefixed with ~, deny them instead
+    #[arg(long = "system-call-filter", value_name = "[~]CALLS")]
+    pub system_call_filter: Vec<String>,
+
     /// Do not print nixrun's own status messages
     #[arg(short = 'q', long = "quiet")]
     pub quiet: bool,
@@ -143,11 +156,8 @@ const UNSUPPORTED: &[(&str, Option<char>, Takes)] = &[
     ("network-zone", None, Takes::Value),
     ("network-namespace-path", None, Takes::Value),
     ("port", Some('p'), Takes::Value),
-    ("capability", None, Takes::Value),
-    ("drop-capability", None, Takes::Value),
     ("ambient-capability", None, Takes::Value),
     ("no-new-privileges", None, Takes::Value),
-    ("system-call-filter", None, Takes::Value),
     ("rlimit", None, Takes::Value),
     ("oom-score-adjust", None, Takes::Value),
     ("cpu-affinity", None, Takes::Value),
@@ -366,6 +376,7 @@ mod tests {
         ] {
             assert!(help.contains(flag), "help lacks {flag}");
         }
+        assert!(help.contains("--system-call-filter") && help.contains("--drop-capability"));
         assert!(!help.contains("--private-network"));
     }
 }

@@ -10,6 +10,7 @@ mod channel;
 mod cli;
 mod console;
 mod container;
+mod mountguard;
 mod notify;
 mod plan;
 mod signal;

@@ -8,6 +8,7 @@
 
 use crate::cli::Cli;
 use crate::signal::parse_signal;
+use std::collections::BTreeSet;
 use std::fs;
 use std::io;
 use std::os::unix::fs::MetadataExt;
@@ -71,6 +72,10 @@ pub enum PlanError {
         "no command given: pass a command to run as PID 1, or -b/--boot to boot the guest's init"
     )]
     NoCommand,
+    #[error("invalid --capability/--drop-capability: {0}")]
+    BadCaps(crate::container::caps::CapsError),
+    #[error("invalid --system-call-filter: {0}")]
+    BadSyscall(#[from] crate::container::seccomp::SeccompError),
     #[error("command {0:?} must be an absolute path when booting (-b takes arguments for init)")]
     BootArgs(String),
 }
@@ -152,6 +157,10 @@ pub struct Plan {
     pub quiet: bool,
     /// TERM for the guest: ours when the console is interactive.
     pub term: String,
+    /// The guest's capability bounding (and effective) set.
+    pub capabilities: caps::CapsHashSet,
+    /// System call numbers the guest gets EPERM for.
+    pub denied_syscalls: BTreeSet<i64>,
 }
 
 impl Plan {
@@ -258,6 +267,17 @@ impl Plan {
                 Some(other) => return Err(PlanError::BadConsole(other.to_string())),
             }
         };
+        let capabilities = crate::container::caps::retained(&cli.capability, &cli.drop_capability)
+            .map_err(PlanError::BadCaps)?;
+        let (mut allow, mut deny) = (Vec::new(), Vec::new());
+        for list in &cli.system_call_filter {
+            let (target, list) = match list.strip_prefix('~') {
+                Some(rest) => (&mut deny, rest),
+                None => (&mut allow, list.as_str()),
+            };
+            target.extend(list.split_whitespace().map(str::to_string));
+        }
+        let denied_syscalls = crate::container::seccomp::denied_numbers(&allow, &deny)?;
         let term = match console {
             Console::Interactive => std::env::var("TERM").unwrap_or_else(|_| "vt220".into()),
             // systemd's default for a console it cannot ask about.
@@ -280,6 +300,8 @@ impl Plan {
             console,
             quiet: cli.quiet,
             term,
+            capabilities,
+            denied_syscalls,
         })
     }
 }

@@ -19,6 +19,7 @@ use crate::cgroup::{CgroupError, Cgroups};
 use crate::channel::{self, ChannelError, FromChild};
 use crate::console::{Console, Request};
 use crate::container::{self, root::Root, Setup};
+use crate::mountguard::MountGuard;
 use crate::notify;
 use crate::plan::{Bind, BindSource, Console as ConsoleMode, LinkJournal, Plan};
 use crate::signal;
@@ -110,6 +111,10 @@ macro_rules! say {
 
 /// Runs the container until the guest is done; returns nixrun's exit status.
 pub fn run(plan: &Plan) -> Result<i32, SupervisorError> {
+    // Not dumpable: no process of the same uid (a guest process among them, should
+    // one ever see us) may ptrace us or open our /proc files (CVE-2019-5736's door).
+    // SAFETY: plain prctl.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
     let cgroups = Cgroups::plan(&plan.machine, plan.keep_unit)?;
     let root = open_root(&plan.root)?;
     let host_os_release = ["/etc/os-release", "/usr/lib/os-release"]
@@ -368,6 +373,7 @@ struct Boot<'a> {
     pid: Pid,
     console: Option<Console>,
     notify: Option<OwnedFd>,
+    guard: Option<MountGuard>,
     channel_open: bool,
     failure: Option<String>,
     ready_sent: bool,
@@ -410,6 +416,7 @@ fn boot_once(
         pid,
         console: None,
         notify: None,
+        guard: None,
         channel_open: true,
         failure: None,
         ready_sent: false,
@@ -464,7 +471,7 @@ impl Boot<'_> {
                 Some(_) => PollTimeout::from(250u16),
                 None => PollTimeout::NONE,
             };
-            let (sig_ev, chan_ev, notify_ev, pty_ev, stdin_ev) = {
+            let (sig_ev, chan_ev, notify_ev, pty_ev, stdin_ev, guard_ev) = {
                 let stdin = std::io::stdin();
                 let mut fds = vec![PollFd::new(sigfd.as_fd(), PollFlags::POLLIN)];
                 let chan_i = self.channel_open.then(|| {
@@ -483,6 +490,10 @@ impl Boot<'_> {
                     fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
                     fds.len() - 1
                 });
+                let guard_i = self.guard.as_ref().map(|g| {
+                    fds.push(PollFd::new(g.fd(), PollFlags::POLLIN));
+                    fds.len() - 1
+                });
                 match poll(&mut fds, timeout) {
                     Ok(_) | Err(Errno::EINTR) => {}
                     Err(e) => return Err(SupervisorError::Sys("poll", e)),
@@ -497,8 +508,15 @@ impl Boot<'_> {
                     ev(notify_i),
                     ev(pty_i),
                     ev(stdin_i),
+                    ev(guard_i),
                 )
             };
+            // First: a guest task is blocked in mount(2) until we answer.
+            if guard_ev {
+                if let Some(g) = &self.guard {
+                    g.handle();
+                }
+            }
             if pty_ev {
                 if let Some(c) = self.console.as_mut() {
                     c.pump_output();
@@ -530,9 +548,14 @@ impl Boot<'_> {
 
     fn on_channel(&mut self, sup: &channel::SupervisorEnd) -> Result<(), SupervisorError> {
         match sup.recv()? {
-            Some(FromChild::Fds { pty_master, notify }) => {
+            Some(FromChild::Fds {
+                pty_master,
+                notify,
+                listener,
+            }) => {
                 self.console = pty_master.map(|m| Console::new(m, self.plan.console));
                 self.notify = notify;
+                self.guard = listener.map(MountGuard::new);
             }
             Some(FromChild::Failed(msg)) => self.failure = Some(msg),
             None => {
@@ -710,6 +733,8 @@ mod tests {
             console: ConsoleMode::Pipe,
             quiet: true,
             term: "vt220".into(),
+            capabilities: Default::default(),
+            denied_syscalls: Default::default(),
         };
         let env = guest_env(&plan, "u", &pairs);
         assert_eq!(env[0], ("PATH".into(), "/x".into()));

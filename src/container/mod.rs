@@ -8,20 +8,28 @@
 //!     cgroup and the guest's /sys/fs/cgroup shows nothing above it.
 //!  4. Make every mount a slave, so nothing done here propagates to the host.
 //!  5. Bind the root onto itself (pivot_root needs a mount point), open it.
-//!  6. Apply the mount table (mounts.rs) inside the root; send the console pty and
-//!     the notify socket to the supervisor.
-//!  7. pivot_root into the root, drop the old one; make / shared so the guest's own
-//!     services can propagate mounts into their namespaces, as systemd expects.
-//!  8. Hostname, console as controlling tty and stdio, find and check the init.
-//!  9. Reset the signal mask and dispositions the supervisor set; mark every
-//!     inherited fd close-on-exec; exec.
+//!  6. Apply the mount table (mounts.rs) inside the root.
+//!  7. pivot_root into the root, drop the old one.
+//!  8. Lock the mount tree (lock.rs) so the guest's root cannot unmount the masks or
+//!     make read-only mounts writable; make / shared so the guest's own services
+//!     can propagate mounts into their namespaces, as systemd expects.
+//!  9. Hostname, console as controlling tty and stdio, find and check the init.
+//! 10. A fresh session keyring (the host's must not be reachable); capabilities
+//!     (caps.rs); seccomp last (seccomp.rs), since it would filter the steps above.
+//! 11. Send the supervisor the console pty, the notify socket and the seccomp
+//!     listener; reset the signal mask and dispositions the supervisor set; mark
+//!     every inherited fd close-on-exec; exec.
 //!
 //! Any failure is sent to the supervisor as one line naming the step, and the
 //! child exits; the supervisor prints it and cleans up.
 
+pub mod caps;
 pub mod dev;
+pub mod lock;
 pub mod mounts;
 pub mod root;
+pub mod seccomp;
+mod syscall_names;
 
 use crate::channel::ChildEnd;
 use crate::plan::{Exec, Plan};
@@ -70,6 +78,12 @@ enum StepError {
     Channel(#[from] crate::channel::ChannelError),
     #[error("{0}")]
     Init(String),
+    #[error("locking the mount tree: {0}")]
+    Lock(#[from] lock::LockError),
+    #[error("capabilities: {0}")]
+    Caps(#[from] caps::CapsError),
+    #[error("seccomp: {0}")]
+    Seccomp(#[from] seccomp::SeccompError),
 }
 
 fn sys(what: &'static str) -> impl FnOnce(Errno) -> StepError {
@@ -130,9 +144,6 @@ fn prepare_and_exec(setup: &Setup<'_>, channel: &ChildEnd) -> Result<Never, Step
         extra_binds: &setup.extra_binds,
     });
     let out = mounts::apply(&root, &table)?;
-    channel.send_fds(out.pty_master.as_ref(), out.notify.as_ref())?;
-    drop(out.pty_master);
-    drop(out.notify);
 
     nix::unistd::fchdir(root.fd().as_raw_fd()).map_err(sys("chdir into the root"))?;
     // pivot_root(".", ".") stacks the old root under the new one; detaching it
@@ -141,6 +152,7 @@ fn prepare_and_exec(setup: &Setup<'_>, channel: &ChildEnd) -> Result<Never, Step
     umount2(".", MntFlags::MNT_DETACH).map_err(sys("detach the old root"))?;
     nix::unistd::chdir("/").map_err(sys("chdir /"))?;
     drop(root);
+    lock::lock_mount_tree()?;
     mount(
         None::<&str>,
         "/",
@@ -152,8 +164,18 @@ fn prepare_and_exec(setup: &Setup<'_>, channel: &ChildEnd) -> Result<Never, Step
 
     nix::unistd::sethostname(&plan.hostname).map_err(sys("sethostname"))?;
 
-    if let Some(console) = out.console {
-        take_console(console)?;
+    if let Some(early) = out.console {
+        // Reopened by path: the fd from before the lock belongs to the old mount
+        // namespace, and the guest should see its console as /dev/console.
+        drop(early);
+        let console = nix::fcntl::open(
+            "/dev/console",
+            OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(sys("open /dev/console"))?;
+        // SAFETY: a new fd nothing else owns.
+        take_console(unsafe { OwnedFd::from_raw_fd(console) })?;
     } else {
         // Still a session of its own, like any init.
         let _ = nix::unistd::setsid();
@@ -167,6 +189,16 @@ fn prepare_and_exec(setup: &Setup<'_>, channel: &ChildEnd) -> Result<Never, Step
         .collect::<Result<_, _>>()
         .map_err(|_| StepError::Init("environment contains a NUL byte".into()))?;
 
+    join_fresh_session_keyring()?;
+    caps::apply(&plan.capabilities)?;
+    let listener = seccomp::install(&plan.denied_syscalls)?;
+    channel.send_fds(
+        out.pty_master.as_ref(),
+        out.notify.as_ref(),
+        Some(&listener),
+    )?;
+    drop((out.pty_master, out.notify, listener));
+
     reset_signals()?;
     close_inherited_fds(channel)?;
     let e = nix::unistd::execve(&argv[0], &argv, &env).unwrap_err();
@@ -175,6 +207,23 @@ fn prepare_and_exec(setup: &Setup<'_>, channel: &ChildEnd) -> Result<Never, Step
         argv[0].to_string_lossy(),
         e.desc()
     )))
+}
+
+/// Kernel keyrings are not namespaced; without this the guest would share the
+/// session keyring nixrun was started with (the host's).
+fn join_fresh_session_keyring() -> Result<(), StepError> {
+    const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
+    // SAFETY: a null name asks for a new anonymous session keyring.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_keyctl,
+            KEYCTL_JOIN_SESSION_KEYRING,
+            std::ptr::null::<libc::c_char>(),
+        )
+    };
+    Errno::result(r)
+        .map(drop)
+        .map_err(sys("join a new session keyring"))
 }
 
 /// The pty becomes the controlling terminal of a new session and PID 1's stdio.

@@ -62,12 +62,14 @@ pub enum Source {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
-    /// A fresh file system instance.
+    /// A fresh file system instance. `optional` ones are skipped when the target
+    /// does not exist (and it is not created).
     Mount {
         fstype: &'static str,
         target: PathBuf,
         flags: MsFlags,
         data: Option<String>,
+        optional: bool,
     },
     /// A bind mount. `optional` ones are skipped when the source or the target does
     /// not exist (and their target is never created): /proc differs by kernel.
@@ -156,6 +158,7 @@ fn fresh(fstype: &'static str, target: &str, flags: MsFlags, data: Option<&str>)
         target: p(target),
         flags,
         data: data.map(str::to_string),
+        optional: false,
     }
 }
 
@@ -183,6 +186,16 @@ pub fn table(input: &TableInput<'_>) -> Vec<Op> {
         // Mounted after the cgroup namespace was entered, so its root is the
         // container's own cgroup: the guest sees and can write only its subtree.
         fresh("cgroup2", "/sys/fs/cgroup", nosuid_nodev_noexec, None),
+        // fusectl lets its mounter abort any FUSE connection of the host. The guest
+        // may not mount it (mountguard.rs), and with its mount point hidden the
+        // guest's sys-fs-fuse-connections.mount skips itself instead of failing.
+        Op::Mount {
+            fstype: "tmpfs",
+            target: p("/sys/fs/fuse"),
+            flags: nosuid_nodev_noexec | F::MS_RDONLY,
+            data: Some("mode=0555".into()),
+            optional: true,
+        },
         fresh(
             "tmpfs",
             "/dev",
@@ -335,6 +348,7 @@ pub fn table(input: &TableInput<'_>) -> Vec<Op> {
                 target: tm.target.clone(),
                 flags: F::MS_NODEV | F::MS_STRICTATIME,
                 data: Some(tm.options.clone()),
+                optional: false,
             },
         ));
     }
@@ -375,8 +389,17 @@ fn apply_one(root: &Root, op: &Op, out: &mut Outputs) -> Result<(), MountError> 
             target,
             flags,
             data,
+            optional,
         } => {
-            let fd = root.mount_point(target, Kind::Dir)?;
+            let fd = if *optional {
+                match root.path_fd(target) {
+                    Ok(fd) => fd,
+                    Err(e) if e.errno == Errno::ENOENT => return Ok(()),
+                    Err(e) => return Err(e.into()),
+                }
+            } else {
+                root.mount_point(target, Kind::Dir)?
+            };
             mount(
                 Some(*fstype),
                 fd_path(fd.as_fd()).as_str(),
@@ -543,6 +566,8 @@ mod tests {
             console: Console::ReadOnly,
             quiet: true,
             term: "vt220".into(),
+            capabilities: Default::default(),
+            denied_syscalls: Default::default(),
         }
     }
 
@@ -575,7 +600,8 @@ mod tests {
             fstype: "sysfs",
             target: p("/sys"),
             flags: MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_RDONLY,
-            data: None
+            data: None,
+            optional: false,
         }));
         assert!(t.contains(&read_only("/proc/sys", false)));
         assert!(position(&t, mount_at("/proc")) < position(&t, mount_at("/proc/sys")));
