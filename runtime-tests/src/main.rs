@@ -6,10 +6,12 @@
 //! linked statically because the guests it runs in may have no dynamic loader.
 //!
 //! Exit codes: 0 on success (also when `write`/`mkdir` report an errno, that is
-//! their result, not a probe failure), 1 when an action could not be carried out,
-//! 2 for `escape` (not implemented yet), 64 for a usage error, N for `exit N`.
+//! their result, not a probe failure), 1 when an action could not be carried out
+//! (or, for `escape`, when any attack was not blocked), 64 for a usage error, N
+//! for `exit N`.
 
 mod errno;
+mod escape;
 mod facts;
 mod fstype;
 mod notify;
@@ -33,10 +35,11 @@ usage: nixrun-probe COMMAND [ARGS]
   wait-signal       wait for any catchable signal; print 'signal N'
   reboot            reboot(2) RESTART (inside a PID namespace: SIGHUP to its init)
   poweroff          reboot(2) POWER_OFF (inside a PID namespace: SIGINT to its init)
-  escape            container escape attempts (not implemented yet)";
+  escape [NAME...]  attack the container's walls; one 'blocked|ESCAPED|error NAME[: detail]'
+                    line per attack; exit 0 only if all were blocked
+  escape --list     the attack names";
 
 const EXIT_FAILED: u8 = 1;
-const EXIT_NOT_IMPLEMENTED: u8 = 2;
 const EXIT_USAGE: u8 = 64;
 
 fn main() -> ExitCode {
@@ -96,9 +99,27 @@ fn main() -> ExitCode {
         }
         (Some("reboot"), []) => reboot(libc::LINUX_REBOOT_CMD_RESTART),
         (Some("poweroff"), []) => reboot(libc::LINUX_REBOOT_CMD_POWER_OFF),
-        (Some("escape"), []) => {
-            eprintln!("escape: not implemented yet");
-            EXIT_NOT_IMPLEMENTED
+        (Some("escape"), [flag]) if flag == "--list" => {
+            for a in escape::ATTACKS {
+                say(a.name);
+            }
+            0
+        }
+        (Some("escape"), names) => {
+            let names: Vec<String> = names
+                .iter()
+                .map(|n| n.to_string_lossy().into_owned())
+                .collect();
+            match escape::select(&names) {
+                Ok(attacks) => {
+                    if escape::run(&attacks) {
+                        0
+                    } else {
+                        EXIT_FAILED
+                    }
+                }
+                Err(e) => return usage(&e),
+            }
         }
         _ => return usage("unknown command or wrong arguments"),
     };
