@@ -14,7 +14,8 @@ usage() {
     cat <<EOF
 usage: $0 [--runtime nixrun|nspawn] [--bin PATH] [--interactive]
   --runtime   runtime in container@.service's ExecStart (env NIXRUN_VM_RUNTIME, default nixrun)
-  --bin       nixrun binary to test (env NIXRUN_BIN, default $here/../target/release/nixrun)
+  --bin       nixrun binary to test (env NIXRUN_BIN; default: the newer of
+              target/<arch>-unknown-linux-gnu/release/nixrun and target/release/nixrun)
   --interactive  console on this terminal, VM stays up after the tests (env NIXRUN_VM_INTERACTIVE=1)
 env: NIXRUN_VM_ACCEL=auto|kvm|tcg  NIXRUN_VM_CACHE (default /var/cache/nixrun-vm)
      NIXRUN_VM_TIMEOUT (whole run, seconds)  NIXRUN_VM_OUT (log directory)
@@ -24,8 +25,17 @@ env: NIXRUN_VM_ACCEL=auto|kvm|tcg  NIXRUN_VM_CACHE (default /var/cache/nixrun-vm
 EOF
 }
 
+# The checkout's newest build: .cargo/config.toml names the target explicitly, so
+# cargo puts it under target/<triple>/, but a plain target/release/ may exist too.
+default_bin() {
+    local c best=$here/../target/release/nixrun
+    for c in "$here/../target/$(uname -m)-unknown-linux-gnu/release/nixrun" "$here/../target/release/nixrun"; do
+        if [ -x "$c" ] && { [ ! -x "$best" ] || [ "$c" -nt "$best" ]; }; then best=$c; fi
+    done
+    echo "$best"
+}
 runtime=${NIXRUN_VM_RUNTIME:-nixrun}
-bin=${NIXRUN_BIN:-$here/../target/release/nixrun}
+bin=${NIXRUN_BIN:-$(default_bin)}
 interactive=${NIXRUN_VM_INTERACTIVE:-0}
 while [ $# -gt 0 ]; do
     case $1 in
@@ -146,6 +156,7 @@ else
     boot_timeout=300 stop_timeout=180 run_timeout=${NIXRUN_VM_TIMEOUT:-3600}
 fi
 say "runtime $runtime, accel $accel ($kvm_why), image $(basename "$img")"
+[ "$runtime" != nixrun ] || say "binary $(realpath "$bin") (built $(date -r "$bin" '+%F %T'))"
 
 # ---------------------------------------------------------------- per-run disk
 
@@ -221,12 +232,17 @@ else
     timeout -k 10 "$run_timeout" "${qemu[@]}" -serial "file:$out/console.log" \
         -serial "file:$out/results.log" >"$out/qemu.log" 2>&1 &
     qpid=$!
-    trap 'kill "$qpid" 2>/dev/null; cleanup' EXIT
+    # Results are shown as they come. Both run in the background because only
+    # "wait" lets a SIGINT/SIGTERM to this script through at once (and take QEMU
+    # down with it, by way of timeout).
+    (tail -n +1 -F --pid="$qpid" "$out/results.log" 2>/dev/null |
+        while IFS= read -r line; do show "$line"; done) &
+    tpid=$!
+    trap 'kill "$qpid" "$tpid" 2>/dev/null; cleanup' EXIT
     trap 'exit 130' INT TERM
-    tail -n +1 -F --pid="$qpid" "$out/results.log" 2>/dev/null |
-        while IFS= read -r line; do show "$line"; done
     qrc=0
-    wait "$qpid" || qrc=$?
+    wait "$qpid" 2>/dev/null || qrc=$? # (bash would print "Aborted"; qemu.log has why)
+    wait "$tpid" || true
     trap cleanup EXIT
 fi
 t_end=$(date +%s)

@@ -155,7 +155,9 @@ EOF
 
 configure_ct_root() {
     local r=$1
-    tr -d - </proc/sys/kernel/random/uuid >"$r/etc/machine-id"
+    # Empty, as NixOS's startScript leaves a new container's: the guest's systemd
+    # then takes $container_uuid or a random ID (the disk is a snapshot anyway).
+    : >"$r/etc/machine-id"
     # The runtime names the container (-M); an /etc/hostname would override it.
     rm -f "$r/etc/hostname"
     printf '127.0.0.1 localhost\n' >"$r/etc/hosts"
