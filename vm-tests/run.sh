@@ -106,7 +106,7 @@ qemu_version=$(qemu-system-x86_64 --version | head -n 1)
 # kernel without a root disk, which must reach its "Kernel panic" within seconds;
 # the verdict is cached until the host reboots.
 probe_kvm() {
-    local key f log t0
+    local key f log t0 rc
     if [ ! -c /dev/kvm ] || [ ! -r /dev/kvm ] || [ ! -w /dev/kvm ]; then
         kvm_why="no usable /dev/kvm"
         return 1
@@ -120,19 +120,20 @@ probe_kvm() {
     fi
     log=$(mktemp)
     t0=$(date +%s)
-    # (in a subshell, so that bash's "Aborted" report of a crashing QEMU stays quiet)
-    (timeout -k 2 20 qemu-system-x86_64 -accel kvm -cpu host -m 256 -nodefaults -no-user-config \
+    rc=0
+    timeout -k 2 20 qemu-system-x86_64 -accel kvm -cpu host -m 256 -nodefaults -no-user-config \
         -display none -no-reboot -kernel "$img/vmlinuz" -append "console=ttyS0 panic=-1" \
-        -serial "file:$log") >/dev/null 2>&1 || true
+        -serial "file:$log" >"$log.err" 2>&1 &
+    wait $! 2>/dev/null || rc=$? # (bash would print "Aborted" for a crashing QEMU)
     rm -f "$cache"/kvm-probe.*
     if grep -q 'Kernel panic' "$log"; then
         echo "yes KVM probe booted a kernel in $(($(date +%s) - t0))s" >"$f"
-    elif [ -s "$log" ]; then
-        echo "no KVM probe: kernel stopped early ($(tail -n 1 "$log" | tr -d '\r' | cut -c1-80))" >"$f"
+    elif [ "$rc" = 124 ]; then
+        echo "no KVM probe: guest hung ($(grep -c . "$log") console lines in 20s)" >"$f"
     else
-        echo "no KVM probe: QEMU failed or the guest hung without output" >"$f"
+        echo "no KVM probe: QEMU exited $rc: $(grep -m1 . "$log.err" | cut -c1-100)" >"$f"
     fi
-    rm -f "$log"
+    rm -f "$log" "$log.err"
     kvm_why=$(cut -d' ' -f2- "$f")
     [ "$(cut -d' ' -f1 "$f")" = yes ]
 }
