@@ -1,23 +1,29 @@
-//! The container's cgroup on the host, on unified (cgroup2 only), hybrid (v1
-//! controllers plus cgroup2 at /sys/fs/cgroup/unified) and systemd's named v1
-//! hierarchy.
+//! The container's cgroups on the host: unified hosts (cgroup2 only), hybrid ones
+//! (v1 controllers, cgroup2 at /sys/fs/cgroup/unified, systemd's named v1
+//! hierarchy) and legacy ones with cgroup2 mounted somewhere.
 //!
-//! The guest always gets cgroup2: the container's cgroup in the v2 hierarchy
-//! becomes the root of its cgroup namespace, mounted at its /sys/fs/cgroup. The v1
-//! controllers are left as inherited (the guest stays in the supervisor's v1
-//! cgroups and cannot see them); on hybrid hosts the named `systemd` hierarchy gets
-//! the same layout as v2, because that is where a hybrid host's systemd tracks the
-//! unit's processes.
+//! Layout, in every mounted hierarchy:
 //!
-//! Layout (as nspawn's): with --keep-unit, inside the caller's cgroup (the unit's,
-//! delegated by Delegate=yes): `<unit>/payload` for the guest and
-//! `<unit>/supervisor` for nixrun, because cgroup2 forbids processes in a cgroup
-//! whose controllers are delegated further down. Without it: `<own>/nixrun/<machine>`.
+//!   <container>/payload      the guest; its cgroup namespace starts here
+//!   <container>/supervisor   nixrun itself (--keep-unit only)
+//!
+//! where <container> is the caller's cgroup with --keep-unit (the unit's, which
+//! systemd delegates with Delegate=yes; as in nspawn, nixrun moves out of it
+//! because cgroup2 forbids processes in a cgroup whose controllers are delegated
+//! further down), and `<own cgroup>/nixrun/<machine>` otherwise. Whatever limits
+//! the host sets on <container> sit above the guest's namespace root: invisible to
+//! the guest and beyond its reach.
+//!
+//! The guest sees only cgroup2, rooted at its payload. Putting the payload into
+//! every v1 hierarchy too keeps a v1 mount made inside (which the mount guard
+//! refuses anyway) from ever showing a hierarchy's real root and release_agent
+//! (CVE-2022-0492), and is where the v1 devices controller enforces the policy.
 //!
 //! cgroups-rs is not used here: it assumes cgroup2 is mounted at /sys/fs/cgroup and
 //! does not know the hybrid `unified` mount nor named v1 hierarchies. cgroupfs is a
 //! handful of plain files; this module is the little that is needed.
 
+use crate::devices::{self, Rule};
 use std::fs;
 use std::io::{self, ErrorKind};
 use std::path::{Path, PathBuf};
@@ -44,35 +50,51 @@ pub enum CgroupError {
     },
     #[error("removing stale cgroup {0}: {1}")]
     Remove(PathBuf, #[source] io::Error),
+    #[error("device policy on {0}: {1}")]
+    Devices(PathBuf, String),
 }
 
-/// One mounted hierarchy we manage.
+/// What a hierarchy carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kind {
+    V2,
+    /// A v1 hierarchy: its controllers, or "name=systemd" for a named one.
+    V1(Vec<String>),
+}
+
+/// One mounted hierarchy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hierarchy {
     /// Where it is mounted on the host.
     pub mount: PathBuf,
-    /// cgroup2, or the named v1 `systemd` hierarchy.
-    pub v2: bool,
+    pub kind: Kind,
     /// The supervisor's own cgroup in it, as a directory on the host.
     pub own: PathBuf,
 }
 
-/// The hierarchies to manage, from /proc/self/mountinfo and /proc/self/cgroup.
-pub fn discover(mountinfo: &str, proc_cgroup: &str) -> Result<Vec<Hierarchy>, CgroupError> {
-    let mut v2_own = None;
-    let mut systemd_own = None;
-    for line in proc_cgroup.lines() {
-        let mut parts = line.splitn(3, ':');
-        let (Some(id), Some(ctrl), Some(path)) = (parts.next(), parts.next(), parts.next()) else {
-            continue;
-        };
-        if id == "0" && ctrl.is_empty() {
-            v2_own = Some(path.to_string());
-        } else if ctrl == "name=systemd" {
-            systemd_own = Some(path.to_string());
-        }
+impl Hierarchy {
+    fn has(&self, controller: &str) -> bool {
+        matches!(&self.kind, Kind::V1(c) if c.iter().any(|x| x == controller))
     }
-    let mut out = Vec::new();
+}
+
+/// The hierarchies, from /proc/self/mountinfo and /proc/self/cgroup; cgroup2 first.
+pub fn discover(mountinfo: &str, proc_cgroup: &str) -> Result<Vec<Hierarchy>, CgroupError> {
+    // (controllers, path) per line of /proc/self/cgroup; "" for cgroup2.
+    let own: Vec<(Vec<String>, String)> = proc_cgroup
+        .lines()
+        .filter_map(|line| {
+            let mut parts = line.splitn(3, ':');
+            let (_, ctrls, path) = (parts.next()?, parts.next()?, parts.next()?);
+            let ctrls = ctrls
+                .split(',')
+                .filter(|c| !c.is_empty())
+                .map(str::to_string)
+                .collect();
+            Some((ctrls, path.to_string()))
+        })
+        .collect();
+    let mut out: Vec<Hierarchy> = Vec::new();
     for line in mountinfo.lines() {
         // id parent maj:min root mountpoint opts [optional...] - fstype source superopts
         let Some((left, right)) = line.split_once(" - ") else {
@@ -84,34 +106,42 @@ pub fn discover(mountinfo: &str, proc_cgroup: &str) -> Result<Vec<Hierarchy>, Cg
             continue;
         }
         let (mount_root, mount_point) = (unescape(l[3]), unescape(l[4]));
-        let (fstype, superopts) = (r[0], r[2]);
-        let (v2, own) = match fstype {
-            "cgroup2" => (true, &v2_own),
-            "cgroup" if superopts.split(',').any(|o| o == "name=systemd") => (false, &systemd_own),
+        let superopts: Vec<&str> = r[2].split(',').collect();
+        let found = match r[0] {
+            "cgroup2" => own
+                .iter()
+                .find(|(c, _)| c.is_empty())
+                .map(|(_, p)| (Kind::V2, p)),
+            "cgroup" => own
+                .iter()
+                .find(|(c, _)| !c.is_empty() && c.iter().all(|x| superopts.contains(&x.as_str())))
+                .map(|(c, p)| (Kind::V1(c.clone()), p)),
             _ => continue,
         };
-        if out.iter().any(|h: &Hierarchy| h.v2 == v2) {
+        let Some((kind, own_path)) = found else {
+            return Err(CgroupError::NotInHierarchy(format!(
+                "{} at {mount_point}",
+                r[0]
+            )));
+        };
+        if out.iter().any(|h| h.kind == kind) {
             continue; // the same hierarchy mounted twice; the first mount will do
         }
-        let own = own.as_ref().ok_or_else(|| {
-            CgroupError::NotInHierarchy(if v2 { "cgroup2" } else { "name=systemd" }.into())
-        })?;
         // Paths in /proc/self/cgroup are relative to our cgroup namespace, as is the
         // mount's root; a mount of a subtree only shows what is below its root.
-        let rel = Path::new(own).strip_prefix(&mount_root).map_err(|_| {
-            CgroupError::NotInHierarchy(format!("{fstype} (mounted subtree {mount_root})"))
+        let rel = Path::new(own_path).strip_prefix(&mount_root).map_err(|_| {
+            CgroupError::NotInHierarchy(format!("{mount_point} (mounted subtree {mount_root})"))
         })?;
         out.push(Hierarchy {
             mount: PathBuf::from(&mount_point),
-            v2,
+            kind,
             own: Path::new(&mount_point).join(rel),
         });
     }
-    if !out.iter().any(|h| h.v2) {
+    if !out.iter().any(|h| h.kind == Kind::V2) {
         return Err(CgroupError::NoCgroup2);
     }
-    // v2 first: it is the one the guest sees and the one whose emptiness we trust.
-    out.sort_by_key(|h| !h.v2);
+    out.sort_by_key(|h| h.kind != Kind::V2);
     Ok(out)
 }
 
@@ -139,10 +169,14 @@ fn unescape(s: &str) -> String {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Placement {
     pub hierarchy: Hierarchy,
-    /// The container's cgroup.
+    /// The container's cgroup (the unit's with --keep-unit).
     pub container: PathBuf,
-    /// With --keep-unit: where the supervisor moves, and the unit cgroup it leaves.
-    pub supervisor: Option<(PathBuf, PathBuf)>,
+    /// Where the guest runs: the root of its cgroup namespace.
+    pub payload: PathBuf,
+    /// With --keep-unit: where the supervisor moves to.
+    pub supervisor: Option<PathBuf>,
+    /// Whether nixrun created `container` (and removes it).
+    pub ours: bool,
 }
 
 pub fn placement(h: &Hierarchy, machine: &str, keep_unit: bool) -> Placement {
@@ -155,28 +189,39 @@ pub fn placement(h: &Hierarchy, machine: &str, keep_unit: bool) -> Placement {
         };
         Placement {
             hierarchy: h.clone(),
-            container: unit.join("payload"),
-            supervisor: Some((unit.join("supervisor"), unit)),
+            payload: unit.join("payload"),
+            supervisor: Some(unit.join("supervisor")),
+            container: unit,
+            ours: false,
         }
     } else {
+        let container = h.own.join("nixrun").join(machine);
         Placement {
             hierarchy: h.clone(),
-            container: h.own.join("nixrun").join(machine),
+            payload: container.join("payload"),
             supervisor: None,
+            container,
+            ours: true,
         }
     }
 }
 
-/// The container's cgroups, created; removed by `remove()`.
+/// The container's cgroups: planned by `plan()`, made by `create()`, removed by
+/// `remove()`.
 #[derive(Debug)]
 pub struct Cgroups {
     placements: Vec<Placement>,
     machine: String,
+    devices: Vec<Rule>,
 }
 
 impl Cgroups {
     /// Discovers the host's layout and computes the paths; touches nothing.
-    pub fn plan(machine: &str, keep_unit: bool) -> Result<Cgroups, CgroupError> {
+    pub fn plan(
+        machine: &str,
+        keep_unit: bool,
+        devices: Vec<Rule>,
+    ) -> Result<Cgroups, CgroupError> {
         let mi = read("/proc/self/mountinfo")?;
         let pc = read("/proc/self/cgroup")?;
         let placements = discover(&mi, &pc)?
@@ -186,44 +231,72 @@ impl Cgroups {
         Ok(Cgroups {
             placements,
             machine: machine.to_string(),
+            devices,
         })
     }
 
     /// Removes what a crashed run left behind, refuses if the machine is running,
-    /// moves the supervisor aside (--keep-unit) and creates the container's cgroups.
+    /// moves the supervisor aside (--keep-unit), creates the payload cgroups and
+    /// closes their device policy.
     pub fn create(&self) -> Result<(), CgroupError> {
         for p in &self.placements {
-            if p.container.exists() {
-                if has_processes(&p.container) {
+            let top = if p.ours { &p.container } else { &p.payload };
+            if top.exists() {
+                if has_processes(top) {
                     return Err(CgroupError::AlreadyRunning {
                         machine: self.machine.clone(),
-                        path: p.container.clone(),
+                        path: top.clone(),
                     });
                 }
                 // The previous supervisor died without cleaning up (its guest died
-                // with it: PDEATHSIG). Start from an empty cgroup, not its leftovers.
-                remove_tree(&p.container)
-                    .map_err(|e| CgroupError::Remove(p.container.clone(), e))?;
+                // with it: PDEATHSIG). Start from empty cgroups, not its leftovers.
+                remove_tree(top).map_err(|e| CgroupError::Remove(top.clone(), e))?;
             }
         }
         for p in &self.placements {
-            if let Some((sup, _)) = &p.supervisor {
-                mkdir(sup)?;
+            if let Some(sup) = &p.supervisor {
+                make_dirs(&p.hierarchy, sup)?;
                 attach_pid(sup, 0)?;
             }
-            mkdir_all(&p.container)?;
-            if p.hierarchy.v2 {
-                if let Some((_, unit)) = &p.supervisor {
-                    delegate_controllers(unit);
-                }
+            make_dirs(&p.hierarchy, &p.payload)?;
+            if p.hierarchy.kind == Kind::V2 && !p.ours {
+                delegate_controllers(&p.container);
             }
         }
-        Ok(())
+        self.close_devices()
+    }
+
+    /// The device policy on every payload: the cgroup2 program always (the kernel
+    /// runs it on hybrid hosts too), v1 rules where that controller is mounted.
+    fn close_devices(&self) -> Result<(), CgroupError> {
+        let v2 = &self.placements[0];
+        let bpf = devices::attach_program(&v2.payload, &self.devices);
+        let v1 = self.placements.iter().find(|p| p.hierarchy.has("devices"));
+        if let Some(p) = v1 {
+            let deny = p.payload.join("devices.deny");
+            let allow = p.payload.join("devices.allow");
+            let fail = |e: io::Error| CgroupError::Devices(p.payload.clone(), e.to_string());
+            fs::write(&deny, "a").map_err(fail)?;
+            for r in &self.devices {
+                fs::write(&allow, devices::v1_line(r)).map_err(fail)?;
+            }
+        }
+        match (bpf, v1) {
+            (Ok(()), _) => Ok(()),
+            (Err(e), Some(_)) => {
+                eprintln!("nixrun: warning: BPF device program not attached ({e}); relying on the v1 devices controller");
+                Ok(())
+            }
+            (Err(e), None) => Err(CgroupError::Devices(
+                v2.payload.clone(),
+                format!("loading the BPF device program failed ({e}) and no v1 devices controller is mounted"),
+            )),
+        }
     }
 
     pub fn attach(&self, pid: u32) -> Result<(), CgroupError> {
         for p in &self.placements {
-            attach_pid(&p.container, pid)?;
+            attach_pid(&p.payload, pid)?;
         }
         Ok(())
     }
@@ -234,16 +307,17 @@ impl Cgroups {
     pub fn remove(&self) -> Vec<CgroupError> {
         let mut errors = Vec::new();
         for p in &self.placements {
-            if let Err(e) = remove_tree(&p.container) {
+            let top = if p.ours { &p.container } else { &p.payload };
+            if let Err(e) = remove_tree(top) {
                 if e.kind() != ErrorKind::NotFound {
-                    errors.push(CgroupError::Remove(p.container.clone(), e));
+                    errors.push(CgroupError::Remove(top.clone(), e));
                 }
             }
-            if let Some((sup, unit)) = &p.supervisor {
+            if let Some(sup) = &p.supervisor {
                 // Back into the unit's cgroup, so that "supervisor" can go too. This
                 // fails if the unit's controllers are delegated (no processes in inner
                 // cgroups then); systemd removes the unit's cgroup when it ends anyway.
-                if attach_pid(unit, 0).is_ok() {
+                if attach_pid(&p.container, 0).is_ok() {
                     let _ = fs::remove_dir(sup);
                 }
             } else if let Some(parent) = p.container.parent() {
@@ -259,16 +333,30 @@ fn read(path: &str) -> Result<String, CgroupError> {
     fs::read_to_string(path).map_err(|e| CgroupError::Read(path.into(), e))
 }
 
-fn mkdir(path: &Path) -> Result<(), CgroupError> {
-    match fs::create_dir(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(CgroupError::Create(path.to_path_buf(), e)),
+/// mkdir -p, below the hierarchy's mount. A new cpuset cgroup has no CPUs and no
+/// memory nodes, and no process can join it until it gets its parent's.
+fn make_dirs(h: &Hierarchy, path: &Path) -> Result<(), CgroupError> {
+    let rel = path.strip_prefix(&h.mount).unwrap_or(path);
+    let mut cur = h.mount.clone();
+    for comp in rel.components() {
+        let parent = cur.clone();
+        cur.push(comp);
+        match fs::create_dir(&cur) {
+            Ok(()) => {
+                if h.has("cpuset") {
+                    for f in ["cpuset.cpus", "cpuset.mems"] {
+                        let v = fs::read_to_string(parent.join(f))
+                            .map_err(|e| CgroupError::Create(cur.clone(), e))?;
+                        fs::write(cur.join(f), v.trim())
+                            .map_err(|e| CgroupError::Create(cur.clone(), e))?;
+                    }
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(CgroupError::Create(cur, e)),
+        }
     }
-}
-
-fn mkdir_all(path: &Path) -> Result<(), CgroupError> {
-    fs::create_dir_all(path).map_err(|e| CgroupError::Create(path.to_path_buf(), e))
+    Ok(())
 }
 
 /// pid 0 means the writing process itself.
@@ -342,57 +430,61 @@ mod tests {
 31 30 0:27 / /sys/fs/cgroup/unified rw,nosuid shared:10 - cgroup2 cgroup2 rw,nsdelegate
 32 30 0:28 / /sys/fs/cgroup/systemd rw,nosuid shared:11 - cgroup cgroup rw,xattr,name=systemd
 33 30 0:29 / /sys/fs/cgroup/memory rw,nosuid shared:12 - cgroup cgroup rw,memory
+34 30 0:30 / /sys/fs/cgroup/cpu,cpuacct rw,nosuid shared:13 - cgroup cgroup rw,cpu,cpuacct
 ";
     const HYBRID_CGROUP: &str = "\
 9:name=systemd:/system.slice/container@foo.service
 4:memory:/system.slice/container@foo.service
+2:cpu,cpuacct:/
 0::/system.slice/container@foo.service
 ";
 
     #[test]
-    fn hybrid_hosts_manage_cgroup2_and_the_systemd_hierarchy() {
+    fn hybrid_hosts_manage_every_hierarchy() {
         let h = discover(HYBRID_MOUNTINFO, HYBRID_CGROUP).unwrap();
+        let unit = "system.slice/container@foo.service";
         assert_eq!(
             h,
             vec![
                 Hierarchy {
                     mount: "/sys/fs/cgroup/unified".into(),
-                    v2: true,
-                    own: "/sys/fs/cgroup/unified/system.slice/container@foo.service".into(),
+                    kind: Kind::V2,
+                    own: Path::new("/sys/fs/cgroup/unified").join(unit),
                 },
                 Hierarchy {
                     mount: "/sys/fs/cgroup/systemd".into(),
-                    v2: false,
-                    own: "/sys/fs/cgroup/systemd/system.slice/container@foo.service".into(),
+                    kind: Kind::V1(vec!["name=systemd".into()]),
+                    own: Path::new("/sys/fs/cgroup/systemd").join(unit),
+                },
+                Hierarchy {
+                    mount: "/sys/fs/cgroup/memory".into(),
+                    kind: Kind::V1(vec!["memory".into()]),
+                    own: Path::new("/sys/fs/cgroup/memory").join(unit),
+                },
+                Hierarchy {
+                    mount: "/sys/fs/cgroup/cpu,cpuacct".into(),
+                    kind: Kind::V1(vec!["cpu".into(), "cpuacct".into()]),
+                    own: "/sys/fs/cgroup/cpu,cpuacct".into(),
                 },
             ]
         );
     }
 
     #[test]
-    fn unified_hosts() {
+    fn layouts() {
         let mi = "40 1 0:30 / /sys/fs/cgroup rw,nosuid shared:4 - cgroup2 cgroup2 rw,nsdelegate\n";
         let h = discover(mi, "0::/machine.slice/container@web.service/supervisor\n").unwrap();
         assert_eq!(h.len(), 1);
+        let unit = PathBuf::from("/sys/fs/cgroup/machine.slice/container@web.service");
         let p = placement(&h[0], "web", true);
-        assert_eq!(
-            p.container,
-            PathBuf::from("/sys/fs/cgroup/machine.slice/container@web.service/payload")
-        );
-        assert_eq!(
-            p.supervisor,
-            Some((
-                "/sys/fs/cgroup/machine.slice/container@web.service/supervisor".into(),
-                "/sys/fs/cgroup/machine.slice/container@web.service".into()
-            ))
-        );
+        assert_eq!(p.container, unit);
+        assert_eq!(p.payload, unit.join("payload"));
+        assert_eq!(p.supervisor, Some(unit.join("supervisor")));
+        assert!(!p.ours, "the unit's cgroup belongs to systemd");
         let p = placement(&h[0], "web", false);
-        assert_eq!(
-            p.container,
-            PathBuf::from(
-                "/sys/fs/cgroup/machine.slice/container@web.service/supervisor/nixrun/web"
-            )
-        );
+        assert_eq!(p.container, unit.join("supervisor/nixrun/web"));
+        assert_eq!(p.payload, unit.join("supervisor/nixrun/web/payload"));
+        assert!(p.ours);
     }
 
     #[test]

@@ -10,6 +10,7 @@ mod channel;
 mod cli;
 mod console;
 mod container;
+mod devices;
 mod mountguard;
 mod notify;
 mod plan;

@@ -115,7 +115,19 @@ pub fn run(plan: &Plan) -> Result<i32, SupervisorError> {
     // one ever see us) may ptrace us or open our /proc files (CVE-2019-5736's door).
     // SAFETY: plain prctl.
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
-    let cgroups = Cgroups::plan(&plan.machine, plan.keep_unit)?;
+    // Device nodes bound in on purpose are allowed too, as nspawn's DeviceAllow=.
+    let mut device_rules = crate::devices::DEFAULT.to_vec();
+    for b in &plan.binds {
+        if let BindSource::Host(src) = &b.source {
+            if let Some(r) = std::fs::metadata(src)
+                .ok()
+                .and_then(|m| crate::devices::rule_for(&m))
+            {
+                device_rules.push(r);
+            }
+        }
+    }
+    let cgroups = Cgroups::plan(&plan.machine, plan.keep_unit, device_rules)?;
     let root = open_root(&plan.root)?;
     let host_os_release = ["/etc/os-release", "/usr/lib/os-release"]
         .iter()
@@ -126,6 +138,9 @@ pub fn run(plan: &Plan) -> Result<i32, SupervisorError> {
         .and_then(|p| std::fs::read_to_string(p).ok())
         .map(|s| os_release_pairs(&s))
         .unwrap_or_default();
+    if matches!(plan.exec, crate::plan::Exec::Boot(_)) {
+        ensure_machine_id_file(&root, &plan.root)?;
+    }
     let guest_id = read_machine_id(&root, &plan.root)?;
     let uuid = guest_id.or(plan.uuid).unwrap_or_else(random_uuid);
     let uuid_str = format_uuid(&uuid);
@@ -208,6 +223,31 @@ fn open_root(path: &Path) -> Result<Root, SupervisorError> {
     .map_err(|e| SupervisorError::Sys("open the container root", e))?;
     // SAFETY: a new fd nothing else owns.
     Ok(Root::new(unsafe { OwnedFd::from_raw_fd(fd) }))
+}
+
+/// An empty /etc/machine-id makes the guest's systemd write its id (from
+/// $container_uuid) straight into the file. A missing one sends it down the
+/// first-boot path instead: a transient bind mount over /etc/machine-id that
+/// systemd-machine-id-commit later unmounts in a private mount namespace, which
+/// the locked mount tree refuses. NixOS's start script creates the empty file;
+/// with -b nixrun does the same for roots that lack it (inside the root only, and
+/// only where /etc is a directory).
+fn ensure_machine_id_file(root: &Root, path: &Path) -> Result<(), SupervisorError> {
+    if root
+        .open(
+            Path::new("/etc"),
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW,
+        )
+        .is_err()
+    {
+        return Ok(());
+    }
+    root.create_empty(Path::new("/etc/machine-id"), 0o444)
+        .map(drop)
+        .map_err(|err| SupervisorError::Root {
+            path: path.to_path_buf(),
+            err,
+        })
 }
 
 fn read_machine_id(root: &Root, path: &Path) -> Result<Option<[u8; 16]>, SupervisorError> {

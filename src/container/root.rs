@@ -125,6 +125,14 @@ impl Root {
         Ok((self.mkdir_all(&parent, 0o755)?, PathBuf::from(name)))
     }
 
+    /// Whether `fd` is the root directory itself: a container path that resolves to
+    /// "/" (a symlink to "/" or ".." chains) must not get a mount over the root.
+    pub fn is_root(&self, fd: &OwnedFd) -> bool {
+        let a = nix::sys::stat::fstat(fd.as_raw_fd());
+        let b = nix::sys::stat::fstat(self.fd.as_raw_fd());
+        matches!((a, b), (Ok(a), Ok(b)) if a.st_dev == b.st_dev && a.st_ino == b.st_ino)
+    }
+
     /// Makes sure a mount point of the right kind exists and returns an O_PATH fd of
     /// it. An existing node of the other kind is an error (mounting a directory over
     /// a file fails in confusing ways later).
@@ -195,6 +203,28 @@ impl Root {
         // The umask would have masked the mode at creation.
         nix::sys::stat::fchmod(fd.as_raw_fd(), Mode::from_bits_truncate(mode))
             .map_err(err("chmod", path))
+    }
+
+    /// Creates an empty file unless something (even a dangling link) is there
+    /// already; returns whether it did.
+    pub fn create_empty(&self, path: &Path, mode: u32) -> Result<bool> {
+        let (dir, name) = self.parent(path)?;
+        match nix::fcntl::openat(
+            Some(dir.as_raw_fd()),
+            &name,
+            OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(mode),
+        ) {
+            Ok(fd) => {
+                // SAFETY: a new fd nothing else owns.
+                let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+                nix::sys::stat::fchmod(fd.as_raw_fd(), Mode::from_bits_truncate(mode))
+                    .map_err(err("chmod", path))?;
+                Ok(true)
+            }
+            Err(Errno::EEXIST) => Ok(false),
+            Err(e) => Err(err("create", path)(e)),
+        }
     }
 
     /// Reads a small file, if it exists.
