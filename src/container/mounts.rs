@@ -129,6 +129,8 @@ pub enum MountError {
         #[source]
         errno: Errno,
     },
+    #[error("mount target {0} resolves to the container's root directory (a symlink to /?)")]
+    OverRoot(PathBuf),
     #[error("bind source {0}: {1}")]
     Source(PathBuf, #[source] Errno),
     #[error("console: {0}: {1}")]
@@ -400,6 +402,9 @@ fn apply_one(root: &Root, op: &Op, out: &mut Outputs) -> Result<(), MountError> 
             } else {
                 root.mount_point(target, Kind::Dir)?
             };
+            if root.is_root(&fd) {
+                return Err(MountError::OverRoot(target.clone()));
+            }
             mount(
                 Some(*fstype),
                 fd_path(fd.as_fd()).as_str(),
@@ -444,6 +449,9 @@ fn apply_one(root: &Root, op: &Op, out: &mut Outputs) -> Result<(), MountError> 
             } else {
                 root.mount_point(target, *kind)?
             };
+            if root.is_root(&target_fd) {
+                return Err(MountError::OverRoot(target.clone()));
+            }
             let mut flags = MsFlags::MS_BIND;
             if *recursive {
                 flags |= MsFlags::MS_REC;
