@@ -146,30 +146,12 @@ fn debian_guest_boots_to_running_and_halts_on_sigterm() {
 
 #[test]
 fn nixos_shaped_guest_boots_from_its_profile_in_a_unit() {
-    let fx = fixture("nixos");
-    let (_t, root) = TempRoot::copy_of("nixos-boot", &fx.join("root"), "nixos-boot");
-    let store = format!("--bind-ro={}:/nix/store", fx.join("store").display());
-    let probe = format!("--bind-ro={}:/nixrun-probe", probe_binary().display());
     let snap = HostSnapshot::take("nixos-boot");
-    let unit = UnitCgroup::new("nixos-boot");
-    // container@.service's command line, as in nixos-containers.nix.
-    let mut cmd = nixrun_cmd(&[
-        "--keep-unit",
-        "-M",
+    let g = NixosGuest::start(
         "nixos-boot",
-        "-D",
-        root.to_str().unwrap(),
-        "--notify-ready=yes",
-        "--kill-signal=SIGRTMIN+3",
-        &store,
-        &probe,
-        "--link-journal=try-guest",
-        "--setenv",
-        "PRIVATE_NETWORK=",
-        "/nix/var/nix/profiles/system/init",
-    ]);
-    unit.enter(&mut cmd);
-    let mut c = Spawned::start_cmd(cmd);
+        &["--link-journal=try-guest", "--setenv", "PRIVATE_NETWORK="],
+    );
+    let (root, unit, mut c) = (&g.root, &g.unit, g.spawned);
     c.wait_ready(BOOT_TIMEOUT);
     assert_booted_guest(&mut c, "nixos-boot");
     assert_eq!(unit.subgroups(), vec!["payload", "supervisor"]);

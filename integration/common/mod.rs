@@ -631,3 +631,45 @@ pub fn probe_binary() -> PathBuf {
     })
     .clone()
 }
+
+/// The NixOS-shaped guest started as container@.service starts it (the command
+/// line of nixos-containers.nix), in a cgroup of its own like a unit's, with the
+/// probe bound at /nixrun-probe.
+pub struct NixosGuest {
+    pub root: PathBuf,
+    pub unit: UnitCgroup,
+    pub spawned: Spawned,
+    _dir: TempRoot,
+}
+
+impl NixosGuest {
+    pub fn start(machine: &str, extra: &[&str]) -> NixosGuest {
+        let fx = fixture("nixos");
+        let (dir, root) = TempRoot::copy_of(machine, &fx.join("root"), machine);
+        let store = format!("--bind-ro={}:/nix/store", fx.join("store").display());
+        let probe = format!("--bind-ro={}:/nixrun-probe", probe_binary().display());
+        let unit = UnitCgroup::new(machine);
+        let mut args = vec![
+            "--keep-unit",
+            "-M",
+            machine,
+            "-D",
+            root.to_str().unwrap(),
+            "--notify-ready=yes",
+            "--kill-signal=SIGRTMIN+3",
+            &store,
+            &probe,
+        ];
+        args.extend_from_slice(extra);
+        args.push("/nix/var/nix/profiles/system/init");
+        let mut cmd = nixrun_cmd(&args);
+        unit.enter(&mut cmd);
+        let spawned = Spawned::start_cmd(cmd);
+        NixosGuest {
+            root,
+            unit,
+            spawned,
+            _dir: dir,
+        }
+    }
+}
