@@ -8,7 +8,6 @@
 
 use crate::cli::Cli;
 use crate::signal::parse_signal;
-use std::collections::BTreeSet;
 use std::fs;
 use std::io;
 use std::os::unix::fs::MetadataExt;
@@ -159,8 +158,8 @@ pub struct Plan {
     pub term: String,
     /// The guest's capability bounding (and effective) set.
     pub capabilities: caps::CapsHashSet,
-    /// System call numbers the guest gets EPERM for.
-    pub denied_syscalls: BTreeSet<i64>,
+    /// System calls the guest gets EPERM for.
+    pub denied_syscalls: crate::container::seccomp::Denied,
 }
 
 impl Plan {
@@ -277,7 +276,7 @@ impl Plan {
             };
             target.extend(list.split_whitespace().map(str::to_string));
         }
-        let denied_syscalls = crate::container::seccomp::denied_numbers(&allow, &deny)?;
+        let denied_syscalls = crate::container::seccomp::denied(&allow, &deny)?;
         let term = match console {
             Console::Interactive => std::env::var("TERM").unwrap_or_else(|_| "vt220".into()),
             // systemd's default for a console it cannot ask about.

@@ -14,8 +14,9 @@
 //!     make read-only mounts writable; make / shared so the guest's own services
 //!     can propagate mounts into their namespaces, as systemd expects.
 //!  9. Hostname, console as controlling tty and stdio, find and check the init.
-//! 10. A fresh session keyring (the host's must not be reachable); capabilities
-//!     (caps.rs); seccomp last (seccomp.rs), since it would filter the steps above.
+//! 10. A fresh session keyring (the host's must not be reachable: keyctl is
+//!     filtered next); seccomp (seccomp.rs), then capabilities (caps.rs), since
+//!     installing filters without no_new_privs needs CAP_SYS_ADMIN.
 //! 11. Send the supervisor the console pty, the notify socket and the seccomp
 //!     listener; reset the signal mask and dispositions the supervisor set; mark
 //!     every inherited fd close-on-exec; exec.
@@ -190,8 +191,11 @@ fn prepare_and_exec(setup: &Setup<'_>, channel: &ChildEnd) -> Result<Never, Step
         .map_err(|_| StepError::Init("environment contains a NUL byte".into()))?;
 
     join_fresh_session_keyring()?;
-    caps::apply(&plan.capabilities)?;
+    // Filters before capabilities: installing them without no_new_privs takes
+    // CAP_SYS_ADMIN, which --drop-capability may remove; they do not filter the
+    // prctl/capset calls that follow.
     let listener = seccomp::install(&plan.denied_syscalls)?;
+    caps::apply(&plan.capabilities)?;
     channel.send_fds(
         out.pty_master.as_ref(),
         out.notify.as_ref(),

@@ -147,7 +147,29 @@ pub const DENIED: &[Group] = &[
         name: "@misc-host",
         calls: &["lookup_dcookie", "nfsservctl"],
     },
+    // only as far as DENIED_WHEN says (see there).
+    Group {
+        name: "@userfaultfd",
+        calls: &["userfaultfd"],
+    },
 ];
+
+/// Calls of `DENIED` refused only with some arguments: (call, argument, mask,
+/// value) — refused when `arg & mask == value`.
+pub const DENIED_WHEN: &[(&str, u8, u64, u64)] = &[
+    // A userfaultfd that also handles faults in kernel mode lets its owner stall
+    // the kernel mid-copy, the classic way to widen a kernel race into an exploit;
+    // one limited to user-mode faults (UFFD_USER_MODE_ONLY) is harmless.
+    ("userfaultfd", 0, 1, 0),
+];
+
+/// The policy after --system-call-filter: calls refused always, and calls refused
+/// only with some arguments (call number → (argument, mask, value)).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Denied {
+    pub always: BTreeSet<i64>,
+    pub when: BTreeMap<i64, (u8, u64, u64)>,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum SeccompError {
@@ -178,22 +200,36 @@ fn expand(name: &str) -> Result<Vec<i64>, SeccompError> {
         .ok_or_else(|| SeccompError::Unknown(name.to_string()))
 }
 
-/// The system call numbers denied, after --system-call-filter: `allow` takes calls
-/// off the table, `deny` adds them (and wins, as in nspawn).
-pub fn denied_numbers(allow: &[String], deny: &[String]) -> Result<BTreeSet<i64>, SeccompError> {
-    let mut set: BTreeSet<i64> = DENIED
+/// The policy, after --system-call-filter: `allow` takes calls off the table,
+/// `deny` adds them unconditionally (and wins, as in nspawn).
+pub fn denied(allow: &[String], deny: &[String]) -> Result<Denied, SeccompError> {
+    let mut d = Denied::default();
+    for n in DENIED
         .iter()
         .flat_map(|g| g.calls.iter().filter_map(|c| number(c)))
-        .collect();
-    for a in allow {
-        for n in expand(a)? {
-            set.remove(&n);
+    {
+        match DENIED_WHEN.iter().find(|w| number(w.0) == Some(n)) {
+            Some(&(_, arg, mask, value)) => {
+                d.when.insert(n, (arg, mask, value));
+            }
+            None => {
+                d.always.insert(n);
+            }
         }
     }
-    for d in deny {
-        set.extend(expand(d)?);
+    for a in allow {
+        for n in expand(a)? {
+            d.always.remove(&n);
+            d.when.remove(&n);
+        }
     }
-    Ok(set)
+    for x in deny {
+        for n in expand(x)? {
+            d.when.remove(&n);
+            d.always.insert(n);
+        }
+    }
+    Ok(d)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -218,8 +254,20 @@ fn compile(filter: SeccompFilter) -> Result<Vec<libc::sock_filter>, SeccompError
         .collect())
 }
 
-fn deny_filter(denied: &BTreeSet<i64>) -> Result<Vec<libc::sock_filter>, SeccompError> {
-    let rules: BTreeMap<i64, Vec<SeccompRule>> = denied.iter().map(|&n| (n, vec![])).collect();
+fn deny_filter(denied: &Denied) -> Result<Vec<libc::sock_filter>, SeccompError> {
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
+        denied.always.iter().map(|&n| (n, vec![])).collect();
+    for (&n, &(arg, mask, value)) in &denied.when {
+        let cond = SeccompCondition::new(
+            arg,
+            SeccompCmpArgLen::Qword,
+            SeccompCmpOp::MaskedEq(mask),
+            value,
+        )
+        .map_err(|e| SeccompError::Build(e.to_string()))?;
+        let rule = SeccompRule::new(vec![cond]).map_err(|e| SeccompError::Build(e.to_string()))?;
+        rules.insert(n, vec![rule]);
+    }
     compile(
         SeccompFilter::new(
             rules,
@@ -351,7 +399,7 @@ fn install_raw(prog: &[libc::sock_filter], flags: libc::c_ulong) -> Result<i64, 
 /// Installs the three filters on the calling thread; returns filter 3's listener,
 /// for the supervisor. The caller keeps CAP_SYS_ADMIN, so no_new_privs is not
 /// needed (the guest's setuid programs keep working).
-pub fn install(denied: &BTreeSet<i64>) -> Result<OwnedFd, SeccompError> {
+pub fn install(denied: &Denied) -> Result<OwnedFd, SeccompError> {
     for prog in [deny_filter(denied)?, audit_filter()?] {
         install_raw(&prog, 0)?;
     }
@@ -366,7 +414,8 @@ mod tests {
 
     #[test]
     fn the_table_names_real_calls() {
-        let all = denied_numbers(&[], &[]).unwrap();
+        let d = denied(&[], &[]).unwrap();
+        let all = &d.always;
         for must in [
             "kexec_load",
             "open_by_handle_at",
@@ -409,36 +458,51 @@ mod tests {
     fn system_call_filter_adjusts_the_table() {
         let keyctl = number("keyctl").unwrap();
         let ptrace = number("ptrace").unwrap();
-        let s = denied_numbers(&["@keyring".into()], &["ptrace".into()]).unwrap();
-        assert!(!s.contains(&keyctl));
-        assert!(s.contains(&ptrace));
+        let s = denied(&["@keyring".into()], &["ptrace".into()]).unwrap();
+        assert!(!s.always.contains(&keyctl));
+        assert!(s.always.contains(&ptrace));
         // Deny wins over allow, as in nspawn.
-        let s = denied_numbers(&["keyctl".into()], &["keyctl".into()]).unwrap();
-        assert!(s.contains(&keyctl));
+        let s = denied(&["keyctl".into()], &["keyctl".into()]).unwrap();
+        assert!(s.always.contains(&keyctl));
         assert!(matches!(
-            denied_numbers(&["nope".into()], &[]),
+            denied(&["nope".into()], &[]),
             Err(SeccompError::Unknown(_))
         ));
         assert!(matches!(
-            denied_numbers(&[], &["@nope".into()]),
+            denied(&[], &["@nope".into()]),
             Err(SeccompError::Unknown(_))
         ));
+        // userfaultfd: refused for kernel faults only; the user can allow it fully
+        // or deny it fully.
+        let uffd = number("userfaultfd").unwrap();
+        let d = denied(&[], &[]).unwrap();
+        assert_eq!(d.when.get(&uffd), Some(&(0, 1, 0)));
+        assert!(!d.always.contains(&uffd));
+        assert!(!denied(&["userfaultfd".into()], &[])
+            .unwrap()
+            .when
+            .contains_key(&uffd));
+        let d = denied(&[], &["userfaultfd".into()]).unwrap();
+        assert!(d.always.contains(&uffd) && !d.when.contains_key(&uffd));
     }
 
     #[test]
-    fn filters_compile() {
-        deny_filter(&denied_numbers(&[], &[]).unwrap()).unwrap();
-        audit_filter().unwrap();
+    fn jumps_stay_inside_the_mount_filter() {
         let f = mount_filter();
         assert!(f.len() < 64);
-        // Every jump lands inside the program.
         for (i, ins) in f.iter().enumerate() {
-            if ins.code & libc::BPF_JMP as u16 != 0 && ins.code & 0x07 == libc::BPF_JMP as u16 {
+            if ins.code & 0x07 == libc::BPF_JMP as u16 && ins.code & 0xf0 != 0 {
                 assert!(
                     i + 1 + (ins.jt.max(ins.jf) as usize) < f.len(),
                     "jump at {i} leaves the program"
                 );
             }
         }
+    }
+
+    #[test]
+    fn filters_compile() {
+        deny_filter(&denied(&[], &[]).unwrap()).unwrap();
+        audit_filter().unwrap();
     }
 }
