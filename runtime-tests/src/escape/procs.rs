@@ -187,10 +187,32 @@ struct FdScan {
     count: usize,
 }
 
+/// What the fd checks need to know about the probe itself.
+struct Own {
+    /// Our result pipe to the probe's main process, not the runtime's fd.
+    skip_fd: i32,
+    /// The files on our stdin/stdout/stderr.  Whoever started us handed them
+    /// over, and `systemd-run --pipe` passes them on to the guest's PID 1,
+    /// which keeps them for the transient service: host files in PID 1 that
+    /// are these are the test's own, not something the runtime leaked.
+    stdio: Vec<FileId>,
+}
+
+impl Own {
+    fn new() -> Own {
+        Own {
+            skip_fd: super::result_pipe_fd(),
+            stdio: (0..=2)
+                .filter_map(|fd| sys::stat_id(format!("/proc/self/fd/{fd}")).ok())
+                .collect(),
+        }
+    }
+}
+
 /// Inspects /proc/PID/fd and /proc/PID/cwd of one process.  `strict` is for our
 /// own process, whose fds came only from the runtime: there even a namespace fd
 /// is a leak.
-fn scan_process(f: &mut Findings, pid: i32, strict: bool, skip_fd: i32) -> Result<FdScan, Errno> {
+fn scan_process(f: &mut Findings, pid: i32, strict: bool, own: &Own) -> Result<FdScan, Errno> {
     let dir = format!("/proc/{pid}/fd");
     let mut fds: Vec<i32> = fs::read_dir(&dir)
         .map_err(|e| sys::io_errno(&e))?
@@ -205,7 +227,7 @@ fn scan_process(f: &mut Findings, pid: i32, strict: bool, skip_fd: i32) -> Resul
             .ok()
     };
     for fd in fds {
-        if strict && fd == skip_fd {
+        if strict && fd == own.skip_fd {
             continue;
         }
         let magic = format!("{dir}/{fd}");
@@ -237,7 +259,8 @@ fn scan_process(f: &mut Findings, pid: i32, strict: bool, skip_fd: i32) -> Resul
                     // gives nothing to walk; a directory does, on any fd, and
                     // so does any host file beyond stdio.
                     let is_dir = actual.mode & libc::S_IFMT == libc::S_IFDIR;
-                    if is_dir || fd > 2 {
+                    let our_stdio = own.stdio.iter().any(|s| s.same_file(&actual));
+                    if is_dir || (fd > 2 && !our_stdio) {
                         f.escaped(format!(
                             "pid {pid} fd {fd} → {target}: a {} outside our root ({why})",
                             kind_name(&actual)
@@ -292,10 +315,10 @@ pub fn cve_2024_21626() -> Outcome {
         }
         _ => {}
     }
-    let skip = super::result_pipe_fd();
+    let ours = Own::new();
     // SAFETY: no arguments.
     let me = unsafe { libc::getpid() };
-    let own = match scan_process(&mut f, me, true, skip) {
+    let own = match scan_process(&mut f, me, true, &ours) {
         Ok(s) => s,
         Err(e) => return Outcome::Error(format!("cannot read /proc/self/fd: {e:?}")),
     };
@@ -303,7 +326,7 @@ pub fn cve_2024_21626() -> Outcome {
     let our_mnt = sys::read_link("/proc/self/ns/mnt").ok();
     let mut notes = vec![format!("self: {}", own.listed.join(","))];
     if !own_pids.contains(&1) {
-        match scan_process(&mut f, 1, false, -1) {
+        match scan_process(&mut f, 1, false, &ours) {
             Ok(s) => notes.push(format!("pid 1: {} fds", s.count)),
             Err(e) => notes.push(format!("pid 1: fds unreadable ({e:?})")),
         }
@@ -325,7 +348,7 @@ pub fn cve_2024_21626() -> Outcome {
             other_ns += 1;
             continue;
         }
-        if let Ok(s) = scan_process(&mut f, pid, false, -1) {
+        if let Ok(s) = scan_process(&mut f, pid, false, &ours) {
             kids += 1;
             kid_fds += s.count;
         }
@@ -583,7 +606,7 @@ mod tests {
         let mut f = Findings::default();
         // SAFETY: no arguments.
         let me = unsafe { libc::getpid() };
-        let scan = scan_process(&mut f, me, true, -1).unwrap();
+        let scan = scan_process(&mut f, me, true, &Own::new()).unwrap();
         assert!(scan.count >= 3);
         assert!(f.escaped.is_empty(), "{:?}", f.escaped);
     }
