@@ -384,6 +384,29 @@ pub fn apply(root: &Root, ops: &[Op]) -> Result<Outputs, MountError> {
     Ok(out)
 }
 
+/// The O_PATH fd to mount onto: created if needed, or None for an optional
+/// target that does not exist. Never the root directory itself.
+fn mount_target(
+    root: &Root,
+    target: &Path,
+    kind: Kind,
+    optional: bool,
+) -> Result<Option<OwnedFd>, MountError> {
+    let fd = if optional {
+        match root.path_fd(target) {
+            Ok(fd) => fd,
+            Err(e) if e.errno == Errno::ENOENT => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
+    } else {
+        root.mount_point(target, kind)?
+    };
+    if root.is_root(&fd) {
+        return Err(MountError::OverRoot(target.to_path_buf()));
+    }
+    Ok(Some(fd))
+}
+
 fn apply_one(root: &Root, op: &Op, out: &mut Outputs) -> Result<(), MountError> {
     match op {
         Op::Mount {
@@ -393,18 +416,9 @@ fn apply_one(root: &Root, op: &Op, out: &mut Outputs) -> Result<(), MountError> 
             data,
             optional,
         } => {
-            let fd = if *optional {
-                match root.path_fd(target) {
-                    Ok(fd) => fd,
-                    Err(e) if e.errno == Errno::ENOENT => return Ok(()),
-                    Err(e) => return Err(e.into()),
-                }
-            } else {
-                root.mount_point(target, Kind::Dir)?
+            let Some(fd) = mount_target(root, target, Kind::Dir, *optional)? else {
+                return Ok(());
             };
-            if root.is_root(&fd) {
-                return Err(MountError::OverRoot(target.clone()));
-            }
             mount(
                 Some(*fstype),
                 fd_path(fd.as_fd()).as_str(),
@@ -440,18 +454,9 @@ fn apply_one(root: &Root, op: &Op, out: &mut Outputs) -> Result<(), MountError> 
                 Err((_, Errno::ENOENT)) if *optional => return Ok(()),
                 Err((path, errno)) => return Err(MountError::Source(path.clone(), errno)),
             };
-            let target_fd = if *optional {
-                match root.path_fd(target) {
-                    Ok(fd) => fd,
-                    Err(e) if e.errno == Errno::ENOENT => return Ok(()),
-                    Err(e) => return Err(e.into()),
-                }
-            } else {
-                root.mount_point(target, *kind)?
+            let Some(target_fd) = mount_target(root, target, *kind, *optional)? else {
+                return Ok(());
             };
-            if root.is_root(&target_fd) {
-                return Err(MountError::OverRoot(target.clone()));
-            }
             let mut flags = MsFlags::MS_BIND;
             if *recursive {
                 flags |= MsFlags::MS_REC;
