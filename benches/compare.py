@@ -1,0 +1,1476 @@
+#!/usr/bin/env python3
+"""Benchmarks nixrun against systemd-nspawn and its peers (bwrap, runc, crun).
+
+This is the project's benchmark command (issue "Benchmarks against
+systemd-nspawn and peers").  It measures, on this machine, with the project's own
+fixture guests:
+
+  1. exec latency: `/bin/true` in the Debian guest, per runtime, plus the floor
+     `unshare -m -p -u -i --fork chroot ROOT /bin/true`;
+  2. boot (spawn -> READY=1 on $NOTIFY_SOCKET) and stop (SIGTERM -> exit) of the
+     Debian guest and the NixOS-shaped guest, nixrun vs systemd-nspawn;
+  3. the runtime's own memory (RSS, VmHWM, PSS) while a guest runs;
+  4. scale: N NixOS-shaped guests started at once (time until all are READY,
+     host memory per guest, clean stop), nixrun vs systemd-nspawn;
+
+always interleaved (A B A B ...), never all of A then all of B: the machines
+are shared and noisy, so only ratios from one interleaved run mean much.  It
+writes docs/benchmarks.md and the plot docs/benchmarks-scale.svg.
+
+Usage (root):
+    python3 benches/compare.py            # full run, ~6 min on 2 cores, writes docs/
+    python3 benches/compare.py --quick    # ~1 min, N=10 only, writes
+                                          # target/bench/quick/ unless --out
+Other options: --nixrun PATH (default: build it with cargo into target/bench),
+--out DIR, --scale 10,25,50,100, --exec-rounds K, --boot-cycles K, --skip PARTS,
+--report-only target/bench/results.json (write the report again, measure nothing).
+
+What it does to the host while it runs, and undoes: cgroups below its own
+(nixrun-bench.<pid>), a 16 GiB sparse ext4 image on a loop device under
+/var/tmp for the guest roots, and higher fs.inotify limits during the scale part
+(--keep-sysctl to leave them).  The raw results stay in target/bench/results.json,
+the runtimes' output of the last run in target/bench/logs/.
+
+Python standard library only, so it runs on any host the tests run on.
+"""
+
+import argparse
+import datetime
+import errno
+import json
+import os
+import platform
+import re
+import select
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+BENCH_TARGET = REPO / "target" / "bench"
+FIXTURES = REPO / "integration" / "fixtures"
+NIXOS_INIT = "/nix/var/nix/profiles/system/init"
+MIB = 1024 * 1024
+
+
+def log(*args):
+    # Progress goes to stderr, so that a long run shows where it is.
+    print(*args, file=sys.stderr, flush=True)
+
+
+def loadavg():
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def cpu_busy(interval=1.0):
+    """Share of the host's CPU time (all cores) that was busy over INTERVAL."""
+
+    def sample():
+        f = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+        idle = f[3] + f[4]  # idle + iowait
+        return sum(f[:8]), idle
+
+    t0, i0 = sample()
+    time.sleep(interval)
+    t1, i1 = sample()
+    return 100.0 * (1 - (i1 - i0) / max(1, t1 - t0))
+
+
+def cpu_times():
+    """(busy, total) jiffies of the host since boot, all cores."""
+    f = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return sum(f[:8]) - f[3] - f[4], sum(f[:8])
+
+
+def wait_calm(limit=15.0, threshold=25.0):
+    """Waits (at most LIMIT seconds) until the host is mostly idle, so that one
+    part's aftermath (guests still shutting down, writeback) does not land in
+    the next; returns the last busy share.  Others' work on a shared machine
+    may keep it busy: then we go on and the report shows the number."""
+    end = time.monotonic() + limit
+    busy = cpu_busy()
+    while busy > threshold and time.monotonic() < end:
+        busy = cpu_busy()
+    return busy
+
+
+def meminfo_all():
+    out = {}
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        name, rest = line.split(":", 1)
+        out[name] = int(rest.split()[0]) * (1024 if rest.strip().endswith("kB") else 1)
+    return out
+
+
+def meminfo(field):
+    return meminfo_all()[field]
+
+
+# /proc/meminfo fields whose growth says where a guest's memory goes.
+MEM_FIELDS = ("AnonPages", "Shmem", "SUnreclaim", "SReclaimable", "KernelStack", "PageTables", "Cached")
+
+
+# ---------------------------------------------------------------------------
+# cgroups: every runtime instance is started in a cgroup of its own, like a
+# systemd unit.  nspawn --keep-unit needs that (it puts payload/ and supervisor/
+# into the cgroup it finds itself in); doing the same for every runtime keeps
+# the comparison fair.  This host's PID 1 is not systemd, so we play its part:
+# create <own cgroup>/nixrun-bench.<pid>/<slot> in the cgroup2 hierarchy and in
+# systemd's named v1 hierarchy (hybrid hosts), move ourselves there, spawn, and
+# move back.  Moving ourselves (rather than the child after fork) lets us use
+# posix_spawn, so that the launcher costs the same tiny amount for everybody.
+
+
+class Cgroups:
+    def __init__(self):
+        own = {}
+        for line in Path("/proc/self/cgroup").read_text().splitlines():
+            hid, ctrl, path = line.split(":", 2)
+            if hid == "0" and ctrl == "":
+                own["v2"] = path
+            elif ctrl == "name=systemd":
+                own["systemd"] = path
+        mounts = {}
+        for line in Path("/proc/self/mountinfo").read_text().splitlines():
+            left, right = line.split(" - ", 1)
+            fields = left.split()
+            fstype, _src, opts = right.split()[:3]
+            root, point = fields[3], fields[4]
+            if fstype == "cgroup2" and "v2" not in mounts:
+                mounts["v2"] = (root, point)
+            elif fstype == "cgroup" and "name=systemd" in opts.split(","):
+                mounts.setdefault("systemd", (root, point))
+        self.dirs = []  # our own cgroup in each hierarchy we manage
+        for key in ("v2", "systemd"):
+            if key in mounts and key in own:
+                root, point = mounts[key]
+                rel = os.path.relpath(own[key], root)
+                self.dirs.append(Path(point) / ("" if rel == "." else rel))
+        if not self.dirs or "v2" not in mounts:
+            raise SystemExit("compare.py: no cgroup2 hierarchy mounted (see /proc/self/mountinfo)")
+        self.origin = list(self.dirs)
+        self.base = [d / f"nixrun-bench.{os.getpid()}" for d in self.dirs]
+        for b in self.base:
+            b.mkdir()
+        # cgroup2 allows no processes in an inner cgroup once controllers are
+        # delegated below it: park ourselves in a leaf of our own.
+        self.home = self.slot("bench")
+        self._enter(self.home)
+
+    def slot(self, name):
+        paths = [b / name for b in self.base]
+        for p in paths:
+            p.mkdir()
+        return paths
+
+    def _enter(self, paths):
+        for p in paths:
+            (p / "cgroup.procs").write_text(str(os.getpid()))
+
+    def spawn(self, slot, argv, env, stdin, stdout, stderr):
+        """posix_spawn ARGV inside SLOT; returns (pid, perf_counter at spawn)."""
+        self._enter(slot)
+        try:
+            t0 = time.perf_counter()
+            pid = os.posix_spawn(
+                argv[0],
+                argv,
+                env,
+                file_actions=[
+                    (os.POSIX_SPAWN_DUP2, stdin, 0),
+                    (os.POSIX_SPAWN_DUP2, stdout, 1),
+                    (os.POSIX_SPAWN_DUP2, stderr, 2),
+                ],
+                # The scale part runs the launcher at real-time priority (see
+                # there); the runtimes themselves always run as normal tasks.
+                scheduler=(os.SCHED_OTHER, os.sched_param(0)),
+            )
+        finally:
+            self._enter(self.home)
+        return pid, t0
+
+    @staticmethod
+    def pids(slot):
+        """Every process left anywhere below SLOT, in any hierarchy."""
+        out = set()
+        for top in slot:
+            for d, _subdirs, _files in os.walk(top):
+                try:
+                    out.update(int(x) for x in (Path(d) / "cgroup.procs").read_text().split())
+                except FileNotFoundError:
+                    pass
+        return out
+
+    @staticmethod
+    def subdirs(slot):
+        """Cgroups the runtime created below SLOT and left behind (relative)."""
+        out = set()
+        for top in slot:
+            for d, _subdirs, _files in os.walk(top):
+                if Path(d) != top:
+                    out.add(os.path.relpath(d, top))
+        return sorted(out)
+
+    @staticmethod
+    def remove(slot):
+        """Removes SLOT and everything below it.  A cgroup whose last process
+        was just reaped can stay busy for a moment (the kernel still tears the
+        dead PID namespace down), hence the retries."""
+        for top in slot:
+            for d, _subdirs, _files in sorted(os.walk(top), key=lambda w: -len(w[0])):
+                for attempt in range(200):
+                    try:
+                        os.rmdir(d)
+                        break
+                    except FileNotFoundError:
+                        break
+                    except OSError as e:
+                        if e.errno != errno.EBUSY or attempt == 199:
+                            raise
+                        time.sleep(0.005)
+
+    def close(self):
+        self._enter(self.origin)
+        for b in self.base:
+            if b.exists():
+                for child in b.iterdir():
+                    if child.is_dir():
+                        self.remove([child])
+                b.rmdir()
+
+
+# ---------------------------------------------------------------------------
+# process helpers
+
+
+def host_pidns():
+    return os.readlink("/proc/self/ns/pid")
+
+
+def children(pid):
+    try:
+        kids = set()
+        for t in Path(f"/proc/{pid}/task").iterdir():
+            kids.update(int(x) for x in (t / "children").read_text().split())
+        return kids
+    except (FileNotFoundError, ProcessLookupError):
+        return set()
+
+
+def supervisor_pids(pid, pidns):
+    """The runtime's own processes: PID and its descendants that live in the
+    host's PID namespace.  The guest (its PID 1 and everything below) lives in
+    a new PID namespace and is excluded; so is anything it forks."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            if os.readlink(f"/proc/{p}/ns/pid") != pidns:
+                continue
+        except FileNotFoundError:
+            continue
+        out.append(p)
+        todo.extend(children(p))
+    return out
+
+
+def proc_memory(pid):
+    """(VmRSS, VmHWM, Pss) in bytes, or None if the process is gone."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+        rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+
+    def field(text, name):
+        m = re.search(rf"^{name}:\s+(\d+) kB", text, re.M)
+        return int(m.group(1)) * 1024 if m else 0
+
+    return field(status, "VmRSS"), field(status, "VmHWM"), field(rollup, "Pss")
+
+
+def runtime_memory(pid, pidns):
+    """Summed (RSS, HWM, PSS, process count) of the runtime's own processes."""
+    rss = hwm = pss = n = 0
+    for p in supervisor_pids(pid, pidns):
+        m = proc_memory(p)
+        if m:
+            rss, hwm, pss, n = rss + m[0], hwm + m[1], pss + m[2], n + 1
+    return rss, hwm, pss, n
+
+
+def unit_cpu(v2_cgroup):
+    """CPU seconds used by everything that ever ran in a cgroup2 cgroup and
+    below it (cpu.stat is there even without the cpu controller), or None."""
+    try:
+        text = (v2_cgroup / "cpu.stat").read_text()
+    except FileNotFoundError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("usage_usec "):
+            return int(line.split()[1]) / 1e6
+    return None
+
+
+def guest_root_cgroup(slot, pidns):
+    """The guest's root cgroup below SLOT, found without knowing the runtime's
+    layout: the common ancestor of every cgroup holding a process of another
+    PID namespace (the guest's).  Once the guest's systemd runs, those are
+    init.scope and its units' cgroups, so the ancestor is the guest's root."""
+    dirs = []
+    for d, _subdirs, _files in os.walk(slot):
+        try:
+            pids = (Path(d) / "cgroup.procs").read_text().split()
+        except FileNotFoundError:
+            continue
+        for p in pids:
+            try:
+                if os.readlink(f"/proc/{p}/ns/pid") != pidns:
+                    dirs.append(d)
+                    break
+            except FileNotFoundError:
+                pass
+    return Path(os.path.commonpath(dirs)) if dirs else None
+
+
+def guest_unit_cpu(guest_cgroup):
+    """CPU seconds per cgroup below the guest's root cgroup (the guest's
+    systemd makes one per unit: init.scope, system.slice/dbus.service, ...)."""
+    out = {}
+    for d, subdirs, _files in os.walk(guest_cgroup):
+        if d != str(guest_cgroup) and not subdirs:
+            v = unit_cpu(Path(d))
+            if v is not None:
+                out[os.path.relpath(d, guest_cgroup)] = v
+    total = unit_cpu(Path(guest_cgroup))
+    if total is not None:
+        # Removed cgroups hand their usage up to the parent, so this is what ran
+        # before systemd made its cgroups (NixOS activation, early PID 1) plus
+        # units that have finished already.
+        out["(rest: before systemd's cgroups, finished units)"] = total - sum(out.values())
+    return out
+
+
+def host_mounts():
+    return {line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()}
+
+
+def pss_of(pids):
+    """Summed PSS of PIDS (bytes); processes that vanished count 0."""
+    total = 0
+    for p in pids:
+        try:
+            m = re.search(r"^Pss:\s+(\d+) kB", Path(f"/proc/{p}/smaps_rollup").read_text(), re.M)
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        total += int(m.group(1)) * 1024 if m else 0
+    return total
+
+
+def wait_exit(pidfds, deadline):
+    """Waits until the processes behind PIDFDS ({pidfd: pid}) exit or DEADLINE
+    passes.  Returns {pid: (exit code or -signal, perf_counter at exit)}."""
+    done = {}
+    poller = select.poll()
+    for fd in pidfds:
+        poller.register(fd, select.POLLIN)
+    left = dict(pidfds)
+    while left:
+        timeout = deadline - time.perf_counter()
+        if timeout <= 0:
+            break
+        for fd, _ev in poller.poll(timeout * 1000):
+            now = time.perf_counter()
+            pid = left.pop(fd)
+            poller.unregister(fd)
+            _, status = os.waitpid(pid, 0)
+            done[pid] = (os.waitstatus_to_exitcode(status), now)
+    return done
+
+
+# ---------------------------------------------------------------------------
+# statistics and formatting
+
+
+def summary(xs):
+    if not xs:
+        return None
+    return {"median": statistics.median(xs), "min": min(xs), "max": max(xs), "n": len(xs)}
+
+
+def fmt_ms(s):
+    return "–" if s is None else f"{s['median'] * 1000:.1f} ms ({s['min'] * 1000:.1f}–{s['max'] * 1000:.1f})"
+
+
+def fmt_s(s):
+    return "–" if s is None else f"{s['median']:.3f} s ({s['min']:.3f}–{s['max']:.3f})"
+
+
+def fmt_mib(s):
+    return "–" if s is None else f"{s['median'] / MIB:.2f} MiB ({s['min'] / MIB:.2f}–{s['max'] / MIB:.2f})"
+
+
+def ratio(a, b):
+    if a is None or b is None or not b["median"]:
+        return None
+    return a["median"] / b["median"]
+
+
+def fmt_ratio(r):
+    return "–" if r is None else f"{r:.2f}×"
+
+
+def verdict(ok):
+    return "not run" if ok is None else "**met**" if ok else "**missed**"
+
+
+# ---------------------------------------------------------------------------
+# the bench
+
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.pidns = host_pidns()
+        self.base = Path(tempfile.mkdtemp(prefix="nixrun-bench.", dir="/var/tmp"))
+        os.chmod(self.base, 0o755)
+        self.work, self.loop = self.base / "work", None
+        self.work.mkdir()
+        self.mount_scratch_fs()
+        self.logdir = self.work / "logs"
+        self.logdir.mkdir()
+        self.devnull = os.open("/dev/null", os.O_RDWR)
+        self.cg = Cgroups()
+        self.results = {"loadavg": {}, "busy": {}, "unavailable": {}}
+        self.nixrun = None
+        self.env = {
+            "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "LANG": "C.UTF-8",
+            # NixOS's container@.service sets this; without it nspawn gives the
+            # guest a cgroup v1 layout on this hybrid host (nixrun always gives
+            # cgroup2).  Set for every runtime so that the guests match.
+            "SYSTEMD_NSPAWN_UNIFIED_HIERARCHY": "1",
+        }
+
+    def mount_scratch_fs(self):
+        """Guest roots go on a fresh ext4 file system of our own (a sparse image
+        on a loop device).  Hundreds of guests create and delete hundreds of
+        thousands of files, and on a shared ext4 file system recent deletions
+        (ours or anyone's) make inode allocation scan for "recently deleted"
+        inodes: in a first profile that was ~20 % of all CPU while 50 guests
+        booted.  A fresh file system, where nothing is deleted until the end,
+        keeps that out of the numbers; it is still a disk file system, as
+        /var/lib/nixos-containers is."""
+        img = self.base / "roots.ext4"
+        with open(img, "wb") as f:
+            f.truncate(16 << 30)
+        # Inode tables and journal written now, so that no lazy-init thread
+        # writes in the background while we measure.
+        subprocess.run(["mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0", str(img)],
+                       check=True)
+        self.loop = subprocess.run(["losetup", "--find", "--show", "--direct-io=on", str(img)],
+                                   capture_output=True, text=True, check=True).stdout.strip()
+        subprocess.run(["mount", self.loop, str(self.work)], check=True)
+        os.chmod(self.work, 0o755)
+
+    def close(self):
+        try:
+            self.cg.close()
+        except OSError as e:
+            log(f"compare.py: could not remove all benchmark cgroups: {e}")
+        # Keep the runtimes' output of the last run for a look at failures.
+        keep = BENCH_TARGET / "logs"
+        shutil.rmtree(keep, ignore_errors=True)
+        BENCH_TARGET.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(self.logdir, keep)
+        # Deleting the roots one by one would be just the churn the scratch file
+        # system avoids for others: drop the whole image instead.
+        if self.loop:
+            for _ in range(50):
+                if subprocess.run(["umount", str(self.work)], stderr=subprocess.DEVNULL).returncode == 0:
+                    break
+                time.sleep(0.2)
+            subprocess.run(["losetup", "--detach", self.loop])
+        shutil.rmtree(self.base, ignore_errors=True)
+
+    # -- setup ---------------------------------------------------------------
+
+    def setup(self):
+        if self.args.nixrun:
+            self.nixrun = str(Path(self.args.nixrun).resolve())
+        else:
+            log("building nixrun (cargo build --release, CARGO_TARGET_DIR=target/bench)")
+            env = dict(os.environ, CARGO_TARGET_DIR=str(BENCH_TARGET))
+            subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=REPO, env=env, check=True)
+            found = sorted(BENCH_TARGET.glob("*/release/nixrun")) or [BENCH_TARGET / "release" / "nixrun"]
+            self.nixrun = str(found[0])
+        self.results["nixrun_version"] = self.git_describe()
+        log("fixtures (integration/fixtures/{debian,nixos}.sh)")
+        self.debian = Path(self.fixture("debian.sh"))
+        self.nixos = Path(self.fixture("nixos.sh"))
+        self.store = self.nixos / "store"
+        self.nixos_root = self.nixos / "root"
+        # One copy of the Debian guest for all exec runs: they only read it, and
+        # a shared copy gives every runtime the same page-cache state.
+        self.exec_root = self.copy_debian("exec")
+        self.runc_bundle = self.make_bundle(self.exec_root)
+        self.results["versions"] = self.versions()
+
+    def git_describe(self):
+        def git(*a):
+            r = subprocess.run(["git", *a], cwd=REPO, capture_output=True, text=True)
+            return r.stdout.strip()
+
+        dirty = git("status", "--porcelain", "--", "src", "Cargo.toml", "Cargo.lock")
+        return git("rev-parse", "--short", "HEAD") + (" + uncommitted changes in src/" if dirty else "")
+
+    def fixture(self, script):
+        out = subprocess.run([str(FIXTURES / script)], capture_output=True, text=True)
+        if out.returncode != 0:
+            raise SystemExit(f"compare.py: {script} failed:\n{out.stderr}")
+        return out.stdout.strip().splitlines()[-1]
+
+    def copy_debian(self, name):
+        dst = self.work / name
+        subprocess.run(["cp", "-a", "--reflink=auto", f"{self.debian}/.", str(dst)], check=True)
+        return dst
+
+    def copy_nixos(self, name):
+        dst = self.work / name
+        dst.mkdir(parents=True)
+        subprocess.run(["cp", "-a", f"{self.nixos_root}/.", str(dst)], check=True)
+        return dst
+
+    def make_bundle(self, rootfs):
+        """A minimal OCI bundle (runc's own `runc spec` template) whose rootfs is
+        the guest, with the namespaces nixrun uses: mount, PID, UTS, IPC, cgroup
+        (no network namespace: nixrun shares the host's network by default)."""
+        bundle = self.work / "oci-bundle"
+        bundle.mkdir()
+        if not shutil.which("runc"):
+            return bundle
+        subprocess.run(["runc", "spec", "--bundle", str(bundle)], check=True)
+        spec = json.loads((bundle / "config.json").read_text())
+        spec["root"] = {"path": str(rootfs), "readonly": False}
+        spec["process"]["terminal"] = False
+        spec["process"]["args"] = ["/bin/true"]
+        spec["linux"]["namespaces"] = [{"type": t} for t in ("pid", "ipc", "uts", "mount", "cgroup")]
+        (bundle / "config.json").write_text(json.dumps(spec, indent=1))
+        return bundle
+
+    def versions(self):
+        def first_line(cmd):
+            try:
+                r = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+                return (r.stdout or r.stderr).strip().splitlines()[0]
+            except (OSError, IndexError, subprocess.TimeoutExpired):
+                return None
+
+        return {
+            "nixrun": self.results["nixrun_version"],
+            "systemd-nspawn": first_line(["systemd-nspawn", "--version"]),
+            "bwrap": first_line(["bwrap", "--version"]),
+            "runc": first_line(["runc", "--version"]),
+            "crun": first_line(["crun", "--version"]),
+            "unshare": first_line(["unshare", "--version"]),
+        }
+
+    # -- exec latency ----------------------------------------------------------
+
+    def exec_commands(self):
+        """name -> argv factory (iteration number -> argv) for /bin/true."""
+        root = str(self.exec_root)
+        b = str(self.runc_bundle)
+        state = str(self.work / "oci-state")
+        cmds = {
+            "nixrun": lambda i: [self.nixrun, "-D", root, "-q", "--console=pipe", "/bin/true"],
+            "systemd-nspawn": lambda i: [
+                "systemd-nspawn", "-D", root, "--keep-unit", "--register=no", "-q",
+                "--console=pipe", "/bin/true",
+            ],
+            # bwrap with the same namespaces as nixrun (mount, PID, UTS, IPC,
+            # cgroup); --unshare-all would add network and user namespaces.
+            "bwrap": lambda i: [
+                "bwrap", "--bind", root, "/", "--proc", "/proc", "--dev", "/dev",
+                "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup", "/bin/true",
+            ],
+            # ... and bwrap exactly as the issue spelled it, for reference.
+            "bwrap --unshare-all": lambda i: [
+                "bwrap", "--bind", root, "/", "--proc", "/proc", "--dev", "/dev", "--unshare-all", "/bin/true",
+            ],
+            "runc": lambda i: ["runc", "--root", state, "run", "--bundle", b, f"nb-runc-{i}"],
+            "crun": lambda i: ["crun", "--root", state, "run", "--bundle", b, f"nb-crun-{i}"],
+            "unshare+chroot (floor)": lambda i: [
+                "unshare", "-m", "-p", "-u", "-i", "--fork", "chroot", root, "/bin/true",
+            ],
+        }
+        out = {}
+        for name, make in cmds.items():
+            exe = shutil.which(make(0)[0])
+            if not exe:
+                self.results["unavailable"][name] = f"`{make(0)[0]}` is not installed"
+                continue
+            out[name] = (lambda make, exe: lambda i: [exe, *make(i)[1:]])(make, exe)
+        return out
+
+    def run_once(self, argv, logname):
+        """Runs ARGV to completion in a fresh cgroup.  Returns (seconds until
+        the runtime exited AND its cgroup is empty, seconds until it exited, cpu
+        seconds of the runtime and its reaped children, exit code, processes
+        still there 1 s later).  The cgroup matters: bwrap exits as soon as its
+        PID 1 reported the status, while that PID 1 may still be dying; a
+        service manager considers a unit done only when its cgroup is empty."""
+        slot = self.cg.slot(f"x{time.monotonic_ns()}")
+        with open(self.logdir / logname, "ab") as err:
+            pid, t0 = self.cg.spawn(slot, argv, self.env, self.devnull, self.devnull, err.fileno())
+            _, status, ru = os.wait4(pid, 0)
+            t_exit = time.perf_counter()
+        left = self.cg.pids(slot)
+        while left and time.perf_counter() - t_exit < 1:
+            left = self.cg.pids(slot)
+        t_empty = time.perf_counter()
+        self.cg.remove(slot)
+        return (t_empty - t0, t_exit - t0, ru.ru_utime + ru.ru_stime, os.waitstatus_to_exitcode(status), left)
+
+    def bench_exec(self, rounds, warmup):
+        cmds = self.exec_commands()
+        names = []
+        for name, make in cmds.items():
+            # Available = it runs /bin/true here and exits 0.
+            _, _, _, rc, _ = self.run_once(make(0), f"exec-{name}.log")
+            if rc == 0:
+                names.append(name)
+            else:
+                lines = (self.logdir / f"exec-{name}.log").read_text(errors="replace").strip().splitlines()
+                why = lines[-1] if lines else f"exit status {rc}"
+                self.results["unavailable"][name] = f"fails on this host: `{why}` (exit {rc})"
+                log(f"  {name}: unavailable: {why}")
+        times = {n: [] for n in names}
+        exits = {n: [] for n in names}
+        cpu = {n: [] for n in names}
+        failures = {n: 0 for n in names}
+        self.results["busy"]["exec"] = wait_calm()
+        self.results["loadavg"]["exec"] = [loadavg()]
+        log(f"exec latency: {rounds} interleaved rounds of {', '.join(names)}")
+        for r in range(warmup + rounds):
+            # Rotate the order every round: interleaved, and no runtime always
+            # runs right after the same neighbour.
+            order = names[r % len(names):] + names[: r % len(names)]
+            for n in order:
+                dt, de, c, rc, left = self.run_once(cmds[n](r + 1), f"exec-{n}.log")
+                if rc != 0 or left:
+                    failures[n] += 1
+                if r >= warmup:
+                    times[n].append(dt)
+                    exits[n].append(de)
+                    cpu[n].append(c)
+        self.results["loadavg"]["exec"].append(loadavg())
+        self.results["exec"] = {
+            n: {"time": summary(times[n]), "exit": summary(exits[n]), "cpu": summary(cpu[n]),
+                "failures": failures[n]}
+            for n in names
+        }
+
+    # -- boot / stop / memory ----------------------------------------------------
+
+    def boot_argv(self, runtime, guest, root):
+        if runtime == "nixrun":
+            base = [self.nixrun, "-D", str(root), "--notify-ready=yes"]
+        else:
+            base = [shutil.which("systemd-nspawn"), "-D", str(root), "--keep-unit", "--register=no",
+                    "--notify-ready=yes"]
+        if guest == "debian":
+            return base + ["-b"]
+        return base + ["--kill-signal=SIGRTMIN+3", f"--bind-ro={self.store}:/nix/store", NIXOS_INIT]
+
+    def start(self, argv, tag, slot):
+        """Starts one runtime instance with its own notify socket."""
+        sockdir = Path(tempfile.mkdtemp(dir=self.work, prefix="notify."))
+        path = sockdir / "s"
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK)
+        sock.bind(str(path))
+        env = dict(self.env, NOTIFY_SOCKET=str(path))
+        with open(self.logdir / f"{tag}.log", "ab") as out:
+            pid, t0 = self.cg.spawn(slot, argv, env, self.devnull, out.fileno(), out.fileno())
+        return {"pid": pid, "pidfd": os.pidfd_open(pid), "t0": t0, "sock": sock, "sockdir": sockdir,
+                "slot": slot, "ready": None, "status": None, "tag": tag, "guest_cg": None,
+                "cpu_unit": None, "cpu_runtime": None}
+
+    def drain(self, inst, now):
+        """Reads INST's pending notify datagrams; notes STATUS (setup done, the
+        guest's init is about to run) and READY=1 times."""
+        while True:
+            try:
+                msg = inst["sock"].recv(65536).decode(errors="replace").split("\n")
+            except BlockingIOError:
+                return
+            if inst["status"] is None and any(m.startswith("STATUS=") for m in msg):
+                inst["status"] = now - inst["t0"]
+            if inst["ready"] is None and "READY=1" in msg:
+                inst["ready"] = now - inst["t0"]
+                # CPU the unit (runtime + guest) and the guest alone used to
+                # get here; the difference is the runtime's (its helpers too).
+                inst["cpu_unit"] = unit_cpu(inst["slot"][0])
+                inst["guest_cg"] = guest_root_cgroup(inst["slot"][0], self.pidns)
+                guest = inst["guest_cg"] and unit_cpu(inst["guest_cg"])
+                if inst["cpu_unit"] is not None and guest is not None:
+                    inst["cpu_runtime"] = inst["cpu_unit"] - guest
+
+    def wait_ready(self, insts, timeout):
+        """Polls the notify sockets until every instance said READY=1, one died,
+        or TIMEOUT passed (or memory ran short)."""
+        poller = select.poll()
+        byfd = {}
+        for inst in insts:
+            poller.register(inst["sock"].fileno(), select.POLLIN)
+            byfd[inst["sock"].fileno()] = inst
+            poller.register(inst["pidfd"], select.POLLIN)
+            byfd[inst["pidfd"]] = inst
+        deadline = time.perf_counter() + timeout
+        dead = set()
+        low_memory = False
+        while any(i["ready"] is None and i["pid"] not in dead for i in insts):
+            left = deadline - time.perf_counter()
+            if left <= 0:
+                break
+            for fd, _ev in poller.poll(min(left, 0.5) * 1000):
+                now = time.perf_counter()
+                inst = byfd[fd]
+                if fd == inst["pidfd"]:
+                    dead.add(inst["pid"])
+                    poller.unregister(fd)
+                else:
+                    self.drain(inst, now)
+            if meminfo("MemAvailable") < 1024 * MIB:
+                low_memory = True
+                break
+        return low_memory
+
+    def stop(self, insts, timeout):
+        """SIGTERM to every instance at once; returns per-instance (exit code,
+        seconds from SIGTERM to exit); stragglers are SIGKILLed and get None."""
+        t0 = time.perf_counter()
+        for inst in insts:
+            try:
+                os.kill(inst["pid"], signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        done = wait_exit({i["pidfd"]: i["pid"] for i in insts}, t0 + timeout)
+        for inst in insts:
+            if inst["pid"] not in done:
+                os.kill(inst["pid"], signal.SIGKILL)
+                os.waitpid(inst["pid"], 0)
+            rc, t = done.get(inst["pid"], (None, None))
+            inst["rc"] = rc
+            inst["stop"] = None if t is None else t - t0
+        return insts
+
+    def cleanup(self, insts, mounts_before):
+        """Closes sockets; reports what the instances left on the host:
+        processes in their cgroups, cgroups they created, host mounts."""
+        procs, cgroups = 0, set()
+        for inst in insts:
+            os.close(inst["pidfd"])
+            inst["sock"].close()
+            shutil.rmtree(inst["sockdir"], ignore_errors=True)
+            left = self.cg.pids(inst["slot"])
+            for p in left:  # leave nothing running, whatever the runtime did
+                try:
+                    os.kill(p, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            procs += len(left)
+            cgroups.update(self.cg.subdirs(inst["slot"]))
+            time.sleep(0.05 if left else 0)
+            self.cg.remove(inst["slot"])
+        # Only mounts that can be ours: others' work on this shared machine
+        # mounts things too.
+        ours = (str(self.work), str(self.store), "/run/systemd/nspawn", "/run/host", "/run/nixrun")
+        mounts = sorted(m for m in host_mounts() - mounts_before if m.startswith(ours))
+        return {"processes": procs, "cgroups": sorted(cgroups), "mounts": mounts}
+
+    def boot_cycle(self, runtime, guest, root, tag):
+        mounts_before = host_mounts()
+        slot = self.cg.slot(tag)
+        inst = self.start(self.boot_argv(runtime, guest, root), tag, slot)
+        self.wait_ready([inst], 60)
+        mem = None
+        if inst["ready"] is not None:
+            # Let the guest settle, then look at the runtime while the guest runs.
+            time.sleep(self.args.settle)
+            mem = runtime_memory(inst["pid"], self.pidns)
+        self.stop([inst], 60)
+        left = self.cleanup([inst], mounts_before)
+        return {"ready": inst["ready"], "setup": inst["status"], "stop": inst["stop"], "rc": inst["rc"],
+                "mem": mem, "left": left, "cpu_unit": inst["cpu_unit"], "cpu_runtime": inst["cpu_runtime"]}
+
+    def bench_boot(self, cycles):
+        self.results["boot"] = {}
+        self.results["busy"]["boot"] = wait_calm()
+        self.results["loadavg"]["boot"] = [loadavg()]
+        for guest in ("debian", "nixos"):
+            roots = {}
+            for rt in ("nixrun", "systemd-nspawn"):
+                name = f"boot-{guest}-{rt.split('-')[-1]}"
+                roots[rt] = self.copy_debian(name) if guest == "debian" else self.copy_nixos(name)
+            runs = {rt: [] for rt in roots}
+            # One untimed boot per runtime on a throwaway root first: otherwise the
+            # first runtime's first boot pays for reading the guest into the page
+            # cache and the second one's does not.
+            for rt in roots:
+                scratch = f"warm-{guest}-{rt.split('-')[-1]}"
+                wroot = self.copy_debian(scratch) if guest == "debian" else self.copy_nixos(scratch)
+                self.boot_cycle(rt, guest, wroot, scratch)
+            log(f"boot/stop {guest}: 1 first boot + {cycles} cycles, nixrun and nspawn interleaved")
+            for c in range(cycles + 1):
+                order = list(roots) if c % 2 == 0 else list(reversed(roots))
+                for rt in order:
+                    r = self.boot_cycle(rt, guest, roots[rt], f"boot-{guest}-{rt}-{c}")
+                    runs[rt].append(r)
+                    if r["ready"] is None or r["rc"] != 0:
+                        log(f"  {rt} {guest} cycle {c}: ready={r['ready']} rc={r['rc']} "
+                            f"(log: {self.logdir}/boot-{guest}-{rt}-{c}.log)")
+            self.results["boot"][guest] = {rt: self.boot_stats(rs) for rt, rs in runs.items()}
+            for rt, root in roots.items():
+                # nspawn (--link-journal=auto) creates /var/log/journal in the guest, so its
+                # journald writes to disk; without it journald keeps the journal in /run (tmpfs,
+                # memory that cannot be reclaimed).
+                persistent = (root / "var/log/journal").is_dir()
+                self.results["boot"][guest][rt]["journal"] = (
+                    "persistent (/var/log/journal)" if persistent else "volatile (/run/log/journal, tmpfs)")
+        self.results["loadavg"]["boot"].append(loadavg())
+
+    @staticmethod
+    def boot_stats(runs):
+        first, rest = runs[0], runs[1:]
+        ok = [r for r in rest if r["ready"] is not None]
+        return {
+            "first_ready": first["ready"],
+            "ready": summary([r["ready"] for r in ok]),
+            "setup": summary([r["setup"] for r in ok if r["setup"] is not None]),
+            "guest": summary([r["ready"] - r["setup"] for r in ok if r["setup"] is not None]),
+            "stop": summary([r["stop"] for r in ok if r["stop"] is not None]),
+            "cpu_unit": summary([r["cpu_unit"] for r in ok if r["cpu_unit"] is not None]),
+            "cpu_runtime": summary([r["cpu_runtime"] for r in ok if r["cpu_runtime"] is not None]),
+            "rss": summary([r["mem"][0] for r in ok if r["mem"]]),
+            "hwm": summary([r["mem"][1] for r in ok if r["mem"]]),
+            "pss": summary([r["mem"][2] for r in ok if r["mem"]]),
+            "procs": max((r["mem"][3] for r in ok if r["mem"]), default=0),
+            "cycles": len(rest),
+            "not_ready": len(rest) - len(ok) + (first["ready"] is None),
+            "bad_exit": sum(r["rc"] != 0 for r in runs),
+            "leftover_procs": sum(r["left"]["processes"] for r in runs),
+            "leftover_cgroups": sorted({c for r in runs for c in r["left"]["cgroups"]}),
+            "leftover_mounts": sorted({m for r in runs for m in r["left"]["mounts"]}),
+        }
+
+    # -- scale ----------------------------------------------------------------------
+
+    def scale_run(self, runtime, n, rep):
+        """Starts N NixOS-shaped guests at once under RUNTIME, waits for all
+        READY=1, measures, stops them all at once."""
+        short = "a" if runtime == "nixrun" else "s"
+        roots = [self.copy_nixos(f"scale-{short}{n}r{rep}/{short}{n}r{rep}g{i:03d}") for i in range(n)]
+        slots = [self.cg.slot(f"scale-{short}{n}r{rep}g{i:03d}") for i in range(n)]
+        busy_before = wait_calm()
+        mounts_before = host_mounts()
+        mem_before = meminfo_all()
+        avail_before = mem_before["MemAvailable"]
+        load_before = loadavg()
+        cpu0 = cpu_times()
+        # "Started at once": the first guests boot while we spawn the rest, and
+        # a normal-priority launcher would get 1/N of the CPU and stretch the
+        # spawning out over seconds (seen: 7-9 s for 50 nspawns).  Like a
+        # service manager starting N units, spawn them all first: as a
+        # real-time task for the loop (the children are reset to normal).
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
+        try:
+            t0 = time.perf_counter()
+            insts = [self.start(self.boot_argv(runtime, "nixos", r), f"scale-{short}{n}r{rep}g{i:03d}", s)
+                     for i, (r, s) in enumerate(zip(roots, slots))]
+        finally:
+            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+        low_memory = self.wait_ready(insts, 60 + 2 * n)
+        cpu1 = cpu_times()
+        readies = [i["ready"] for i in insts if i["ready"] is not None]
+        # From the first spawn to the last READY=1 (each "ready" counts from its own spawn).
+        all_ready = max(i["t0"] + i["ready"] for i in insts) - t0 if len(readies) == n else None
+        spawn_span = insts[-1]["t0"] - t0
+        time.sleep(self.args.settle * 4)  # measure a settled host, not one mid-boot
+        mem_after = meminfo_all()
+        avail_after = mem_after["MemAvailable"]
+        mem = [runtime_memory(i["pid"], self.pidns) for i in insts]
+        unit_pss = sum(pss_of(self.cg.pids(i["slot"][:1])) for i in insts)
+        per_unit = {}
+        for i in insts:
+            for unit, v in (guest_unit_cpu(i["guest_cg"]) if i["guest_cg"] else {}).items():
+                per_unit.setdefault(unit, []).append(v)
+        self.stop(insts, 60 + n)
+        rcs = [i["rc"] for i in insts]
+        stops = [i["stop"] for i in insts if i["stop"] is not None]
+        left = self.cleanup(insts, mounts_before)
+        return {
+            "runtime": runtime,
+            "n": n,
+            "ready_count": len(readies),
+            "all_ready": all_ready,
+            "ready_median": statistics.median(readies) if readies else None,
+            "spawn_span": spawn_span,
+            "mem_per_guest": (avail_before - avail_after) / n,
+            "rss_sum": sum(m[0] for m in mem),
+            "pss_sum": sum(m[2] for m in mem),
+            "unit_pss_per_guest": unit_pss / n,
+            # median over the guests; a unit that ran in only some guests counts 0 in the others
+            "unit_cpu": {u: statistics.median(vs + [0.0] * (n - len(vs))) for u, vs in per_unit.items()},
+            "meminfo_per_guest": {f: (mem_after[f] - mem_before[f]) / n for f in MEM_FIELDS},
+            "cpu_unit_per_guest": statistics.median([i["cpu_unit"] for i in insts if i["cpu_unit"] is not None]
+                                                    or [0]),
+            "cpu_runtime_per_guest": statistics.median(
+                [i["cpu_runtime"] for i in insts if i["cpu_runtime"] is not None] or [0]),
+            "rss_per_instance": statistics.median([m[0] for m in mem]) if mem else None,
+            "exit0": sum(rc == 0 for rc in rcs),
+            "all_stopped": max(stops) if len(stops) == n else None,
+            "left": left,
+            "low_memory": low_memory,
+            "load_before": load_before,
+            "busy_before": busy_before,
+            # If booting N guests were CPU-bound this would be ~100 %; less means
+            # they also waited on something else (locks, I/O, RCU grace periods).
+            "busy_booting": 100.0 * (cpu1[0] - cpu0[0]) / max(1, cpu1[1] - cpu0[1]),
+            "load_after": loadavg(),
+        }
+
+    def raise_inotify(self):
+        """Every guest's systemd, journald, logind, dbus... takes inotify
+        instances, and without user namespaces all guests are host root and
+        share root's quota: at the kernel's default of 128 instances, guests
+        beyond about 25 fail to boot, under nspawn and nixrun alike (seen:
+        "Failed to create inotify object: Too many open files").  Hosts that run
+        many containers raise this (Proxmox ships 65536); we raise it for the
+        scale part and put the old values back afterwards."""
+        changed = {}
+        for name, want in (("max_user_instances", 8192), ("max_user_watches", 1048576)):
+            path = Path("/proc/sys/fs/inotify") / name
+            old = int(path.read_text())
+            if old < want:
+                path.write_text(str(want))
+                changed[name] = (old, want)
+        return changed
+
+    @staticmethod
+    def restore_inotify(changed):
+        for name, (old, ours) in changed.items():
+            path = Path("/proc/sys/fs/inotify") / name
+            if int(path.read_text()) == ours:  # unless someone else changed it since
+                path.write_text(str(old))
+
+    def bench_scale(self, ns, reps):
+        changed = {} if self.args.keep_sysctl else self.raise_inotify()
+        self.results["inotify"] = {k: list(v) for k, v in changed.items()}
+        try:
+            self._bench_scale(ns, reps)
+        finally:
+            self.restore_inotify(changed)
+
+    def _bench_scale(self, ns, reps):
+        self.results["scale"] = {"nixrun": [], "systemd-nspawn": []}
+        self.results["loadavg"]["scale"] = [loadavg()]
+        per_guest = 64 * MIB  # first guess, replaced by what we measure
+        for n in ns:
+            need = n * per_guest * 2 + 2048 * MIB
+            if meminfo("MemAvailable") < need:
+                self.results["scale_stopped"] = (
+                    f"stopped before N={n}: MemAvailable {meminfo('MemAvailable') // MIB} MiB < "
+                    f"{need // MIB} MiB (2× the measured per-guest memory + 2 GiB)")
+                log("  " + self.results["scale_stopped"])
+                break
+            # Big N take long and vary less: once is enough there.
+            n_reps = reps if n <= 50 else 1
+            for rep in range(n_reps):
+                order = ["nixrun", "systemd-nspawn"]
+                if (len(self.results["scale"]["nixrun"]) + rep) % 2:
+                    order.reverse()
+                for rt in order:
+                    log(f"scale: N={n} {rt} (rep {rep + 1}/{n_reps})")
+                    r = self.scale_run(rt, n, rep)
+                    log(f"  ready {r['ready_count']}/{n} all by {r['all_ready']}, "
+                        f"{r['mem_per_guest'] / MIB:.1f} MiB/guest, exit 0: {r['exit0']}/{n}")
+                    self.results["scale"][rt].append(r)
+                    per_guest = max(per_guest, r["mem_per_guest"])
+                    if r["low_memory"]:
+                        self.results["scale_stopped"] = f"stopped at N={n}: MemAvailable fell below 1 GiB"
+                        return
+        self.results["loadavg"]["scale"].append(loadavg())
+
+
+# ---------------------------------------------------------------------------
+# report
+
+
+def host_line():
+    cpu = "unknown CPU"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    ram = meminfo("MemTotal") / 1024**3
+    pid1 = Path("/proc/1/comm").read_text().strip()
+    return (f"{cpu}, {os.cpu_count()} cores, {ram:.1f} GiB RAM, kernel {platform.release()}, "
+            f"{distro()}, PID 1 `{pid1}`, cgroups: {cgroup_layout()}")
+
+
+def distro():
+    try:
+        for line in Path("/etc/os-release").read_text().splitlines():
+            if line.startswith("PRETTY_NAME="):
+                return line.split("=", 1)[1].strip('"')
+    except FileNotFoundError:
+        pass
+    return "unknown distribution"
+
+
+def cgroup_layout():
+    types = {line.split()[4]: line.split(" - ")[1].split()[0]
+             for line in Path("/proc/self/mountinfo").read_text().splitlines()}
+    if types.get("/sys/fs/cgroup") == "cgroup2":
+        return "unified (cgroup2 only)"
+    if "/sys/fs/cgroup/unified" in types:
+        return "hybrid (v1 controllers + cgroup2 at /sys/fs/cgroup/unified)"
+    return "legacy v1"
+
+
+def scale_points(results, rt, key):
+    """(N, median over repetitions of KEY) for the runs where all were READY."""
+    by_n = {}
+    for r in results.get("scale", {}).get(rt, []):
+        v = r[key] if key != "all_ready" or r["ready_count"] == r["n"] else None
+        if v is not None:
+            by_n.setdefault(r["n"], []).append(v)
+    return sorted((n, statistics.median(vs)) for n, vs in by_n.items())
+
+
+def svg_plot(results):
+    """Three panels against N: time until all READY, host memory per guest,
+    and the runtimes' own RSS summed over the N instances.  Plain SVG written
+    by hand: no plotting library, no fonts needed at generation time."""
+    # (title, unit, [(result key, divisor, dash pattern, legend suffix)])
+    panels = [
+        ("time until all N guests are READY", "s", [("all_ready", 1, "", "")]),
+        ("host memory per guest", "MiB", [
+            ("mem_per_guest", MIB, "", " MemAvailable drop / N"),
+            ("unit_pss_per_guest", MIB, "5,3", " PSS of unit (runtime+guest)"),
+        ]),
+        ("runtime's own RSS, summed over N", "MiB", [("rss_sum", MIB, "", "")]),
+    ]
+    series = [("nixrun", "#1f6fb4"), ("systemd-nspawn", "#d9541e")]
+    pw, ph, ml, mr, mt = 340, 270, 55, 15, 30
+    width, height = pw * len(panels), ph
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+           f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="11">',
+           f'<rect width="{width}" height="{height}" fill="white"/>']
+    for k, (title, unit, lines) in enumerate(panels):
+        x0 = k * pw
+        pts = {(rt, key): [(n, v / div) for n, v in scale_points(results, rt, key)]
+               for rt, _ in series for key, div, _, _ in lines}
+        ns = sorted({n for p in pts.values() for n, _ in p}) or [0, 1]
+        legend_rows = len(series) * len(lines)
+        vals = [v for p in pts.values() for _, v in p]
+        ymax = max(vals + [1e-9]) * (1.15 + 0.08 * legend_rows)
+        # A MemAvailable drop can come out negative at small N (others freed memory meanwhile).
+        step = nice_step(ymax / 5)
+        ymin = min(0.0, (min(vals + [0.0]) // step) * step)
+        xmax = max(ns) * 1.08
+        left, right, top, bottom = x0 + ml, x0 + pw - mr, mt, ph - 45
+
+        def sx(n):
+            return left + n / xmax * (right - left)
+
+        def sy(v):
+            return bottom - (v - ymin) / (ymax - ymin) * (bottom - top)
+
+        out.append(f'<text x="{x0 + pw / 2}" y="18" text-anchor="middle" font-size="12" '
+                   f'font-weight="bold">{title}</text>')
+        v = ymin
+        while v <= ymax:
+            y = sy(v)
+            out.append(f'<line x1="{left - 4}" y1="{y:.1f}" x2="{right}" y2="{y:.1f}" stroke="#ddd"/>')
+            out.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{v:g}</text>')
+            v += step
+        out.append(f'<line x1="{left}" y1="{sy(0):.1f}" x2="{right}" y2="{sy(0):.1f}" stroke="black"/>')
+        out.append(f'<line x1="{left}" y1="{top}" x2="{left}" y2="{bottom}" stroke="black"/>')
+        for n in ns:
+            out.append(f'<line x1="{sx(n):.1f}" y1="{bottom}" x2="{sx(n):.1f}" y2="{bottom + 4}" stroke="black"/>')
+            out.append(f'<text x="{sx(n):.1f}" y="{bottom + 16}" text-anchor="middle">{n}</text>')
+        out.append(f'<text x="{(left + right) / 2}" y="{bottom + 32}" text-anchor="middle">N guests</text>')
+        out.append(f'<text x="{x0 + 14}" y="{(top + bottom) / 2}" text-anchor="middle" '
+                   f'transform="rotate(-90 {x0 + 14} {(top + bottom) / 2})">{unit}</text>')
+        row = 0
+        for rt, color in series:
+            for key, _div, dash, suffix in lines:
+                p = pts[(rt, key)]
+                style = f'stroke="{color}" stroke-width="2"' + (f' stroke-dasharray="{dash}"' if dash else "")
+                if len(p) > 1:
+                    path = " ".join(f"{sx(n):.1f},{sy(v):.1f}" for n, v in p)
+                    out.append(f'<polyline points="{path}" fill="none" {style}/>')
+                for n, v in p:
+                    out.append(f'<circle cx="{sx(n):.1f}" cy="{sy(v):.1f}" r="3.5" fill="{color}"/>')
+                ly = top + 8 + row * 15
+                out.append(f'<line x1="{left + 8}" y1="{ly}" x2="{left + 26}" y2="{ly}" {style}/>')
+                out.append(f'<text x="{left + 30}" y="{ly + 4}">{rt}{suffix}</text>')
+                row += 1
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
+
+
+def nice_step(raw):
+    if raw <= 0:
+        return 1
+    mag = 10 ** int(f"{raw:e}".split("e")[1])
+    for m in (1, 2, 2.5, 5, 10):
+        if raw <= m * mag:
+            return m * mag
+    return 10 * mag
+
+
+def report(results, args, plot_name):
+    r = results
+    L = []
+    L.append("# Benchmarks: nixrun vs systemd-nspawn and peers\n")
+    L.append("<!-- Generated by benches/compare.py; edit that, not this file. -->\n")
+    L.append(f"Ran on {r['host']}, {r['date']}; nixrun {r['nixrun_version']}. "
+             f"Mode: {'quick' if args.quick else 'full'}, took {r['duration'] / 60:.1f} min.\n")
+    L.append("Load average (1/5/15 min) at the start and end of each part: " + "; ".join(
+        f"{part} {a} → {b}" for part, (a, b) in r["loadavg"].items()) + ". Host CPU busy (all cores, "
+        "over 1 s, after waiting up to 15 s for < 25 %) when each part began: " + ", ".join(
+        f"{part} {v:.0f} %" for part, v in r["busy"].items()) + " (the scale table has it per run).\n")
+    L.append("Regenerate (as root, in the repository; builds nixrun into `target/bench` and the "
+             "guests with `integration/fixtures/`):\n")
+    L.append("```sh\n" + r["command"] + "\n```\n")
+    L.append("Guest roots are copies on a fresh ext4 file system the benchmark makes for the run "
+             "(a sparse image on a loop device, direct I/O): the run creates hundreds of thousands "
+             "of files, and on a shared file system recent deletions, ours or anyone's, made ext4's "
+             "inode allocation a fifth of all CPU while 50 guests booted.\n")
+    L.append("Every runtime instance runs in a fresh cgroup of its own (as a systemd unit "
+             "would; `systemd-nspawn --keep-unit` needs that), in the cgroup2 and the named "
+             "`systemd` hierarchy. Runs are interleaved (A B C … A B C …, rotating the order), "
+             "never all of A then all of B; medians with min–max in parentheses. The machine is "
+             "shared and noisy: the **ratios nixrun/peer from the same run** are what counts.\n")
+
+    L.append("Versions: " + "; ".join(f"{k}: `{v}`" for k, v in r["versions"].items() if v) + ".\n")
+    if r["unavailable"]:
+        L.append("Not measured:\n")
+        for k, why in r["unavailable"].items():
+            L.append(f"- **{k}**: {why}")
+        L.append("")
+
+    # targets
+    targets = []
+    ex = r.get("exec", {})
+    floor = ex.get("unshare+chroot (floor)", {}).get("time")
+    nx = ex.get("nixrun", {}).get("time")
+    if nx and floor:
+        q = ratio(nx, floor)
+        targets.append(("exec latency ≤ 1.5× the unshare+chroot floor", f"{fmt_ratio(q)}", q <= 1.5))
+    peers = [k for k in ex if k not in ("nixrun", "unshare+chroot (floor)")]
+    if nx and peers:
+        worst = min(peers, key=lambda k: ex[k]["time"]["median"])
+        ok = all(nx["median"] < ex[k]["time"]["median"] for k in peers)
+        targets.append(("exec latency below every peer",
+                        f"fastest peer {worst}: {fmt_ratio(ratio(nx, ex[worst]['time']))}", ok))
+    for guest in ("debian", "nixos"):
+        b = r.get("boot", {}).get(guest)
+        if not b:
+            continue
+        q = ratio(b["nixrun"]["ready"], b["systemd-nspawn"]["ready"])
+        targets.append((f"boot to READY ({guest}) ≤ 0.9× nspawn", fmt_ratio(q), q is not None and q <= 0.9))
+        q = ratio(b["nixrun"]["stop"], b["systemd-nspawn"]["stop"])
+        targets.append((f"stop ({guest}) ≤ 1.0× nspawn", fmt_ratio(q), q is not None and q <= 1.0))
+    if r.get("boot"):
+        rss = [r["boot"][g]["nixrun"]["rss"] for g in r["boot"] if r["boot"][g]["nixrun"]["rss"]]
+        if rss:
+            worst = max(s["max"] for s in rss)
+            med = max(s["median"] for s in rss)
+            targets.append(("supervisor RSS ≤ 2 MiB", f"median {med / MIB:.2f} MiB, max {worst / MIB:.2f} MiB",
+                            worst <= 2 * MIB))
+    sc = r.get("scale", {})
+    n50 = {rt: [x for x in sc.get(rt, []) if x["n"] == 50] for rt in ("nixrun", "systemd-nspawn")}
+    if n50["nixrun"]:
+        all_ok = all(x["ready_count"] == 50 for x in n50["nixrun"])
+        a = statistics.median([x["all_ready"] or float("inf") for x in n50["nixrun"]])
+        b = statistics.median([x["all_ready"] or float("inf") for x in n50["systemd-nspawn"]] or [float("inf")])
+        targets.append(("N = 50: all READY, time-to-all-ready ≤ nspawn's",
+                        f"{'all' if all_ok else 'NOT all'} ready; {a:.2f} s vs {b:.2f} s ({a / b:.2f}×)",
+                        all_ok and a <= b))
+    else:
+        targets.append(("N = 50: all READY, time-to-all-ready ≤ nspawn's", "not run (quick mode or memory)", None))
+    L.append("## Targets\n")
+    L.append("| target | this run | |\n|---|---|---|")
+    for name, val, ok in targets:
+        L.append(f"| {name} | {val} | {verdict(ok)} |")
+    L.append("")
+
+    if ex:
+        L.append("## 1. Exec latency: `/bin/true` in the Debian guest\n")
+        L.append(f"{args.exec_rounds} interleaved rounds after {args.warmup} warm-up rounds. Wall time = "
+                 "spawn → the runtime exited and its cgroup is empty (a unit is done when its cgroup "
+                 "is; bwrap exits while its PID 1 may still be dying); `to exit` = spawn → the "
+                 "runtime's exit. The launcher is `posix_spawn` for all. CPU = user+sys of the "
+                 "runtime and the children it reaped (`wait4`). Failed = exit ≠ 0 or processes left "
+                 "1 s after the exit.\n")
+        L.append("| runtime | wall time | ratio nixrun/this | to exit | CPU time | failed |\n"
+                 "|---|---|---|---|---|---|")
+        for k, v in ex.items():
+            L.append(f"| {k} | {fmt_ms(v['time'])} | {fmt_ratio(ratio(nx, v['time']))} | "
+                     f"{fmt_ms(v['exit'])} | {fmt_ms(v['cpu'])} | {v['failures']} |")
+        L.append("")
+        L.append("Commands (`ROOT` = a copy of the Debian guest, `B` = an OCI bundle from `runc spec` "
+                 "with `ROOT` as rootfs and the namespaces nixrun uses: mount, PID, UTS, IPC, cgroup):\n")
+        L.append("- nixrun: `nixrun -D ROOT -q --console=pipe /bin/true`")
+        L.append("- systemd-nspawn: `systemd-nspawn -D ROOT --keep-unit --register=no -q --console=pipe /bin/true`")
+        L.append("- bwrap: `bwrap --bind ROOT / --proc /proc --dev /dev --unshare-pid --unshare-ipc "
+                 "--unshare-uts --unshare-cgroup /bin/true` (nixrun's namespaces); "
+                 "bwrap --unshare-all: the same with `--unshare-all` (adds network and user namespaces)")
+        L.append("- runc / crun: `runc --root STATE run --bundle B ID` (create, start, wait, delete)")
+        L.append("- floor: `unshare -m -p -u -i --fork chroot ROOT /bin/true`\n")
+
+    if r.get("boot"):
+        L.append("## 2. Boot and stop; 3. supervisor memory\n")
+        L.append(f"Boot = spawn → `READY=1` on `$NOTIFY_SOCKET`; stop = SIGTERM → exit. "
+                 f"One root per runtime and guest, reused: the first boot (a fresh copy) is shown "
+                 f"separately, then {args.boot_cycles} interleaved cycles. `setup` = spawn → the "
+                 "runtime's `STATUS=Container running` (sent when the guest's init is being "
+                 "started: the runtime's own work), `guest` = from there to `READY=1` (the guest's "
+                 "boot). CPU: `cpu.stat` of the instance's cgroup at `READY=1`; the runtime's part is what "
+                 "was not charged to the guest's cgroup (a helper that works after joining the guest's "
+                 "cgroup counts as the guest's, so this can undercount a runtime: compare the CPU "
+                 "time of its `/bin/true` run above). Memory: the runtime's own processes (it and any descendant still in the "
+                 f"host's PID namespace; the guest excluded), {args.settle:g} s after READY. "
+                 "bwrap, runc and crun cannot relay the guest's `READY=1` to a service manager, "
+                 "so they are not in this part.\n")
+        L.append("Commands: nixrun `-D ROOT --notify-ready=yes` + `-b` (debian) or "
+                 "`--kill-signal=SIGRTMIN+3 --bind-ro=STORE:/nix/store /nix/var/nix/profiles/system/init` "
+                 "(nixos); systemd-nspawn the same plus `--keep-unit --register=no`; environment "
+                 "`SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1` for both (as NixOS sets it). Console: the "
+                 "default (read-only: stdout is not a terminal).\n")
+        for guest, b in r["boot"].items():
+            a, s = b["nixrun"], b["systemd-nspawn"]
+            L.append(f"### {guest} guest\n")
+            L.append("| | nixrun | systemd-nspawn | ratio nixrun/nspawn |\n|---|---|---|---|")
+            rows = [
+                ("boot → READY=1", "ready", fmt_s),
+                ("  setup (spawn → STATUS)", "setup", fmt_s),
+                ("  guest (STATUS → READY=1)", "guest", fmt_s),
+                ("CPU until READY=1, whole unit (runtime + guest)", "cpu_unit", fmt_s),
+                ("  of which outside the guest's cgroup (the runtime)", "cpu_runtime", fmt_s),
+                ("stop (SIGTERM → exit)", "stop", fmt_s),
+                ("runtime RSS", "rss", fmt_mib),
+                ("runtime peak RSS (VmHWM)", "hwm", fmt_mib),
+                ("runtime PSS", "pss", fmt_mib),
+            ]
+            for label, key, f in rows:
+                L.append(f"| {label} | {f(a[key])} | {f(s[key])} | {fmt_ratio(ratio(a[key], s[key]))} |")
+            fr = [x["first_ready"] for x in (a, s)]
+            L.append("| first boot → READY=1 | " + " | ".join("–" if x is None else f"{x:.3f} s" for x in fr)
+                     + f" | {fmt_ratio(fr[0] / fr[1]) if None not in fr else '–'} |")
+            L.append(f"| runtime processes while running | {a['procs']} | {s['procs']} | |")
+            L.append(f"| guest's journal afterwards | {a.get('journal', '?')} | {s.get('journal', '?')} | |")
+            L.append("| cycles not READY / exit ≠ 0 | "
+                     f"{a['not_ready']} / {a['bad_exit']} | {s['not_ready']} / {s['bad_exit']} | |")
+            L.append("| left behind: processes; cgroups (inside the unit's cgroup); host mounts | "
+                     + " | ".join(f"{x['leftover_procs']}; {', '.join(x['leftover_cgroups']) or 'none'}; "
+                                  f"{len(x['leftover_mounts'])}" for x in (a, s)) + " | |")
+            L.append("")
+
+    if sc.get("nixrun"):
+        L.append("## 4. Scale: N NixOS-shaped guests started at once\n")
+        L.append("All N runtimes are spawned back to back (each in its own cgroup, each root a fresh "
+                 "copy of the NixOS-shaped root, so every boot is a first boot); "
+                 "`all READY` = spawn of the first → the last `READY=1`; `all spawned` = spawn of the "
+                 "first → spawn of the last (the launcher runs at real-time priority for that loop, "
+                 "yet a runtime that needs much CPU to start slows its own later spawns down: the "
+                 "guests started first compete with them); `median READY` counts from each one's "
+                 "own spawn. Memory per guest: "
+                 "`unit PSS` = the proportional set size of every process in the instances' cgroups "
+                 "(runtime and guest) once all are up and settled, / N; `MemAvailable` = its drop "
+                 "from before the spawns to then, / N (it counts everything on this shared host, "
+                 "others' work included: noisy). CPU per guest = `cpu.stat` of the instance's cgroup "
+                 "(runtime + guest) at its `READY=1`, median over the N. Stop = SIGTERM to all at once → the last exit. nixrun and nspawn "
+                 f"alternate; {args.scale_reps} repetition(s) per N ≤ 50 (bigger N once), medians over them below.\n")
+        ns_run = sorted({x["n"] for x in sc["nixrun"] + sc["systemd-nspawn"]})
+
+        def med(rt, n, key, div=1):
+            vs = [x[key] for x in sc[rt] if x["n"] == n and x[key] is not None]
+            return statistics.median(vs) / div if vs else None
+
+        def cell(v, f):
+            return "–" if v is None else f.format(v)
+
+        L.append("| N | | all READY | unit PSS / guest | MemAvailable / guest | runtime RSS sum | "
+                 "CPU / guest to READY | all stopped | all READY and exit 0 |")
+        L.append("|---|---|---|---|---|---|---|---|---|")
+        for n in ns_run:
+            vals = {}
+            for rt in ("nixrun", "systemd-nspawn"):
+                runs = [x for x in sc[rt] if x["n"] == n]
+                ok = sum(x["ready_count"] == n and x["exit0"] == n for x in runs)
+                vals[rt] = [med(rt, n, "all_ready"), med(rt, n, "unit_pss_per_guest", MIB),
+                            med(rt, n, "mem_per_guest", MIB), med(rt, n, "rss_sum", MIB),
+                            med(rt, n, "cpu_unit_per_guest"), med(rt, n, "all_stopped"), f"{ok}/{len(runs)} runs"]
+            fmts = ["{:.2f} s", "{:.1f} MiB", "{:.1f} MiB", "{:.1f} MiB", "{:.3f} s", "{:.2f} s"]
+            for rt in ("nixrun", "systemd-nspawn"):
+                L.append(f"| {n} | {rt} | " + " | ".join(cell(v, f) for v, f in zip(vals[rt], fmts))
+                         + f" | {vals[rt][6]} |")
+            # No ratio of a MemAvailable drop that noise made zero or negative.
+            q = [None if a is None or b is None or a < 0 or b <= 0 else a / b
+                 for a, b in zip(vals["nixrun"][:6], vals["systemd-nspawn"][:6])]
+            L.append(f"| {n} | **nixrun/nspawn** | " + " | ".join(cell(x, "{:.2f}×") for x in q) + " | |")
+        L.append("")
+        big = max(ns_run)
+        L.append(f"Where the memory goes at N = {big}: growth of `/proc/meminfo` fields from before "
+                 "the spawns to all up and settled, / N (MiB; medians over the runs; host-wide, so "
+                 "noisy):\n")
+        L.append("| | " + " | ".join(MEM_FIELDS) + " |\n|---|" + "---|" * len(MEM_FIELDS))
+        for rt in ("nixrun", "systemd-nspawn"):
+            runs = [x["meminfo_per_guest"] for x in sc[rt] if x["n"] == big]
+            if runs:
+                L.append(f"| {rt} | " + " | ".join(
+                    f"{statistics.median(m[f] for m in runs) / MIB:.2f}" for f in MEM_FIELDS) + " |")
+        L.append("")
+        L.append(f"Where the CPU goes at N = {big}: CPU seconds per guest by the guest's own "
+                 "cgroups (one per unit, from `cpu.stat` once all are up), the units that differ most "
+                 "between the runtimes (medians over guests and runs). The runtime cannot make a "
+                 "unit cheaper or dearer, but what it offers the guest decides which units run "
+                 "(capabilities, writable /sys, ...):\n")
+        per = {}
+        for rt in ("nixrun", "systemd-nspawn"):
+            runs = [x.get("unit_cpu", {}) for x in sc[rt] if x["n"] == big]
+            units = {u for r_ in runs for u in r_}
+            per[rt] = {u: statistics.median(r_.get(u, 0.0) for r_ in runs) for u in units} if runs else {}
+        units = set(per["nixrun"]) | set(per["systemd-nspawn"])
+        diff = sorted(units, key=lambda u: (-abs(per["nixrun"].get(u, 0) - per["systemd-nspawn"].get(u, 0)), u))
+        L.append("| guest cgroup | nixrun | systemd-nspawn |\n|---|---|---|")
+        for u in diff[:10]:
+            L.append(f"| {u} | {per['nixrun'].get(u, 0):.3f} s | {per['systemd-nspawn'].get(u, 0):.3f} s |")
+        L.append("| *the guest in all* | " + " | ".join(
+            f"{sum(per[rt].values()):.3f} s" for rt in ("nixrun", "systemd-nspawn")) + " |")
+        L.append("")
+        L.append("Every run:\n")
+        L.append("| N | runtime | READY | all spawned | all READY | median READY | CPU / guest: unit; runtime | "
+                 "mem / guest: unit PSS; MemAvailable | runtime RSS sum (per instance) | exit 0 | "
+                 "all stopped | left: procs; cgroups; mounts | host CPU busy before; while booting |")
+        L.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        rows = sorted(sc["nixrun"] + sc["systemd-nspawn"], key=lambda x: x["n"])
+        for x in rows:
+            L.append(f"| {x['n']} | {x['runtime']} | {x['ready_count']}/{x['n']} | {x['spawn_span']:.2f} s | "
+                     f"{cell(x['all_ready'], '{:.2f} s')} | {cell(x['ready_median'], '{:.2f} s')} | "
+                     f"{x['cpu_unit_per_guest']:.3f}; {x['cpu_runtime_per_guest']:.3f} s | "
+                     f"{x['unit_pss_per_guest'] / MIB:.1f}; {x['mem_per_guest'] / MIB:.1f} MiB | "
+                     f"{x['rss_sum'] / MIB:.1f} MiB ({cell(x['rss_per_instance'] and x['rss_per_instance'] / MIB, '{:.2f}')}) | "
+                     f"{x['exit0']}/{x['n']} | {cell(x['all_stopped'], '{:.2f} s')} | "
+                     f"{x['left']['processes']}; {len(x['left']['cgroups'])}; {len(x['left']['mounts'])} | "
+                     f"{x['busy_before']:.0f}%; {x.get('busy_booting', 0):.0f}% |")
+        L.append("")
+        lefts = {c for x in rows for c in x["left"]["cgroups"]}
+        if lefts:
+            L.append("Cgroups left inside a unit's cgroup (a service manager removes the unit's cgroup "
+                     "with the unit, so these are not a leak there): " + ", ".join(sorted(lefts)[:6]) + ".\n")
+        if r.get("inotify"):
+            L.append("For this part the benchmark raised " + ", ".join(
+                f"`fs.inotify.{k}` from {a} to {b}" for k, (a, b) in r["inotify"].items())
+                + " (and restored them afterwards). Without user namespaces every guest is host "
+                "root and shares root's inotify quota; at the kernel default of 128 instances "
+                "guests beyond about 25 fail to boot (\"Failed to create inotify object: Too many "
+                "open files\"), under nspawn and nixrun alike. `--keep-sysctl` leaves them alone.\n")
+        if r.get("scale_stopped"):
+            L.append(f"Scale run {r['scale_stopped']}.\n")
+        L.append(f"![boot time and memory against N]({plot_name})\n")
+
+    notes = Path(__file__).with_name("notes.md")
+    if notes.exists():
+        L.append(notes.read_text())
+    return "\n".join(L).rstrip() + "\n"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="few iterations, N=10 only")
+    ap.add_argument("--nixrun", help="the nixrun binary to test (default: build it)")
+    ap.add_argument("--out", help="where benchmarks.md and the plot go (default: docs/, quick: target/bench/quick)")
+    ap.add_argument("--exec-rounds", type=int)
+    ap.add_argument("--boot-cycles", type=int)
+    ap.add_argument("--scale", help="comma-separated N (default 10,25,50,100; quick: 10)")
+    ap.add_argument("--scale-reps", type=int, help="repetitions per N ≤ 50 (default 3; quick: 1); bigger N run once")
+    ap.add_argument("--settle", type=float, default=0.5, help="seconds to let a booted guest settle")
+    ap.add_argument("--keep-sysctl", action="store_true",
+                    help="do not raise fs.inotify limits for the scale part")
+    ap.add_argument("--skip", default="", help="comma-separated parts to skip: exec,boot,scale")
+    ap.add_argument("--report-only", metavar="JSON",
+                    help="measure nothing: write the report again from a run's results "
+                         "(target/bench/results.json), e.g. after editing benches/notes.md")
+    args = ap.parse_args()
+    if args.report_only:
+        results = json.loads(Path(args.report_only).read_text())
+        run_args = argparse.Namespace(**results["args"])
+        out = Path(args.out) if args.out else (BENCH_TARGET / "quick" if run_args.quick else REPO / "docs")
+        write_report(results, run_args, out)
+        return
+    if os.geteuid() != 0:
+        raise SystemExit("compare.py: run as root (it starts containers)")
+    q = args.quick
+    args.exec_rounds = args.exec_rounds or (20 if q else 200)
+    args.warmup = 2 if q else 5
+    args.boot_cycles = args.boot_cycles or (3 if q else 20)
+    ns = [int(x) for x in (args.scale or ("10" if q else "10,25,50,100")).split(",") if x]
+    args.scale_reps = args.scale_reps or (1 if q else 3)
+    out = Path(args.out) if args.out else (BENCH_TARGET / "quick" if q else REPO / "docs")
+    skip = set(filter(None, args.skip.split(",")))
+
+    started = time.monotonic()
+    bench = Bench(args)
+    try:
+        bench.results["host"] = host_line()
+        bench.results["date"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        argv, skip_next = [], False
+        for a in sys.argv[1:]:
+            if skip_next or a.startswith("--out="):
+                skip_next = False
+                continue
+            skip_next = a == "--out"
+            if not skip_next:
+                argv.append(a)
+        bench.results["command"] = " ".join(["python3 benches/compare.py", *argv])
+        bench.setup()
+        if "exec" not in skip:
+            bench.bench_exec(args.exec_rounds, args.warmup)
+        if "boot" not in skip:
+            bench.bench_boot(args.boot_cycles)
+        if "scale" not in skip:
+            bench.bench_scale(ns, args.scale_reps)
+    finally:
+        bench.close()
+    bench.results["duration"] = time.monotonic() - started
+    bench.results["args"] = {k: getattr(args, k) for k in
+                             ("quick", "exec_rounds", "warmup", "boot_cycles", "scale_reps", "settle")}
+    BENCH_TARGET.mkdir(parents=True, exist_ok=True)
+    (BENCH_TARGET / ("results-quick.json" if q else "results.json")).write_text(
+        json.dumps(bench.results, indent=1, default=str))
+    write_report(bench.results, args, out)
+    log(f"took {bench.results['duration'] / 60:.1f} min")
+
+
+def write_report(results, args, out):
+    out.mkdir(parents=True, exist_ok=True)
+    plot = "benchmarks-scale.svg"
+    (out / plot).write_text(svg_plot(results))
+    (out / "benchmarks.md").write_text(report(results, args, plot))
+    log(f"wrote {out / 'benchmarks.md'} and {out / plot}")
+
+
+if __name__ == "__main__":
+    main()
