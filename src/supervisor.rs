@@ -138,9 +138,6 @@ pub fn run(plan: &Plan) -> Result<i32, SupervisorError> {
         .and_then(|p| std::fs::read_to_string(p).ok())
         .map(|s| os_release_pairs(&s))
         .unwrap_or_default();
-    if matches!(plan.exec, crate::plan::Exec::Boot(_)) {
-        ensure_machine_id_file(&root, &plan.root)?;
-    }
     let guest_id = read_machine_id(&root, &plan.root)?;
     let uuid = guest_id.or(plan.uuid).unwrap_or_else(random_uuid);
     let uuid_str = format_uuid(&uuid);
@@ -153,6 +150,9 @@ pub fn run(plan: &Plan) -> Result<i32, SupervisorError> {
         host_os_release,
         env: guest_env(plan, &uuid_str, &host_pairs),
         extra_binds,
+        booting: matches!(plan.exec, crate::plan::Exec::Boot(_)),
+        journal_dir: plan.link_journal != LinkJournal::No
+            && (matches!(plan.exec, crate::plan::Exec::Boot(_)) || plan.link_journal_given),
     };
 
     // Blocked before the clone, so no signal falls between the cracks; the child
@@ -177,7 +177,14 @@ pub fn run(plan: &Plan) -> Result<i32, SupervisorError> {
         for e in cgroups.remove() {
             eprintln!("nixrun: warning: {e}");
         }
-        match result? {
+        let (outcome, stop_requested) = result?;
+        match outcome {
+            // A stop request outlives the boot it arrived in: a guest that was
+            // rebooting just then must not come up again.
+            Outcome::Rebooted if stop_requested => {
+                say!(plan, "Container {} has been shut down.", plan.machine);
+                return Ok(0);
+            }
             Outcome::Rebooted if !plan.keep_unit => {
                 say!(plan, "Container {} is being rebooted.", plan.machine);
                 continue;
@@ -223,31 +230,6 @@ fn open_root(path: &Path) -> Result<Root, SupervisorError> {
     .map_err(|e| SupervisorError::Sys("open the container root", e))?;
     // SAFETY: a new fd nothing else owns.
     Ok(Root::new(unsafe { OwnedFd::from_raw_fd(fd) }))
-}
-
-/// An empty /etc/machine-id makes the guest's systemd write its id (from
-/// $container_uuid) straight into the file. A missing one sends it down the
-/// first-boot path instead: a transient bind mount over /etc/machine-id that
-/// systemd-machine-id-commit later unmounts in a private mount namespace, which
-/// the locked mount tree refuses. NixOS's start script creates the empty file;
-/// with -b nixrun does the same for roots that lack it (inside the root only, and
-/// only where /etc is a directory).
-fn ensure_machine_id_file(root: &Root, path: &Path) -> Result<(), SupervisorError> {
-    if root
-        .open(
-            Path::new("/etc"),
-            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW,
-        )
-        .is_err()
-    {
-        return Ok(());
-    }
-    root.create_empty(Path::new("/etc/machine-id"), 0o444)
-        .map(drop)
-        .map_err(|err| SupervisorError::Root {
-            path: path.to_path_buf(),
-            err,
-        })
 }
 
 fn read_machine_id(root: &Root, path: &Path) -> Result<Option<[u8; 16]>, SupervisorError> {
@@ -359,6 +341,9 @@ fn link_journal(
     let host_dir = Path::new("/var/log/journal");
     let host_path = host_dir.join(&id);
     let in_guest = Path::new("/var/log/journal").join(&id);
+    if plan.link_journal == LinkJournal::No {
+        return Ok(None);
+    }
     let must = match plan.link_journal {
         LinkJournal::No => return Ok(None),
         LinkJournal::Auto => {
@@ -430,7 +415,7 @@ fn boot_once(
     setup: &Setup<'_>,
     cgroups: &Cgroups,
     sigfd: &mut SignalFd,
-) -> Result<Outcome, SupervisorError> {
+) -> Result<(Outcome, bool), SupervisorError> {
     let (sup, child_end) = channel::pair()?;
     let sup_raw = std::os::fd::AsRawFd::as_raw_fd(&sup.as_fd());
     // Written to only by the child, in its copy of our memory; not resident here.
@@ -484,7 +469,8 @@ fn boot_once(
     let ws = boot
         .status
         .expect("the loop ends when the child was reaped");
-    Outcome::from_wait(ws).ok_or(SupervisorError::EarlyExit(ws))
+    let outcome = Outcome::from_wait(ws).ok_or(SupervisorError::EarlyExit(ws))?;
+    Ok((outcome, boot.stop_requests > 0))
 }
 
 impl Boot<'_> {
@@ -548,14 +534,22 @@ impl Boot<'_> {
                     ev(notify_i),
                     ev(pty_i),
                     ev(stdin_i),
-                    ev(guard_i),
+                    guard_i
+                        .and_then(|i| fds[i].revents())
+                        .unwrap_or(PollFlags::empty()),
                 )
             };
             // First: a guest task is blocked in mount(2) until we answer.
-            if guard_ev {
+            if guard_ev.contains(PollFlags::POLLIN) {
                 if let Some(g) = &self.guard {
                     g.handle();
                 }
+            } else if guard_ev
+                .intersects(PollFlags::POLLHUP | PollFlags::POLLERR | PollFlags::POLLNVAL)
+            {
+                // The guest's last task has exited: no one can ask any more, and the
+                // listener would report this on every poll until PID 1 is reaped.
+                self.guard = None;
             }
             if pty_ev {
                 if let Some(c) = self.console.as_mut() {
@@ -770,6 +764,7 @@ mod tests {
             notify_ready: false,
             kill_signal: None,
             link_journal: LinkJournal::No,
+            link_journal_given: false,
             console: ConsoleMode::Pipe,
             quiet: true,
             term: "vt220".into(),

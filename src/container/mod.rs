@@ -57,6 +57,10 @@ pub struct Setup<'a> {
     pub env: Vec<(String, String)>,
     /// Binds the runtime adds to the user's (--link-journal=auto).
     pub extra_binds: Vec<crate::plan::Bind>,
+    /// Booting an init (-b): prepare /etc/machine-id (see guest_files()).
+    pub booting: bool,
+    /// Create /var/log/journal in the guest (see guest_files()).
+    pub journal_dir: bool,
 }
 
 /// Init candidates for --boot, in nspawn's order: systemd first, because /sbin/init
@@ -183,6 +187,7 @@ fn prepare_and_exec(setup: &Setup<'_>, channel: &ChildEnd) -> Result<Never, Step
     }
 
     let argv = resolve_exec(plan, &setup.env)?;
+    guest_files(setup);
     let env: Vec<CString> = setup
         .env
         .iter()
@@ -211,6 +216,33 @@ fn prepare_and_exec(setup: &Setup<'_>, channel: &ChildEnd) -> Result<Never, Step
         argv[0].to_string_lossy(),
         e.desc()
     )))
+}
+
+/// Files systemd guests expect, made in the guest's own tree (after pivot_root,
+/// and only once the init was found, so that a failed start leaves the root as
+/// it was). Failures only cost the guest a feature, so they are not fatal.
+///
+/// - An empty /etc/machine-id (booting only, where /etc exists): systemd then
+///   writes the id from $container_uuid straight into it. A missing one sends it
+///   down the first-boot path: a transient bind over /etc/machine-id that
+///   systemd-machine-id-commit later unmounts in a private mount namespace, which
+///   the locked tree refuses. NixOS's start script creates the empty file too.
+/// - /var/log/journal (as nspawn does unless --link-journal=no): journald's
+///   Storage=auto then keeps the journal on disk rather than in /run, where it
+///   costs memory and is lost at every stop.
+fn guest_files(setup: &Setup<'_>) {
+    use std::os::unix::fs::OpenOptionsExt;
+    if setup.booting && Path::new("/etc").is_dir() {
+        let _ = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o444)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open("/etc/machine-id");
+    }
+    if setup.journal_dir {
+        let _ = std::fs::create_dir_all("/var/log/journal");
+    }
 }
 
 /// Kernel keyrings are not namespaced; without this the guest would share the

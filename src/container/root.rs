@@ -205,28 +205,6 @@ impl Root {
             .map_err(err("chmod", path))
     }
 
-    /// Creates an empty file unless something (even a dangling link) is there
-    /// already; returns whether it did.
-    pub fn create_empty(&self, path: &Path, mode: u32) -> Result<bool> {
-        let (dir, name) = self.parent(path)?;
-        match nix::fcntl::openat(
-            Some(dir.as_raw_fd()),
-            &name,
-            OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-            Mode::from_bits_truncate(mode),
-        ) {
-            Ok(fd) => {
-                // SAFETY: a new fd nothing else owns.
-                let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-                nix::sys::stat::fchmod(fd.as_raw_fd(), Mode::from_bits_truncate(mode))
-                    .map_err(err("chmod", path))?;
-                Ok(true)
-            }
-            Err(Errno::EEXIST) => Ok(false),
-            Err(e) => Err(err("create", path)(e)),
-        }
-    }
-
     /// Reads a small file, if it exists.
     pub fn read_file(&self, path: &Path) -> Result<Option<Vec<u8>>> {
         let fd = match self.open(
