@@ -455,6 +455,29 @@ else
     not_run stop stop-guest-shutdown stop-clean
 fi
 
+# ---------------------------------------------------------------- device policy
+
+# On a cgroup2 host the runtime's own device policy is a BPF program. The unit
+# above has DevicePolicy=closed, which would hide a missing one, so this runs the
+# runtime in a transient unit without any device policy; the guest command tries
+# to create and open /dev/mem (c 1:1), which only the runtime's policy forbids.
+# (nspawn leaves the device policy to the unit, so under it this check is n/a.)
+if [ "$RUNTIME" = nixrun ] && [ -x /usr/local/bin/nixrun ]; then
+    out=$(timeout 120 systemd-run --quiet --wait --pipe --collect -p Delegate=yes \
+        /usr/local/bin/nixrun --keep-unit -M devtest -D "$root" -q --console=pipe /bin/sh -c \
+        'cd /tmp; rm -f nrvm-mem
+         if mknod nrvm-mem c 1 1 2>/dev/null; then
+             if head -c1 nrvm-mem >/dev/null 2>&1; then echo OPENED; else echo DENIED-OPEN; fi
+             rm -f nrvm-mem
+         else echo DENIED-MKNOD; fi
+         echo x >/dev/null && echo NULL-OK' 2>&1)
+    case $out in
+        *OPENED*) fail guest-devices-closed "the guest created and opened /dev/mem without a unit device policy: $out" ;;
+        *DENIED-*NULL-OK*) ok guest-devices-closed "without a unit device policy: /dev/mem refused ($(echo "$out" | head -n1)), /dev/null usable" ;;
+        *) fail guest-devices-closed "unexpected output: $(echo "$out" | head -c 300)" ;;
+    esac
+fi
+
 [ "$nfail" = 0 ] || diagnose
 say "DONE pass=$npass fail=$nfail"
 finished=1
