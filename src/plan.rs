@@ -152,8 +152,6 @@ pub struct Plan {
     /// None: SIGTERM/SIGINT kill the container right away.
     pub kill_signal: Option<i32>,
     pub link_journal: LinkJournal,
-    /// Whether --link-journal/-j was given (not just the default).
-    pub link_journal_given: bool,
     pub console: Console,
     pub quiet: bool,
     /// TERM for the guest: ours when the console is interactive.
@@ -239,7 +237,6 @@ impl Plan {
             None if matches!(exec, Exec::Boot(_)) => Some(crate::signal::sigrtmin_plus(3)),
             None => None,
         };
-        let link_journal_given = cli.link_journal_try_guest || cli.link_journal.is_some();
         let link_journal = if cli.link_journal_try_guest {
             LinkJournal::TryGuest
         } else {
@@ -299,7 +296,6 @@ impl Plan {
             notify_ready,
             kill_signal,
             link_journal,
-            link_journal_given,
             console,
             quiet: cli.quiet,
             term,

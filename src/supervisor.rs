@@ -151,8 +151,7 @@ pub fn run(plan: &Plan) -> Result<i32, SupervisorError> {
         env: guest_env(plan, &uuid_str, &host_pairs),
         extra_binds,
         booting: matches!(plan.exec, crate::plan::Exec::Boot(_)),
-        journal_dir: plan.link_journal != LinkJournal::No
-            && (matches!(plan.exec, crate::plan::Exec::Boot(_)) || plan.link_journal_given),
+        journal_dir: plan.link_journal != LinkJournal::No,
     };
 
     // Blocked before the clone, so no signal falls between the cracks; the child
@@ -764,7 +763,6 @@ mod tests {
             notify_ready: false,
             kill_signal: None,
             link_journal: LinkJournal::No,
-            link_journal_given: false,
             console: ConsoleMode::Pipe,
             quiet: true,
             term: "vt220".into(),

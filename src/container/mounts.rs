@@ -576,7 +576,6 @@ mod tests {
             notify_ready: true,
             kill_signal: None,
             link_journal: LinkJournal::No,
-            link_journal_given: false,
             console: Console::ReadOnly,
             quiet: true,
             term: "vt220".into(),
