@@ -2,11 +2,10 @@
 //!
 //! The guest keeps CAP_MKNOD (systemd's PrivateDevices= creates nodes), so the
 //! only thing between a guest and `mknod /dev/sda` is this list, enforced by the
-//! kernel's device cgroup on the container's payload cgroup: as a BPF program on
-//! cgroup2 (which the kernel also runs on hybrid hosts) and, where the v1 devices
-//! controller is mounted, as devices.allow rules there too. The guest cannot
-//! detach a program (bpf() is denied) nor mount the v1 hierarchy (refused by the
-//! mount guard).
+//! kernel's device cgroup on the container's payload cgroup: as devices.allow
+//! rules where the v1 devices controller is mounted, else as a BPF program on
+//! cgroup2. The guest cannot detach a program (bpf() is denied) nor mount the v1
+//! hierarchy to rewrite its rules (refused by the mount guard).
 //!
 //! The program is hand-assembled: a dozen instructions that no well-kept crate
 //! produces without pulling in a BPF toolchain.
