@@ -71,17 +71,9 @@ fn minimal_guest_probe_as_pid_1() {
     let snap = HostSnapshot::take("esc-min");
     let store = store_dir(&t);
     let host_pid = format!("--setenv=NIXRUN_PROBE_HOST_PID={}", std::process::id());
-    let (st, out, err) = run(&[
-        "-D",
-        root.to_str().unwrap(),
-        "-q",
-        &store,
-        &host_pid,
-        "/nixrun-probe",
-        "escape",
-    ]);
+    let (code, out, err) = run_probe(&root, &[&store, &host_pid], &["escape"]);
     assert_all_blocked(&out, "minimal");
-    assert_eq!(exit_code(st), 0, "{err}");
+    assert_eq!(code, 0, "{err}");
     snap.assert_unchanged();
 }
 
@@ -143,11 +135,9 @@ fn policy_options_change_what_the_guest_can_do() {
     let (t, root) = TempRoot::copy_of("esc-opts", &fixture("minimal"), "esc-opts");
     let store = store_dir(&t);
     let probe = |extra: &[&str], cmd: &[&str]| -> String {
-        let mut args = vec!["-D", root.to_str().unwrap(), "-q", &store];
+        let mut args = vec![store.as_str()];
         args.extend_from_slice(extra);
-        args.push("/nixrun-probe");
-        args.extend_from_slice(cmd);
-        run(&args).1
+        run_probe(&root, &args, cmd).1
     };
     assert!(probe(&[], &["escape", "keyring"]).starts_with("blocked keyring"));
     let loosened = probe(&["--system-call-filter=@keyring"], &["escape", "keyring"]);

@@ -25,15 +25,6 @@ fn entries(dir: &Path) -> Vec<String> {
     v
 }
 
-fn run_probe(root: &Path, extra: &[&str], probe: &[&str]) -> (i32, String, String) {
-    let mut args = vec!["-D", root.to_str().unwrap(), "-q"];
-    args.extend_from_slice(extra);
-    args.push("/nixrun-probe");
-    args.extend_from_slice(probe);
-    let (st, out, err) = run(&args);
-    (exit_code(st), out, err)
-}
-
 #[test]
 fn store_link_to_the_host_root_binds_inside_the_root() {
     let (t, root) = minimal("hostile-nix");

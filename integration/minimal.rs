@@ -16,16 +16,15 @@ fn minimal_copy(tag: &str) -> (TempRoot, std::path::PathBuf) {
 fn the_guest_sees_its_own_world() {
     let (_t, root) = minimal_copy("min-facts");
     let snap = HostSnapshot::take("min-facts");
-    let (st, out, err) = run(&[
-        "-D",
-        root.to_str().unwrap(),
-        "--uuid=0123456789abcdef0123456789abcdef",
-        "--setenv=PATH=/custom:/bin",
-        "-q",
-        "/nixrun-probe",
-        "facts",
-    ]);
-    assert_eq!(exit_code(st), 0, "{err}");
+    let (st, out, err) = run_probe(
+        &root,
+        &[
+            "--uuid=0123456789abcdef0123456789abcdef",
+            "--setenv=PATH=/custom:/bin",
+        ],
+        &["facts"],
+    );
+    assert_eq!(st, 0, "{err}");
     let f = facts(&out);
     assert_eq!(
         f["pid"], "1",
@@ -87,29 +86,15 @@ fn the_guest_sees_its_own_world() {
 #[test]
 fn the_console_is_a_pty_that_reaches_stdout() {
     let (_t, root) = minimal_copy("min-console");
-    let (st, out, err) = run(&[
-        "-D",
-        root.to_str().unwrap(),
-        "--console=read-only",
-        "-q",
-        "/nixrun-probe",
-        "facts",
-    ]);
-    assert_eq!(exit_code(st), 0, "{err}");
+    let (st, out, err) = run_probe(&root, &["--console=read-only"], &["facts"]);
+    assert_eq!(st, 0, "{err}");
     let f = facts(&out);
     // PID 1's stdio is the pty bound at /dev/console (the echo test below shows
     // it is a terminal that reaches our stdout).
     assert_eq!(f["console"], "/dev/console,/dev/console");
     // With a pipe console the guest gets our stdio as they are.
-    let (st, out, _) = run(&[
-        "-D",
-        root.to_str().unwrap(),
-        "--console=pipe",
-        "-q",
-        "/nixrun-probe",
-        "facts",
-    ]);
-    assert_eq!(exit_code(st), 0);
+    let (st, out, _) = run_probe(&root, &["--console=pipe"], &["facts"]);
+    assert_eq!(st, 0);
     assert!(!facts(&out)["console"].contains("/dev/pts/"));
 }
 
@@ -117,30 +102,17 @@ fn the_console_is_a_pty_that_reaches_stdout() {
 fn exit_status_of_the_guest_is_nixrun_s() {
     let (_t, root) = minimal_copy("min-exit");
     for (code, want) in [(0, 0), (7, 7), (133, 1)] {
-        let (st, _, err) = run(&[
-            "-D",
-            root.to_str().unwrap(),
-            "-q",
-            "/nixrun-probe",
-            "exit",
-            &code.to_string(),
-        ]);
+        let (st, _, err) = run_probe(&root, &[], &["exit", &code.to_string()]);
         // 133 would make container@.service restart the guest; only a reboot may.
-        assert_eq!(exit_code(st), want, "guest exit {code}: {err}");
+        assert_eq!(st, want, "guest exit {code}: {err}");
     }
 }
 
 #[test]
 fn guest_poweroff_exits_0() {
     let (_t, root) = minimal_copy("min-poweroff");
-    let (st, _, err) = run(&[
-        "-D",
-        root.to_str().unwrap(),
-        "-q",
-        "/nixrun-probe",
-        "poweroff",
-    ]);
-    assert_eq!(exit_code(st), 0, "{err}");
+    let (st, _, err) = run_probe(&root, &[], &["poweroff"]);
+    assert_eq!(st, 0, "{err}");
 }
 
 #[test]
@@ -428,23 +400,14 @@ fn link_journal_guest_links_the_hosts_journal_to_the_guests() {
     }
     let id = "5eed0123456789abcdef0123456789ab";
     let uuid = format!("--uuid={id}");
-    let (st, _, err) = run(&[
-        "-D",
-        root.to_str().unwrap(),
-        &uuid,
-        "--link-journal=guest",
-        "-q",
-        "/nixrun-probe",
-        "exit",
-        "0",
-    ]);
+    let (st, _, err) = run_probe(&root, &[&uuid, "--link-journal=guest"], &["exit", "0"]);
     let link = host_dir.join(id);
     let target = fs::read_link(&link);
     let _ = fs::remove_file(&link);
     if made_host_dir {
         let _ = fs::remove_dir(host_dir);
     }
-    assert_eq!(exit_code(st), 0, "{err}");
+    assert_eq!(st, 0, "{err}");
     assert_eq!(
         target.expect("no link on the host"),
         root.join("var/log/journal").join(id)

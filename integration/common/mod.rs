@@ -565,6 +565,17 @@ pub fn run_cmd(mut cmd: Command) -> (ExitStatus, String, String) {
     (st, out, err)
 }
 
+/// Runs the probe as the container's command: `nixrun -D ROOT -q EXTRA...
+/// /nixrun-probe PROBE...`; returns (exit code, stdout, stderr).
+pub fn run_probe(root: &Path, extra: &[&str], probe: &[&str]) -> (i32, String, String) {
+    let mut args = vec!["-D", root.to_str().unwrap(), "-q"];
+    args.extend_from_slice(extra);
+    args.push("/nixrun-probe");
+    args.extend_from_slice(probe);
+    let (st, out, err) = run(&args);
+    (exit_code(st), out, err)
+}
+
 /// key=value lines (the probe's `facts`) as a map.
 pub fn facts(text: &str) -> HashMap<String, String> {
     text.lines()
