@@ -24,16 +24,14 @@ use crate::notify;
 use crate::plan::{Bind, BindSource, Console as ConsoleMode, LinkJournal, Plan};
 use crate::signal;
 use nix::errno::Errno;
-use nix::fcntl::OFlag;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sched::CloneFlags;
 use nix::sys::signal::{kill, sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
-use nix::sys::stat::Mode;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use sd_notify::NotifyState;
-use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -128,7 +126,8 @@ pub fn run(plan: &Plan) -> Result<i32, SupervisorError> {
         }
     }
     let cgroups = Cgroups::plan(&plan.machine, plan.keep_unit, device_rules)?;
-    let root = open_root(&plan.root)?;
+    let root = Root::open_dir(&plan.root)
+        .map_err(|e| SupervisorError::Sys("open the container root", e))?;
     let host_os_release = ["/etc/os-release", "/usr/lib/os-release"]
         .iter()
         .map(PathBuf::from)
@@ -150,8 +149,6 @@ pub fn run(plan: &Plan) -> Result<i32, SupervisorError> {
         host_os_release,
         env: guest_env(plan, &uuid_str, &host_pairs),
         extra_binds,
-        booting: matches!(plan.exec, crate::plan::Exec::Boot(_)),
-        journal_dir: plan.link_journal != LinkJournal::No,
     };
 
     // Blocked before the clone, so no signal falls between the cracks; the child
@@ -220,17 +217,6 @@ pub fn run(plan: &Plan) -> Result<i32, SupervisorError> {
     }
 }
 
-fn open_root(path: &Path) -> Result<Root, SupervisorError> {
-    let fd = nix::fcntl::open(
-        path,
-        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| SupervisorError::Sys("open the container root", e))?;
-    // SAFETY: a new fd nothing else owns.
-    Ok(Root::new(unsafe { OwnedFd::from_raw_fd(fd) }))
-}
-
 fn read_machine_id(root: &Root, path: &Path) -> Result<Option<[u8; 16]>, SupervisorError> {
     let data = root
         .read_file(Path::new("/etc/machine-id"))
@@ -257,8 +243,13 @@ fn random_uuid() -> [u8; 16] {
     u
 }
 
+/// 32 hex digits: the machine-id form, also the guest's journal directory name.
+fn hex_id(u: &[u8; 16]) -> String {
+    u.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 pub fn format_uuid(u: &[u8; 16]) -> String {
-    let h: String = u.iter().map(|b| format!("{b:02x}")).collect();
+    let h = hex_id(u);
     format!(
         "{}-{}-{}-{}-{}",
         &h[..8],
@@ -336,7 +327,7 @@ fn link_journal(
     root: &Root,
     uuid: &[u8; 16],
 ) -> Result<Option<Bind>, SupervisorError> {
-    let id: String = uuid.iter().map(|b| format!("{b:02x}")).collect();
+    let id = hex_id(uuid);
     let host_dir = Path::new("/var/log/journal");
     let host_path = host_dir.join(&id);
     let in_guest = Path::new("/var/log/journal").join(&id);

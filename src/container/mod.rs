@@ -57,10 +57,6 @@ pub struct Setup<'a> {
     pub env: Vec<(String, String)>,
     /// Binds the runtime adds to the user's (--link-journal=auto).
     pub extra_binds: Vec<crate::plan::Bind>,
-    /// Booting an init (-b): prepare /etc/machine-id (see guest_files()).
-    pub booting: bool,
-    /// Create /var/log/journal in the guest (see guest_files()).
-    pub journal_dir: bool,
 }
 
 /// Init candidates for --boot, in nspawn's order: systemd first, because /sbin/init
@@ -133,14 +129,7 @@ fn prepare_and_exec(setup: &Setup<'_>, channel: &ChildEnd) -> Result<Never, Step
         None::<&str>,
     )
     .map_err(sys("bind the container root onto itself"))?;
-    let root_fd = nix::fcntl::open(
-        &plan.root,
-        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
-        Mode::empty(),
-    )
-    .map_err(sys("open the container root"))?;
-    // SAFETY: a new fd nothing else owns.
-    let root = Root::new(unsafe { OwnedFd::from_raw_fd(root_fd) });
+    let root = Root::open_dir(&plan.root).map_err(sys("open the container root"))?;
 
     let table = mounts::table(&TableInput {
         plan,
@@ -233,7 +222,8 @@ fn prepare_and_exec(setup: &Setup<'_>, channel: &ChildEnd) -> Result<Never, Step
 ///   lost at every stop.
 fn guest_files(setup: &Setup<'_>) {
     use std::os::unix::fs::OpenOptionsExt;
-    if setup.booting && Path::new("/etc").is_dir() {
+    let plan = setup.plan;
+    if matches!(plan.exec, Exec::Boot(_)) && Path::new("/etc").is_dir() {
         let _ = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -241,7 +231,7 @@ fn guest_files(setup: &Setup<'_>) {
             .custom_flags(libc::O_NOFOLLOW)
             .open("/etc/machine-id");
     }
-    if setup.journal_dir {
+    if plan.link_journal != crate::plan::LinkJournal::No {
         let _ = std::fs::create_dir_all("/var/log/journal");
     }
 }

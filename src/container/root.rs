@@ -61,6 +61,17 @@ impl Root {
         Root { fd }
     }
 
+    /// Opens a host directory (the container root, given canonical) as a Root.
+    pub fn open_dir(dir: &Path) -> nix::Result<Root> {
+        let fd = nix::fcntl::open(
+            dir,
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
+            Mode::empty(),
+        )?;
+        // SAFETY: a new fd nothing else owns.
+        Ok(Root::new(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
@@ -270,13 +281,7 @@ mod tests {
     use std::os::unix::fs::symlink;
 
     fn root_of(dir: &Path) -> Root {
-        let fd = nix::fcntl::open(
-            dir,
-            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )
-        .unwrap();
-        Root::new(unsafe { OwnedFd::from_raw_fd(fd) })
+        Root::open_dir(dir).unwrap()
     }
 
     fn tempdir(tag: &str) -> PathBuf {
