@@ -563,10 +563,12 @@ impl Boot<'_> {
             }
             self.maybe_resend();
         }
-        // The guest is gone; whatever it wrote last is still in the pty.
+        // The guest is gone; whatever it wrote or sent last is still queued (its
+        // SIGCHLD may have been read before a READY=1 sent just before it exited).
         if let Some(c) = self.console.as_mut() {
             c.pump_output();
         }
+        self.on_notify();
         Ok(())
     }
 
