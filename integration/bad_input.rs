@@ -257,15 +257,7 @@ fn not_running_as_root() {
     let snap = HostSnapshot::take("bad-nonroot");
     let before = listing(&t.base);
     let mut cmd = nixrun_cmd(&["-D", root.to_str().unwrap(), "/nixrun-probe", "exit", "0"]);
-    // SAFETY: setgid/setuid between fork and exec are async-signal-safe.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::setgid(65534) != 0 || libc::setuid(65534) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    cmd.uid(65534).gid(65534);
     let (st, out, err) = run_cmd(cmd);
     assert_refused_output(st, &out, &err, &["must be run as root"]);
     snap.assert_unchanged();

@@ -177,23 +177,16 @@ fn cve_2021_30465_symlink_exchange_race_on_a_bind_destination() {
     let swapper = {
         let stop = stop.clone();
         std::thread::spawn(move || {
-            let (ca, cb) = (
-                std::ffi::CString::new(a.to_str().unwrap()).unwrap(),
-                std::ffi::CString::new(b.to_str().unwrap()).unwrap(),
-            );
             let mut swaps = 0u64;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                // SAFETY: renameat2 on two NUL-terminated paths.
-                let r = unsafe {
-                    libc::renameat2(
-                        libc::AT_FDCWD,
-                        ca.as_ptr(),
-                        libc::AT_FDCWD,
-                        cb.as_ptr(),
-                        libc::RENAME_EXCHANGE,
-                    )
-                };
-                assert_eq!(r, 0, "renameat2: {}", std::io::Error::last_os_error());
+                let r = rustix::fs::renameat_with(
+                    rustix::fs::CWD,
+                    &a,
+                    rustix::fs::CWD,
+                    &b,
+                    rustix::fs::RenameFlags::EXCHANGE,
+                );
+                r.unwrap_or_else(|e| panic!("renameat2: {e}"));
                 swaps += 1;
             }
             swaps

@@ -26,11 +26,12 @@
 //!
 //! cgroups-rs is not used here: it assumes cgroup2 is mounted at /sys/fs/cgroup and
 //! does not know the hybrid `unified` mount nor named v1 hierarchies. cgroupfs is a
-//! handful of plain files; this module is the little that is needed.
+//! handful of plain files; this module is the little that is needed. Its file
+//! operations go through `CgroupFs`, so that create and remove can be tested
+//! against a temporary directory standing in for the hierarchies.
 
-use crate::devices::{self, Rule};
+use crate::policy::devices::{self, Rule};
 use std::fs;
-use std::io::Write;
 use std::io::{self, ErrorKind};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -215,6 +216,54 @@ pub fn placement(h: &Hierarchy, machine: &str, keep_unit: bool) -> Placement {
     }
 }
 
+/// The file operations cgroup management needs. On cgroupfs, control files
+/// exist with their directory and go with it; `Kernel` is the real thing.
+pub trait CgroupFs: std::fmt::Debug {
+    fn mkdir_all(&self, dir: &Path) -> io::Result<()>;
+    fn rmdir(&self, dir: &Path) -> io::Result<()>;
+    /// One write(2) per item, through one open file (cgroupfs takes one rule or
+    /// pid per write).
+    fn write(&self, file: &Path, items: &[&str]) -> io::Result<()>;
+    fn read(&self, file: &Path) -> io::Result<String>;
+    /// Loads the device program for `rules` and attaches it to `dir` (cgroup2).
+    fn attach_device_program(&self, dir: &Path, rules: &[Rule]) -> io::Result<()>;
+}
+
+/// The host's cgroup file systems.
+#[derive(Debug)]
+pub struct Kernel;
+
+impl CgroupFs for Kernel {
+    fn mkdir_all(&self, dir: &Path) -> io::Result<()> {
+        fs::create_dir_all(dir)
+    }
+
+    fn rmdir(&self, dir: &Path) -> io::Result<()> {
+        fs::remove_dir(dir)
+    }
+
+    fn write(&self, file: &Path, items: &[&str]) -> io::Result<()> {
+        use std::io::Write;
+        let mut f = fs::OpenOptions::new().write(true).open(file)?;
+        for item in items {
+            f.write_all(item.as_bytes())?;
+        }
+        Ok(())
+    }
+
+    fn read(&self, file: &Path) -> io::Result<String> {
+        fs::read_to_string(file)
+    }
+
+    fn attach_device_program(&self, dir: &Path, rules: &[Rule]) -> io::Result<()> {
+        use std::os::fd::AsFd;
+        let prog = crate::sys::bpf::load_device_program(&devices::program(rules))?;
+        let dir = fs::File::open(dir)?;
+        crate::sys::bpf::attach_device_program(dir.as_fd(), prog.as_fd())?;
+        Ok(())
+    }
+}
+
 /// The container's cgroups: planned by `plan()`, made by `create()`, removed by
 /// `remove()`.
 #[derive(Debug)]
@@ -222,6 +271,7 @@ pub struct Cgroups {
     placements: Vec<Placement>,
     machine: String,
     devices: Vec<Rule>,
+    fs: Box<dyn CgroupFs>,
 }
 
 impl Cgroups {
@@ -233,15 +283,33 @@ impl Cgroups {
     ) -> Result<Cgroups, CgroupError> {
         let mi = read("/proc/self/mountinfo")?;
         let pc = read("/proc/self/cgroup")?;
-        let placements = discover(&mi, &pc)?
-            .iter()
-            .map(|h| placement(h, machine, keep_unit))
-            .collect();
-        Ok(Cgroups {
-            placements,
+        let hierarchies = discover(&mi, &pc)?;
+        Ok(Cgroups::new(
+            &hierarchies,
+            machine,
+            keep_unit,
+            devices,
+            Box::new(Kernel),
+        ))
+    }
+
+    /// The container's cgroups in the given hierarchies, handled through `fs`.
+    pub fn new(
+        hierarchies: &[Hierarchy],
+        machine: &str,
+        keep_unit: bool,
+        devices: Vec<Rule>,
+        fs: Box<dyn CgroupFs>,
+    ) -> Cgroups {
+        Cgroups {
+            placements: hierarchies
+                .iter()
+                .map(|h| placement(h, machine, keep_unit))
+                .collect(),
             machine: machine.to_string(),
             devices,
-        })
+            fs,
+        }
     }
 
     /// Removes what a crashed run left behind, refuses if the machine is running,
@@ -251,7 +319,7 @@ impl Cgroups {
         for p in &self.placements {
             let top = if p.ours { &p.container } else { &p.payload };
             if top.exists() {
-                if has_processes(top) {
+                if self.has_processes(top) {
                     return Err(CgroupError::AlreadyRunning {
                         machine: self.machine.clone(),
                         path: top.clone(),
@@ -259,17 +327,18 @@ impl Cgroups {
                 }
                 // The previous supervisor died without cleaning up (its guest died
                 // with it: PDEATHSIG). Start from empty cgroups, not its leftovers.
-                remove_tree(top).map_err(|e| CgroupError::Remove(top.clone(), e))?;
+                self.remove_tree(top)
+                    .map_err(|e| CgroupError::Remove(top.clone(), e))?;
             }
         }
         for p in &self.placements {
             if let Some(sup) = &p.supervisor {
-                make_dirs(sup)?;
-                attach_pid(sup, 0)?;
+                self.make_dirs(sup)?;
+                self.attach_pid(sup, 0)?;
             }
-            make_dirs(&p.payload)?;
+            self.make_dirs(&p.payload)?;
             if p.hierarchy.kind == Kind::V2 && !p.ours {
-                delegate_controllers(&p.container);
+                self.delegate_controllers(&p.container);
             }
         }
         self.close_devices()
@@ -283,31 +352,30 @@ impl Cgroups {
     fn close_devices(&self) -> Result<(), CgroupError> {
         if let Some(p) = self.placements.iter().find(|p| p.hierarchy.has("devices")) {
             let fail = |e: io::Error| CgroupError::Devices(p.payload.clone(), e.to_string());
-            fs::write(p.payload.join("devices.deny"), "a").map_err(fail)?;
-            // One rule per write(2), through one open file.
-            let mut allow = fs::OpenOptions::new()
-                .write(true)
-                .open(p.payload.join("devices.allow"))
+            self.fs
+                .write(&p.payload.join("devices.deny"), &["a"])
                 .map_err(fail)?;
-            for r in &self.devices {
-                allow
-                    .write_all(devices::v1_line(r).as_bytes())
-                    .map_err(fail)?;
-            }
-            return Ok(());
+            let lines: Vec<String> = self.devices.iter().map(devices::v1_line).collect();
+            let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+            return self
+                .fs
+                .write(&p.payload.join("devices.allow"), &lines)
+                .map_err(fail);
         }
         let v2 = &self.placements[0];
-        devices::attach_program(&v2.payload, &self.devices).map_err(|e| {
-            CgroupError::Devices(
-                v2.payload.clone(),
-                format!("loading the BPF device program: {e}"),
-            )
-        })
+        self.fs
+            .attach_device_program(&v2.payload, &self.devices)
+            .map_err(|e| {
+                CgroupError::Devices(
+                    v2.payload.clone(),
+                    format!("loading the BPF device program: {e}"),
+                )
+            })
     }
 
     pub fn attach(&self, pid: u32) -> Result<(), CgroupError> {
         for p in &self.placements {
-            attach_pid(&p.payload, pid)?;
+            self.attach_pid(&p.payload, pid)?;
         }
         Ok(())
     }
@@ -319,7 +387,7 @@ impl Cgroups {
         let mut errors = Vec::new();
         for p in &self.placements {
             let top = if p.ours { &p.container } else { &p.payload };
-            if let Err(e) = remove_tree(top) {
+            if let Err(e) = self.remove_tree(top) {
                 if e.kind() != ErrorKind::NotFound {
                     errors.push(CgroupError::Remove(top.clone(), e));
                 }
@@ -328,54 +396,82 @@ impl Cgroups {
                 // Back into the unit's cgroup, so that "supervisor" can go too. This
                 // fails if the unit's controllers are delegated (no processes in inner
                 // cgroups then); systemd removes the unit's cgroup when it ends anyway.
-                if attach_pid(&p.container, 0).is_ok() {
-                    let _ = fs::remove_dir(sup);
+                if self.attach_pid(&p.container, 0).is_ok() {
+                    let _ = self.fs.rmdir(sup);
                 }
             } else if let Some(parent) = p.container.parent() {
                 // The shared "nixrun" parent goes when its last machine goes.
-                let _ = fs::remove_dir(parent);
+                let _ = self.fs.rmdir(parent);
             }
         }
         errors
+    }
+
+    fn make_dirs(&self, path: &Path) -> Result<(), CgroupError> {
+        self.fs
+            .mkdir_all(path)
+            .map_err(|e| CgroupError::Create(path.to_path_buf(), e))
+    }
+
+    /// pid 0 means the writing process itself.
+    fn attach_pid(&self, cgroup: &Path, pid: u32) -> Result<(), CgroupError> {
+        self.fs
+            .write(&cgroup.join("cgroup.procs"), &[&pid.to_string()])
+            .map_err(|err| CgroupError::Attach {
+                pid,
+                path: cgroup.to_path_buf(),
+                err,
+            })
+    }
+
+    /// Enables every controller the unit has for its children, so the guest can use
+    /// them. Best effort, as in nspawn: a controller that cannot be enabled (e.g. a
+    /// threaded one) must not prevent the guest from booting.
+    fn delegate_controllers(&self, unit: &Path) {
+        let Ok(avail) = self.fs.read(&unit.join("cgroup.controllers")) else {
+            return;
+        };
+        for c in avail.split_whitespace() {
+            let _ = self
+                .fs
+                .write(&unit.join("cgroup.subtree_control"), &[&format!("+{c}")]);
+        }
+    }
+
+    /// Whether any cgroup in the tree has a process.
+    fn has_processes(&self, dir: &Path) -> bool {
+        let own = self.fs.read(&dir.join("cgroup.procs")).unwrap_or_default();
+        if !own.trim().is_empty() {
+            return true;
+        }
+        subdirs(dir).iter().any(|d| self.has_processes(d))
+    }
+
+    /// rmdir, deepest first. cgroupfs directories hold only control files, which go
+    /// with their cgroup; an rmdir right after the last process left can still see
+    /// the cgroup busy for a moment, hence the short retries.
+    fn remove_tree(&self, dir: &Path) -> io::Result<()> {
+        for sub in subdirs(dir) {
+            self.remove_tree(&sub)?;
+        }
+        let mut delay = Duration::from_millis(1);
+        loop {
+            match self.fs.rmdir(dir) {
+                Err(e)
+                    if e.raw_os_error() == Some(libc::EBUSY)
+                        && delay < Duration::from_millis(500) =>
+                {
+                    std::thread::sleep(delay);
+                    delay *= 2;
+                }
+                other => return other,
+            }
+        }
     }
 }
 
 fn read(path: &str) -> Result<String, CgroupError> {
     fs::read_to_string(path).map_err(|e| CgroupError::Read(path.into(), e))
-}
-
-fn make_dirs(path: &Path) -> Result<(), CgroupError> {
-    fs::create_dir_all(path).map_err(|e| CgroupError::Create(path.to_path_buf(), e))
-}
-
-/// pid 0 means the writing process itself.
-fn attach_pid(cgroup: &Path, pid: u32) -> Result<(), CgroupError> {
-    fs::write(cgroup.join("cgroup.procs"), pid.to_string()).map_err(|err| CgroupError::Attach {
-        pid,
-        path: cgroup.to_path_buf(),
-        err,
-    })
-}
-
-/// Enables every controller the unit has for its children, so the guest can use
-/// them. Best effort, as in nspawn: a controller that cannot be enabled (e.g. a
-/// threaded one) must not prevent the guest from booting.
-fn delegate_controllers(unit: &Path) {
-    let Ok(avail) = fs::read_to_string(unit.join("cgroup.controllers")) else {
-        return;
-    };
-    for c in avail.split_whitespace() {
-        let _ = fs::write(unit.join("cgroup.subtree_control"), format!("+{c}"));
-    }
-}
-
-/// Whether any cgroup in the tree has a process.
-pub fn has_processes(dir: &Path) -> bool {
-    let own = fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
-    if !own.trim().is_empty() {
-        return true;
-    }
-    subdirs(dir).iter().any(|d| has_processes(d))
 }
 
 fn subdirs(dir: &Path) -> Vec<PathBuf> {
@@ -386,27 +482,6 @@ fn subdirs(dir: &Path) -> Vec<PathBuf> {
         .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
         .map(|e| e.path())
         .collect()
-}
-
-/// rmdir, deepest first. cgroupfs directories hold only control files, which go
-/// with their cgroup; an rmdir right after the last process left can still see the
-/// cgroup busy for a moment, hence the short retries.
-pub fn remove_tree(dir: &Path) -> io::Result<()> {
-    for sub in subdirs(dir) {
-        remove_tree(&sub)?;
-    }
-    let mut delay = Duration::from_millis(1);
-    loop {
-        match fs::remove_dir(dir) {
-            Err(e)
-                if e.raw_os_error() == Some(libc::EBUSY) && delay < Duration::from_millis(500) =>
-            {
-                std::thread::sleep(delay);
-                delay *= 2;
-            }
-            other => return other,
-        }
-    }
 }
 
 #[cfg(test)]
@@ -490,13 +565,273 @@ mod tests {
         assert_eq!(h[0].own, PathBuf::from("/sys/fs cgroup/init.scope"));
     }
 
+    /// cgroupfs in a temporary directory: control files are created by writing
+    /// and go with their directory (as the kernel's do), and every write is
+    /// recorded. Writing a pid to a `cgroup.procs` moves it there from wherever
+    /// it was in that hierarchy; "0" (the writer) stands for the supervisor.
+    #[derive(Debug)]
+    struct TempFs {
+        root: PathBuf,
+        writes: std::sync::Mutex<Vec<(PathBuf, String)>>,
+        programs: std::sync::Mutex<Vec<(PathBuf, Vec<Rule>)>>,
+    }
+
+    impl CgroupFs for std::sync::Arc<TempFs> {
+        fn mkdir_all(&self, dir: &Path) -> io::Result<()> {
+            fs::create_dir_all(dir)
+        }
+
+        fn rmdir(&self, dir: &Path) -> io::Result<()> {
+            let procs = fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+            if !procs.trim().is_empty() {
+                return Err(io::Error::from_raw_os_error(libc::EBUSY));
+            }
+            for e in fs::read_dir(dir)? {
+                let e = e?;
+                if e.file_type()?.is_file() {
+                    fs::remove_file(e.path())?;
+                }
+            }
+            fs::remove_dir(dir)
+        }
+
+        fn write(&self, file: &Path, items: &[&str]) -> io::Result<()> {
+            use std::io::Write;
+            assert!(
+                file.parent().unwrap().is_dir(),
+                "{} has no cgroup",
+                file.display()
+            );
+            if file.file_name() == Some(std::ffi::OsStr::new("cgroup.procs")) {
+                // A process is in one cgroup per hierarchy (a top directory here).
+                let rel = file.strip_prefix(&self.root).expect("inside the sandbox");
+                let hierarchy = self.root.join(rel.components().next().unwrap());
+                for pid in items {
+                    self.take_out(&hierarchy, pid);
+                }
+            }
+            let mut f = fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(file)?;
+            for item in items {
+                f.write_all(item.as_bytes())?;
+                f.write_all(b"\n")?;
+                self.writes
+                    .lock()
+                    .unwrap()
+                    .push((file.to_path_buf(), item.to_string()));
+            }
+            Ok(())
+        }
+
+        fn read(&self, file: &Path) -> io::Result<String> {
+            fs::read_to_string(file)
+        }
+
+        fn attach_device_program(&self, dir: &Path, rules: &[Rule]) -> io::Result<()> {
+            self.programs
+                .lock()
+                .unwrap()
+                .push((dir.to_path_buf(), rules.to_vec()));
+            Ok(())
+        }
+    }
+
+    impl TempFs {
+        fn take_out(&self, dir: &Path, pid: &str) {
+            let procs = dir.join("cgroup.procs");
+            if let Ok(text) = fs::read_to_string(&procs) {
+                let kept: String = text
+                    .lines()
+                    .filter(|l| *l != pid)
+                    .map(|l| format!("{l}\n"))
+                    .collect();
+                fs::write(&procs, kept).unwrap();
+            }
+            for sub in subdirs(dir) {
+                self.take_out(&sub, pid);
+            }
+        }
+    }
+
+    struct Sandbox {
+        dir: PathBuf,
+        fs: std::sync::Arc<TempFs>,
+    }
+
+    impl Sandbox {
+        fn new(tag: &str) -> Sandbox {
+            let dir = std::env::temp_dir().join(format!("nixrun-cg-{tag}-{}", std::process::id()));
+            let _ = fs::remove_dir_all(&dir);
+            fs::create_dir_all(&dir).unwrap();
+            Sandbox {
+                fs: std::sync::Arc::new(TempFs {
+                    root: dir.clone(),
+                    writes: Default::default(),
+                    programs: Default::default(),
+                }),
+                dir,
+            }
+        }
+
+        /// A hybrid host: cgroup2, the named systemd hierarchy, v1 devices; we
+        /// sit in `unit` in each.
+        fn hybrid(&self, unit: &str) -> Vec<Hierarchy> {
+            [
+                ("unified", Kind::V2),
+                ("systemd", Kind::V1(vec!["name=systemd".into()])),
+                ("devices", Kind::V1(vec!["devices".into()])),
+            ]
+            .into_iter()
+            .map(|(name, kind)| {
+                let mount = self.dir.join(name);
+                let own = mount.join(unit);
+                fs::create_dir_all(&own).unwrap();
+                Hierarchy { mount, kind, own }
+            })
+            .collect()
+        }
+
+        fn unified(&self, unit: &str) -> Vec<Hierarchy> {
+            let mount = self.dir.join("cgroup2");
+            let own = mount.join(unit);
+            fs::create_dir_all(&own).unwrap();
+            fs::write(own.join("cgroup.controllers"), "cpu memory pids").unwrap();
+            vec![Hierarchy {
+                mount,
+                kind: Kind::V2,
+                own,
+            }]
+        }
+
+        fn cgroups(&self, h: &[Hierarchy], keep_unit: bool) -> Cgroups {
+            Cgroups::new(
+                h,
+                "web",
+                keep_unit,
+                devices::DEFAULT.to_vec(),
+                Box::new(self.fs.clone()),
+            )
+        }
+
+        fn writes_to(&self, file: &str) -> Vec<String> {
+            self.fs
+                .writes
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(p, _)| p.ends_with(file))
+                .map(|(_, v)| v.clone())
+                .collect()
+        }
+    }
+
+    impl Drop for Sandbox {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    #[test]
+    fn create_and_remove_on_a_hybrid_host() {
+        let sb = Sandbox::new("hybrid");
+        let h = sb.hybrid("user.slice/session");
+        let cg = sb.cgroups(&h, false);
+        cg.create().unwrap();
+        for hier in &h {
+            assert!(
+                hier.own.join("nixrun/web/payload").is_dir(),
+                "{:?}",
+                hier.kind
+            );
+        }
+        // The v1 devices controller carries the policy: deny all, then each rule.
+        let payload = h[2].own.join("nixrun/web/payload");
+        assert_eq!(sb.writes_to("devices.deny"), vec!["a"]);
+        let allowed = sb.writes_to("devices.allow");
+        assert_eq!(allowed.len(), devices::DEFAULT.len());
+        assert!(allowed.contains(&"c 1:3 rwm".to_string()));
+        assert!(payload.join("devices.allow").is_file());
+        assert!(
+            sb.fs.programs.lock().unwrap().is_empty(),
+            "no BPF program on a v1 devices host"
+        );
+
+        cg.attach(4242).unwrap();
+        assert_eq!(sb.writes_to("payload/cgroup.procs"), vec!["4242"; 3]);
+        // A second start of the same machine is refused while it has processes.
+        let again = sb.cgroups(&h, false);
+        assert!(matches!(
+            again.create(),
+            Err(CgroupError::AlreadyRunning { .. })
+        ));
+
+        // Gone with its last process: the machine's tree and the shared parent.
+        fs::write(payload.join("cgroup.procs"), "").unwrap();
+        for d in &h[..2] {
+            fs::write(d.own.join("nixrun/web/payload/cgroup.procs"), "").unwrap();
+        }
+        assert!(cg.remove().is_empty());
+        for hier in &h {
+            assert!(
+                !hier.own.join("nixrun").exists(),
+                "{:?} left behind",
+                hier.kind
+            );
+            assert!(hier.own.is_dir(), "our own cgroup must stay");
+        }
+    }
+
+    #[test]
+    fn a_crashed_runs_leftovers_are_removed_before_a_start() {
+        let sb = Sandbox::new("stale");
+        let h = sb.unified("svc");
+        let stale = h[0].own.join("nixrun/web/payload/init.scope");
+        fs::create_dir_all(&stale).unwrap();
+        fs::write(stale.join("memory.max"), "max").unwrap();
+        let cg = sb.cgroups(&h, false);
+        cg.create().unwrap();
+        assert!(!stale.exists(), "the crashed guest's sub-cgroup survived");
+        assert!(h[0].own.join("nixrun/web/payload").is_dir());
+        // On a cgroup2-only host the policy is a BPF program on the payload.
+        let progs = sb.fs.programs.lock().unwrap().clone();
+        assert_eq!(progs.len(), 1);
+        assert_eq!(progs[0].0, h[0].own.join("nixrun/web/payload"));
+        assert_eq!(progs[0].1, devices::DEFAULT.to_vec());
+        assert!(cg.remove().is_empty());
+        assert!(!h[0].own.join("nixrun").exists());
+    }
+
+    #[test]
+    fn keep_unit_moves_the_supervisor_aside_and_delegates() {
+        let sb = Sandbox::new("unit");
+        let h = sb.unified("machine.slice/container@web.service");
+        let unit = h[0].own.clone();
+        let cg = sb.cgroups(&h, true);
+        cg.create().unwrap();
+        assert!(unit.join("payload").is_dir() && unit.join("supervisor").is_dir());
+        assert_eq!(sb.writes_to("supervisor/cgroup.procs"), vec!["0"]);
+        assert_eq!(
+            sb.writes_to("cgroup.subtree_control"),
+            vec!["+cpu", "+memory", "+pids"]
+        );
+        // The unit's cgroup is systemd's: only payload and supervisor go.
+        assert!(cg.remove().is_empty());
+        assert!(unit.is_dir());
+        assert!(!unit.join("payload").exists());
+    }
+
     #[test]
     fn removes_trees_deepest_first() {
-        let d = std::env::temp_dir().join(format!("nixrun-cg-test-{}", std::process::id()));
+        let sb = Sandbox::new("tree");
+        let h = sb.unified("x");
+        let cg = sb.cgroups(&h, false);
+        let d = sb.dir.join("t");
         fs::create_dir_all(d.join("a/b/c")).unwrap();
         fs::create_dir_all(d.join("d")).unwrap();
-        assert!(!has_processes(&d));
-        remove_tree(&d).unwrap();
+        assert!(!cg.has_processes(&d));
+        cg.remove_tree(&d).unwrap();
         assert!(!d.exists());
     }
 }

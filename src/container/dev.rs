@@ -6,38 +6,32 @@
 use super::mounts::MountError;
 use super::root::Root;
 use crate::sys::fd_path;
-use nix::errno::Errno;
-use nix::fcntl::OFlag;
 use nix::sys::socket::{
     bind, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType, UnixAddr,
 };
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use rustix::fs::OFlags;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::Path;
-
-nix::ioctl_write_ptr_bad!(tiocsptlck, libc::TIOCSPTLCK, libc::c_int);
 
 /// Opens a new pty pair on the container's devpts: (master, slave).
 pub fn open_pty(root: &Root) -> Result<(OwnedFd, OwnedFd), MountError> {
     let master = root
-        .open(Path::new("/dev/pts/ptmx"), OFlag::O_RDWR | OFlag::O_NOCTTY)
+        .open(Path::new("/dev/pts/ptmx"), OFlags::RDWR | OFlags::NOCTTY)
         .map_err(|e| MountError::Console("open /dev/pts/ptmx", e.errno))?;
-    let unlock: libc::c_int = 0;
-    // SAFETY: TIOCSPTLCK reads one int from the pointer.
-    unsafe { tiocsptlck(master.as_raw_fd(), &unlock) }
-        .map_err(|e| MountError::Console("unlock pty", e))?;
-    // TIOCGPTPEER opens the slave through the master, without a path lookup that
-    // a guest could race.
-    // SAFETY: plain ioctl returning a new fd.
-    let slave = unsafe {
-        libc::ioctl(
-            master.as_raw_fd(),
-            libc::TIOCGPTPEER,
-            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
-        )
-    };
-    let slave = Errno::result(slave).map_err(|e| MountError::Console("open pty peer", e))?;
-    // SAFETY: a new fd nothing else owns.
-    Ok((master, unsafe { OwnedFd::from_raw_fd(slave) }))
+    let rerr = |what| move |e: rustix::io::Errno| MountError::Console(what, crate::sys::errno(e));
+    rustix::pty::unlockpt(&master).map_err(rerr("unlock pty"))?;
+    let slave = pty_peer(&master).map_err(rerr("open pty peer"))?;
+    Ok((master, slave))
+}
+
+/// The slave side of a pty, opened through its master (TIOCGPTPEER), without a
+/// path lookup that a guest could race.
+pub fn pty_peer(master: &OwnedFd) -> rustix::io::Result<OwnedFd> {
+    use rustix::pty::OpenptFlags;
+    rustix::pty::ioctl_tiocgptpeer(
+        master,
+        OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC,
+    )
 }
 
 /// Binds the guest's sd_notify socket at /run/host/notify.

@@ -19,7 +19,6 @@
 use nix::errno::Errno;
 use nix::sched::{setns, unshare, CloneFlags};
 use nix::sys::wait::waitpid;
-use nix::unistd::{fork, ForkResult};
 use std::os::fd::AsRawFd;
 
 #[derive(Debug, thiserror::Error)]
@@ -37,44 +36,37 @@ pub fn lock_mount_tree() -> Result<(), LockError> {
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(LockError::Fork)?;
     let (done_r, done_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(LockError::Fork)?;
-    // SAFETY: the container's PID 1 is single-threaded at this point; the helper
-    // only makes system calls and exits.
-    match unsafe { fork() }.map_err(LockError::Fork)? {
-        ForkResult::Child => {
-            drop(ready_r);
-            drop(done_w);
-            let r =
-                unshare(CloneFlags::CLONE_NEWUSER).and_then(|_| unshare(CloneFlags::CLONE_NEWNS));
-            let code = match r {
-                Ok(()) => 0u8,
-                Err(e) => e as i32 as u8,
-            };
-            let _ = nix::unistd::write(&ready_w, &[code]);
-            // Keep the namespace alive until PID 1 has entered it.
-            let mut b = [0u8; 1];
-            let _ = nix::unistd::read(done_r.as_raw_fd(), &mut b);
-            // SAFETY: _exit skips the parent's atexit handlers and buffers.
-            unsafe { libc::_exit(0) }
-        }
-        ForkResult::Parent { child } => {
-            drop(ready_w);
-            drop(done_r);
-            let mut b = [0u8; 1];
-            let n = nix::unistd::read(ready_r.as_raw_fd(), &mut b).unwrap_or(0);
-            let result = if n != 1 {
-                Err(LockError::Unshare(Errno::EIO))
-            } else if b[0] != 0 {
-                Err(LockError::Unshare(Errno::from_raw(b[0] as i32)))
-            } else {
-                std::fs::File::open(format!("/proc/{child}/ns/mnt"))
-                    .map_err(|e| {
-                        LockError::Enter(Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
-                    })
-                    .and_then(|ns| setns(ns, CloneFlags::CLONE_NEWNS).map_err(LockError::Enter))
-            };
-            drop(done_w);
-            let _ = waitpid(child, None);
-            result
-        }
-    }
+    // The helper only makes system calls and exits. It borrows the pipes: the
+    // parent keeps its ends, and the helper closes its copy of the write end it
+    // waits on (it exits without running destructors).
+    let child = crate::sys::process::fork_run(|| {
+        let _ = nix::unistd::close(done_w.as_raw_fd());
+        let r = unshare(CloneFlags::CLONE_NEWUSER).and_then(|_| unshare(CloneFlags::CLONE_NEWNS));
+        let code = match r {
+            Ok(()) => 0u8,
+            Err(e) => e as i32 as u8,
+        };
+        let _ = nix::unistd::write(&ready_w, &[code]);
+        // Keep the namespace alive until PID 1 has entered it.
+        let mut b = [0u8; 1];
+        let _ = nix::unistd::read(done_r.as_raw_fd(), &mut b);
+        0
+    })
+    .map_err(LockError::Fork)?;
+    drop(ready_w);
+    drop(done_r);
+    let mut b = [0u8; 1];
+    let n = nix::unistd::read(ready_r.as_raw_fd(), &mut b).unwrap_or(0);
+    let result = if n != 1 {
+        Err(LockError::Unshare(Errno::EIO))
+    } else if b[0] != 0 {
+        Err(LockError::Unshare(Errno::from_raw(b[0] as i32)))
+    } else {
+        std::fs::File::open(format!("/proc/{child}/ns/mnt"))
+            .map_err(|e| LockError::Enter(crate::sys::io_errno(&e)))
+            .and_then(|ns| setns(ns, CloneFlags::CLONE_NEWNS).map_err(LockError::Enter))
+    };
+    drop(done_w);
+    let _ = waitpid(child, None);
+    result
 }

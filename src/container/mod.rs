@@ -8,55 +8,51 @@
 //!     cgroup and the guest's /sys/fs/cgroup shows nothing above it.
 //!  4. Make every mount a slave, so nothing done here propagates to the host.
 //!  5. Bind the root onto itself (pivot_root needs a mount point), open it.
-//!  6. Apply the mount table (mounts.rs) inside the root.
+//!  6. Apply the mount table (policy/mounts.rs, by mounts.rs) inside the root:
+//!     its outer phase, then its inner one.
 //!  7. pivot_root into the root, drop the old one.
 //!  8. Lock the mount tree (lock.rs) so the guest's root cannot unmount the masks or
 //!     make read-only mounts writable; make / shared so the guest's own services
 //!     can propagate mounts into their namespaces, as systemd expects.
 //!  9. Hostname, console as controlling tty and stdio, find and check the init.
 //! 10. A fresh session keyring (the host's must not be reachable: keyctl is
-//!     filtered next); seccomp (seccomp.rs), then capabilities (caps.rs), since
-//!     installing filters without no_new_privs needs CAP_SYS_ADMIN.
+//!     filtered next); the seccomp filters (policy/seccomp.rs), then
+//!     capabilities (caps.rs), since installing filters without no_new_privs
+//!     needs CAP_SYS_ADMIN.
 //! 11. Send the supervisor the console pty, the notify socket and the seccomp
 //!     listener; reset the signal mask and dispositions the supervisor set; mark
 //!     every inherited fd close-on-exec; exec.
 //!
 //! Any failure is sent to the supervisor as one line naming the step, and the
-//! child exits; the supervisor prints it and cleans up.
+//! child exits; the supervisor prints it and cleans up. The child only applies
+//! what the policy (policy/) says; it decides nothing itself.
 
 pub mod caps;
 pub mod dev;
 pub mod lock;
 pub mod mounts;
 pub mod root;
-pub mod seccomp;
-mod syscall_names;
 
-use crate::channel::ChildEnd;
 use crate::plan::{Exec, Plan};
-use mounts::TableInput;
+use crate::policy::mounts::Phase;
+use crate::policy::Policy;
+use crate::protocol::{ChildEnd, Endpoints, FromChild, ToChild};
 use nix::errno::Errno;
-use nix::fcntl::OFlag;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{unshare, CloneFlags};
-use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, SigmaskHow};
-use nix::sys::stat::Mode;
+use nix::sys::signal::{SigSet, SigmaskHow};
 use root::Root;
+use rustix::fs::OFlags;
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-/// What the child needs besides the plan; prepared by the supervisor before clone.
+/// What the child is given: the plan (what to run, as whom) and the policy
+/// (everything it sets up), both prepared by the supervisor before the clone.
 pub struct Setup<'a> {
     pub plan: &'a Plan,
-    /// $container_uuid, formatted with dashes.
-    pub uuid: String,
-    pub host_os_release: Option<PathBuf>,
-    /// The environment of the guest's PID 1, complete.
-    pub env: Vec<(String, String)>,
-    /// Binds the runtime adds to the user's (--link-journal=auto).
-    pub extra_binds: Vec<crate::plan::Bind>,
+    pub policy: &'a Policy,
 }
 
 /// Init candidates for --boot, in nspawn's order: systemd first, because /sbin/init
@@ -76,15 +72,15 @@ enum StepError {
     #[error(transparent)]
     Root(#[from] root::RootError),
     #[error(transparent)]
-    Channel(#[from] crate::channel::ChannelError),
+    Channel(#[from] crate::protocol::ChannelError),
     #[error("{0}")]
     Init(String),
     #[error("locking the mount tree: {0}")]
     Lock(#[from] lock::LockError),
     #[error("capabilities: {0}")]
-    Caps(#[from] caps::CapsError),
-    #[error("seccomp: {0}")]
-    Seccomp(#[from] seccomp::SeccompError),
+    Caps(#[from] caps::ApplyError),
+    #[error("installing the seccomp filters: {0}")]
+    Seccomp(#[source] Errno),
 }
 
 fn sys(what: &'static str) -> impl FnOnce(Errno) -> StepError {
@@ -97,7 +93,8 @@ pub fn run(setup: &Setup<'_>, channel: &ChildEnd) -> isize {
         Ok(never) => match never {},
         Err(StepError::Channel(_)) => 1,
         Err(e) => {
-            channel.send_failed(&e.to_string());
+            // Nothing more can be done if the supervisor is gone.
+            let _ = channel.send(&FromChild::Failed(e.to_string()));
             1
         }
     }
@@ -106,11 +103,12 @@ pub fn run(setup: &Setup<'_>, channel: &ChildEnd) -> isize {
 enum Never {}
 
 fn prepare_and_exec(setup: &Setup<'_>, channel: &ChildEnd) -> Result<Never, StepError> {
-    let plan = setup.plan;
-    // SAFETY: plain prctl.
-    Errno::result(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) })
-        .map_err(sys("PR_SET_PDEATHSIG"))?;
-    channel.wait_go()?;
+    let (plan, policy) = (setup.plan, setup.policy);
+    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+        .map_err(|e| StepError::Sys("PR_SET_PDEATHSIG", crate::sys::errno(e)))?;
+    // Sync point 1; also the guard against an early supervisor death: the
+    // channel then reads end-of-file.
+    let ToChild::Go = channel.expect()?;
 
     unshare(CloneFlags::CLONE_NEWCGROUP).map_err(sys("unshare cgroup namespace"))?;
     mount(
@@ -131,13 +129,10 @@ fn prepare_and_exec(setup: &Setup<'_>, channel: &ChildEnd) -> Result<Never, Step
     .map_err(sys("bind the container root onto itself"))?;
     let root = Root::open_dir(&plan.root).map_err(sys("open the container root"))?;
 
-    let table = mounts::table(&TableInput {
-        plan,
-        uuid: &setup.uuid,
-        host_os_release: setup.host_os_release.as_deref(),
-        extra_binds: &setup.extra_binds,
-    });
-    let out = mounts::apply(&root, &table)?;
+    let mut out = mounts::Outputs::default();
+    for phase in [Phase::Outer, Phase::Inner] {
+        mounts::apply(&root, policy.mounts.ops(phase), &mut out)?;
+    }
 
     nix::unistd::fchdir(root.fd().as_raw_fd()).map_err(sys("chdir into the root"))?;
     // pivot_root(".", ".") stacks the old root under the new one; detaching it
@@ -162,40 +157,45 @@ fn prepare_and_exec(setup: &Setup<'_>, channel: &ChildEnd) -> Result<Never, Step
         // Reopened by path: the fd from before the lock belongs to the old mount
         // namespace, and the guest should see its console as /dev/console.
         drop(early);
-        let console = nix::fcntl::open(
+        let console = rustix::fs::open(
             "/dev/console",
-            OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
-            Mode::empty(),
+            OFlags::RDWR | OFlags::NOCTTY | OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
         )
-        .map_err(sys("open /dev/console"))?;
-        // SAFETY: a new fd nothing else owns.
-        take_console(unsafe { OwnedFd::from_raw_fd(console) })?;
+        .map_err(|e| StepError::Sys("open /dev/console", crate::sys::errno(e)))?;
+        take_console(console)?;
     } else {
         // Still a session of its own, like any init.
         let _ = nix::unistd::setsid();
     }
 
-    let argv = resolve_exec(plan, &setup.env)?;
-    guest_files(setup);
-    let env: Vec<CString> = setup
+    let argv = resolve_exec(plan, &policy.env)?;
+    guest_files(plan);
+    let env: Vec<CString> = policy
         .env
         .iter()
         .map(|(k, v)| CString::new(format!("{k}={v}")))
         .collect::<Result<_, _>>()
         .map_err(|_| StepError::Init("environment contains a NUL byte".into()))?;
 
-    join_fresh_session_keyring()?;
+    // Kernel keyrings are not namespaced; without this the guest would share the
+    // session keyring nixrun was started with (the host's). keyctl is filtered next.
+    crate::sys::join_new_session_keyring().map_err(sys("join a new session keyring"))?;
     // Filters before capabilities: installing them without no_new_privs takes
     // CAP_SYS_ADMIN, which --drop-capability may remove; they do not filter the
     // prctl/capset calls that follow.
-    let listener = seccomp::install(&plan.denied_syscalls)?;
-    caps::apply(&plan.capabilities)?;
-    channel.send_fds(
-        out.pty_master.as_ref(),
-        out.notify.as_ref(),
-        Some(&listener),
-    )?;
-    drop((out.pty_master, out.notify, listener));
+    let f = &policy.seccomp;
+    for prog in [&f.deny, &f.audit] {
+        crate::sys::seccomp::install(prog, false).map_err(StepError::Seccomp)?;
+    }
+    let listener = crate::sys::seccomp::install(&f.mount, true).map_err(StepError::Seccomp)?;
+    caps::apply(&policy.capabilities)?;
+    // Sync point 2: our ends of the console, notify socket and mount guard.
+    channel.send(&FromChild::Ready(Endpoints {
+        pty_master: out.pty_master,
+        notify: out.notify,
+        mount_listener: listener,
+    }))?;
 
     reset_signals()?;
     close_inherited_fds(channel)?;
@@ -220,9 +220,8 @@ fn prepare_and_exec(setup: &Setup<'_>, channel: &ChildEnd) -> Result<Never, Step
 ///   Storage=auto then keeps the journal on disk rather than in /run, where it
 ///   costs memory (8 MiB per NixOS-shaped guest in the scale benchmark) and is
 ///   lost at every stop.
-fn guest_files(setup: &Setup<'_>) {
+fn guest_files(plan: &Plan) {
     use std::os::unix::fs::OpenOptionsExt;
-    let plan = setup.plan;
     if matches!(plan.exec, Exec::Boot(_)) && Path::new("/etc").is_dir() {
         let _ = std::fs::OpenOptions::new()
             .write(true)
@@ -236,29 +235,12 @@ fn guest_files(setup: &Setup<'_>) {
     }
 }
 
-/// Kernel keyrings are not namespaced; without this the guest would share the
-/// session keyring nixrun was started with (the host's).
-fn join_fresh_session_keyring() -> Result<(), StepError> {
-    const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
-    // SAFETY: a null name asks for a new anonymous session keyring.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_keyctl,
-            KEYCTL_JOIN_SESSION_KEYRING,
-            std::ptr::null::<libc::c_char>(),
-        )
-    };
-    Errno::result(r)
-        .map(drop)
-        .map_err(sys("join a new session keyring"))
-}
-
 /// The pty becomes the controlling terminal of a new session and PID 1's stdio.
 fn take_console(console: OwnedFd) -> Result<(), StepError> {
     nix::unistd::setsid().map_err(sys("setsid"))?;
-    // SAFETY: TIOCSCTTY takes an int argument.
-    Errno::result(unsafe { libc::ioctl(console.as_raw_fd(), libc::TIOCSCTTY, 0) })
-        .map_err(sys("make the console the controlling tty"))?;
+    rustix::process::ioctl_tiocsctty(&console).map_err(|e| {
+        StepError::Sys("make the console the controlling tty", crate::sys::errno(e))
+    })?;
     for target in 0..=2 {
         nix::unistd::dup2(console.as_raw_fd(), target)
             .map_err(sys("dup the console onto stdio"))?;
@@ -342,25 +324,15 @@ fn is_executable(path: &Path) -> Result<(), &'static str> {
 fn reset_signals() -> Result<(), StepError> {
     nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
         .map_err(sys("reset the signal mask"))?;
-    let dfl = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
-    for sig in nix::sys::signal::Signal::iterator() {
-        if sig == nix::sys::signal::Signal::SIGKILL || sig == nix::sys::signal::Signal::SIGSTOP {
-            continue;
-        }
-        // SAFETY: installing SIG_DFL has no handler to be unsafe about.
-        let _ = unsafe { sigaction(sig, &dfl) };
-    }
+    crate::sys::process::default_all_signals();
     Ok(())
 }
 
 /// Only stdio reaches the guest; fds the supervisor inherited from its caller are
 /// marked close-on-exec (CVE-2024-21626 came from exactly such a leak).
 fn close_inherited_fds(channel: &ChildEnd) -> Result<(), StepError> {
-    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
-    // SAFETY: close_range only changes fd flags here.
-    let r = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, CLOSE_RANGE_CLOEXEC) };
-    Errno::result(r).map_err(sys("close_range"))?;
+    crate::sys::fd::cloexec_from(3).map_err(sys("close_range"))?;
     // The channel is close-on-exec already; its closing tells the supervisor exec worked.
-    debug_assert!(channel.raw() > 2);
+    debug_assert!(std::os::fd::AsFd::as_fd(channel).as_raw_fd() > 2);
     Ok(())
 }

@@ -8,12 +8,15 @@
 //! /proc/self/fd/N, mkdirat/mknodat relative to a parent fd). Nothing joins the root
 //! path with a container path and hands the result to a path-based syscall.
 
+pub use crate::policy::mounts::Kind;
 use nix::errno::Errno;
-use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::{mkdirat, mknodat, Mode, SFlag};
 use nix::unistd::symlinkat;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use rustix::fs::{OFlags, ResolveFlags};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
+
+use crate::sys::errno;
 
 #[derive(Debug, thiserror::Error)]
 #[error("{op} {path}: {errno}", path = path.display())]
@@ -32,13 +35,6 @@ fn err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(Errno) -> RootError 
         path: path.to_path_buf(),
         errno,
     }
-}
-
-/// What a mount point or created node should be.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Dir,
-    File,
 }
 
 pub struct Root {
@@ -63,13 +59,13 @@ impl Root {
 
     /// Opens a host directory (the container root, given canonical) as a Root.
     pub fn open_dir(dir: &Path) -> nix::Result<Root> {
-        let fd = nix::fcntl::open(
+        let fd = rustix::fs::open(
             dir,
-            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
-            Mode::empty(),
-        )?;
-        // SAFETY: a new fd nothing else owns.
-        Ok(Root::new(unsafe { OwnedFd::from_raw_fd(fd) }))
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+            rustix::fs::Mode::empty(),
+        )
+        .map_err(errno)?;
+        Ok(Root::new(fd))
     }
 
     pub fn fd(&self) -> BorrowedFd<'_> {
@@ -77,48 +73,48 @@ impl Root {
     }
 
     /// Opens a container path, resolved within the root.
-    pub fn open(&self, path: &Path, flags: OFlag) -> Result<OwnedFd> {
-        self.open_how(path, flags, Mode::empty())
-            .map_err(err("open", path))
+    pub fn open(&self, path: &Path, flags: OFlags) -> Result<OwnedFd> {
+        self.open_in_root(path, flags).map_err(err("open", path))
     }
 
-    fn open_how(&self, path: &Path, flags: OFlag, mode: Mode) -> nix::Result<OwnedFd> {
-        let how = OpenHow::new()
-            .flags(flags | OFlag::O_CLOEXEC)
-            .mode(mode)
-            .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    fn open_in_root(&self, path: &Path, flags: OFlags) -> nix::Result<OwnedFd> {
         loop {
-            match openat2(self.fd.as_raw_fd(), relative(path), how) {
-                // SAFETY: openat2 returned a new fd that nothing else owns.
-                Ok(fd) => return Ok(unsafe { OwnedFd::from_raw_fd(fd) }),
+            match rustix::fs::openat2(
+                &self.fd,
+                relative(path),
+                flags | OFlags::CLOEXEC,
+                rustix::fs::Mode::empty(),
+                ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+            ) {
+                Ok(fd) => return Ok(fd),
                 // openat2 asks callers to retry when a rename raced the lookup.
-                Err(Errno::EAGAIN) | Err(Errno::EINTR) => continue,
-                Err(e) => return Err(e),
+                Err(rustix::io::Errno::AGAIN) | Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(errno(e)),
             }
         }
     }
 
     /// An O_PATH fd of an existing container path (following in-root symlinks).
     pub fn path_fd(&self, path: &Path) -> Result<OwnedFd> {
-        self.open(path, OFlag::O_PATH)
+        self.open(path, OFlags::PATH)
     }
 
     /// Creates `path` and its missing parents as directories (like mkdir -p), each
     /// component created relative to its already-resolved parent.
     pub fn mkdir_all(&self, path: &Path, mode: u32) -> Result<OwnedFd> {
         let mut cur = PathBuf::from("/");
-        let mut fd = self.open(&cur, OFlag::O_PATH | OFlag::O_DIRECTORY)?;
+        let mut fd = self.open(&cur, OFlags::PATH | OFlags::DIRECTORY)?;
         for comp in relative(path).components() {
             let name = comp.as_os_str();
             cur.push(name);
-            match self.open_how(&cur, OFlag::O_PATH | OFlag::O_DIRECTORY, Mode::empty()) {
+            match self.open_in_root(&cur, OFlags::PATH | OFlags::DIRECTORY) {
                 Ok(next) => fd = next,
                 Err(Errno::ENOENT) => {
                     match mkdirat(Some(fd.as_raw_fd()), name, Mode::from_bits_truncate(mode)) {
                         Ok(()) | Err(Errno::EEXIST) => {}
                         Err(e) => return Err(err("mkdir", &cur)(e)),
                     }
-                    fd = self.open(&cur, OFlag::O_PATH | OFlag::O_DIRECTORY)?;
+                    fd = self.open(&cur, OFlags::PATH | OFlags::DIRECTORY)?;
                 }
                 Err(e) => return Err(err("open", &cur)(e)),
             }
@@ -164,19 +160,18 @@ impl Root {
                     Err(e) => return Err(e),
                 }
                 let (dir, name) = self.parent(path)?;
-                let created = nix::fcntl::openat(
-                    Some(dir.as_raw_fd()),
+                let created = rustix::fs::openat(
+                    &dir,
                     &name,
-                    OFlag::O_CREAT
-                        | OFlag::O_EXCL
-                        | OFlag::O_WRONLY
-                        | OFlag::O_NOFOLLOW
-                        | OFlag::O_CLOEXEC,
-                    Mode::from_bits_truncate(0o644),
+                    OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::WRONLY
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
+                    rustix::fs::Mode::from_bits_truncate(0o644),
                 );
-                match created {
-                    // SAFETY: a new fd nothing else owns; closed right away.
-                    Ok(fd) => drop(unsafe { OwnedFd::from_raw_fd(fd) }),
+                match created.map_err(errno) {
+                    Ok(fd) => drop(fd),
                     Err(Errno::EEXIST) => {}
                     Err(e) => return Err(err("create", path)(e)),
                 }
@@ -190,19 +185,13 @@ impl Root {
     /// write to another file.
     pub fn write_file(&self, path: &Path, contents: &[u8], mode: u32) -> Result<()> {
         let (dir, name) = self.parent(path)?;
-        let fd = nix::fcntl::openat(
-            Some(dir.as_raw_fd()),
+        let fd = rustix::fs::openat(
+            &dir,
             &name,
-            OFlag::O_CREAT
-                | OFlag::O_TRUNC
-                | OFlag::O_WRONLY
-                | OFlag::O_NOFOLLOW
-                | OFlag::O_CLOEXEC,
-            Mode::from_bits_truncate(mode),
+            OFlags::CREATE | OFlags::TRUNC | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            rustix::fs::Mode::from_bits_truncate(mode),
         )
-        .map_err(err("create", path))?;
-        // SAFETY: a new fd nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        .map_err(|e| err("create", path)(errno(e)))?;
         let mut off = 0;
         while off < contents.len() {
             match nix::unistd::write(&fd, &contents[off..]) {
@@ -218,10 +207,7 @@ impl Root {
 
     /// Reads a small file, if it exists.
     pub fn read_file(&self, path: &Path) -> Result<Option<Vec<u8>>> {
-        let fd = match self.open(
-            path,
-            OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK,
-        ) {
+        let fd = match self.open(path, OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK) {
             Ok(fd) => fd,
             Err(e) if e.errno == Errno::ENOENT || e.errno == Errno::ELOOP => return Ok(None),
             Err(e) => return Err(e),

@@ -19,14 +19,19 @@
 //!    filter is a few hand-written BPF instructions.
 //!
 //! `--system-call-filter=LIST` takes calls off the deny list; `~LIST` adds to it.
+//!
+//! This module compiles the three programs (`filters()`); the child installs
+//! them (container/mod.rs) and the tests run them through a classic-BPF
+//! interpreter, so what each call meets is checked without a kernel.
 
-use super::syscall_names::SYSCALLS;
+use crate::plan::SyscallChange;
+use crate::sys::seccomp::Insn;
 use seccompiler::{
     BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
     SeccompRule, TargetArch,
 };
 use std::collections::{BTreeMap, BTreeSet};
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::str::FromStr;
 
 /// A named set of calls the guest may not make (the name is what
 /// --system-call-filter= accepts).
@@ -177,17 +182,19 @@ pub enum SeccompError {
     Unknown(String),
     #[error("building the filter: {0}")]
     Build(String),
-    #[error("installing the filter: {0}")]
-    Install(String),
 }
 
+/// The number of a system call on this architecture (names as in the kernel's
+/// tables, from the syscalls crate).
 fn number(name: &str) -> Option<i64> {
-    SYSCALLS.iter().find(|(n, _)| *n == name).map(|&(_, nr)| nr)
+    syscalls::Sysno::from_str(name)
+        .ok()
+        .map(|s| i64::from(s.id()))
 }
 
 /// Expands a name (a call, or a group of `DENIED`) to the calls that exist on this
 /// architecture.
-fn expand(name: &str) -> Result<Vec<i64>, SeccompError> {
+pub fn expand(name: &str) -> Result<Vec<i64>, SeccompError> {
     if name.starts_with('@') {
         let g = DENIED
             .iter()
@@ -202,7 +209,7 @@ fn expand(name: &str) -> Result<Vec<i64>, SeccompError> {
 
 /// The policy, after --system-call-filter: `allow` takes calls off the table,
 /// `deny` adds them unconditionally (and wins, as in nspawn).
-pub fn denied(allow: &[String], deny: &[String]) -> Result<Denied, SeccompError> {
+pub fn denied(change: &SyscallChange) -> Denied {
     let mut d = Denied::default();
     for n in DENIED
         .iter()
@@ -217,19 +224,32 @@ pub fn denied(allow: &[String], deny: &[String]) -> Result<Denied, SeccompError>
             }
         }
     }
-    for a in allow {
-        for n in expand(a)? {
-            d.always.remove(&n);
-            d.when.remove(&n);
-        }
+    for n in &change.allow {
+        d.always.remove(n);
+        d.when.remove(n);
     }
-    for x in deny {
-        for n in expand(x)? {
-            d.when.remove(&n);
-            d.always.insert(n);
-        }
+    for &n in &change.deny {
+        d.when.remove(&n);
+        d.always.insert(n);
     }
-    Ok(d)
+    d
+}
+
+/// The three programs, in the order they are installed.
+#[derive(Debug, Clone)]
+pub struct Filters {
+    pub deny: Vec<Insn>,
+    pub audit: Vec<Insn>,
+    /// Installed with a listener: its USER_NOTIF calls go to the supervisor.
+    pub mount: Vec<Insn>,
+}
+
+pub fn filters(denied: &Denied) -> Result<Filters, SeccompError> {
+    Ok(Filters {
+        deny: deny_filter(denied)?,
+        audit: audit_filter()?,
+        mount: mount_filter(),
+    })
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -239,13 +259,13 @@ const ARCH: TargetArch = TargetArch::aarch64;
 
 /// seccompiler compiles; installing is ours, because its apply_filter() also sets
 /// no_new_privs, which would break the guest's setuid programs (su, sudo).
-fn compile(filter: SeccompFilter) -> Result<Vec<libc::sock_filter>, SeccompError> {
+fn compile(filter: SeccompFilter) -> Result<Vec<Insn>, SeccompError> {
     let prog: BpfProgram = filter
         .try_into()
         .map_err(|e: seccompiler::BackendError| SeccompError::Build(e.to_string()))?;
     Ok(prog
         .iter()
-        .map(|i| libc::sock_filter {
+        .map(|i| Insn {
             code: i.code,
             jt: i.jt,
             jf: i.jf,
@@ -254,7 +274,7 @@ fn compile(filter: SeccompFilter) -> Result<Vec<libc::sock_filter>, SeccompError
         .collect())
 }
 
-fn deny_filter(denied: &Denied) -> Result<Vec<libc::sock_filter>, SeccompError> {
+fn deny_filter(denied: &Denied) -> Result<Vec<Insn>, SeccompError> {
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
         denied.always.iter().map(|&n| (n, vec![])).collect();
     for (&n, &(arg, mask, value)) in &denied.when {
@@ -279,7 +299,7 @@ fn deny_filter(denied: &Denied) -> Result<Vec<libc::sock_filter>, SeccompError> 
     )
 }
 
-fn audit_filter() -> Result<Vec<libc::sock_filter>, SeccompError> {
+fn audit_filter() -> Result<Vec<Insn>, SeccompError> {
     let cond = |arg, val| {
         SeccompCondition::new(arg, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, val)
             .map_err(|e| SeccompError::Build(e.to_string()))
@@ -326,8 +346,8 @@ const OFF_NR: u32 = 0;
 const OFF_ARCH: u32 = 4;
 const OFF_ARG3_LO: u32 = 16 + 3 * 8; // little endian: the low word first
 
-fn stmt(code: u16, k: u32) -> libc::sock_filter {
-    libc::sock_filter {
+fn stmt(code: u16, k: u32) -> Insn {
+    Insn {
         code,
         jt: 0,
         jf: 0,
@@ -335,12 +355,12 @@ fn stmt(code: u16, k: u32) -> libc::sock_filter {
     }
 }
 
-fn jump(code: u16, k: u32, jt: u8, jf: u8) -> libc::sock_filter {
-    libc::sock_filter { code, jt, jf, k }
+fn jump(code: u16, k: u32, jt: u8, jf: u8) -> Insn {
+    Insn { code, jt, jf, k }
 }
 
 /// The instructions of filter 3 (see the module comment).
-pub fn mount_filter() -> Vec<libc::sock_filter> {
+pub fn mount_filter() -> Vec<Insn> {
     use libc::{BPF_ABS, BPF_JEQ, BPF_JMP, BPF_JSET, BPF_K, BPF_LD, BPF_RET, BPF_W};
     let ld = (BPF_LD | BPF_W | BPF_ABS) as u16;
     let jeq = (BPF_JMP | BPF_JEQ | BPF_K) as u16;
@@ -374,47 +394,29 @@ pub fn mount_filter() -> Vec<libc::sock_filter> {
     ]
 }
 
-fn install_raw(prog: &[libc::sock_filter], flags: libc::c_ulong) -> Result<i64, SeccompError> {
-    let fprog = libc::sock_fprog {
-        len: prog.len() as u16,
-        filter: prog.as_ptr() as *mut libc::sock_filter,
-    };
-    // SAFETY: fprog points at `prog`, alive for the call.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_seccomp,
-            libc::SECCOMP_SET_MODE_FILTER,
-            flags,
-            &fprog as *const libc::sock_fprog,
-        )
-    };
-    if r < 0 {
-        return Err(SeccompError::Install(
-            std::io::Error::last_os_error().to_string(),
-        ));
-    }
-    Ok(r)
-}
-
-/// Installs the three filters on the calling thread; returns filter 3's listener,
-/// for the supervisor. The caller keeps CAP_SYS_ADMIN, so no_new_privs is not
-/// needed (the guest's setuid programs keep working).
-pub fn install(denied: &Denied) -> Result<OwnedFd, SeccompError> {
-    for prog in [deny_filter(denied)?, audit_filter()?] {
-        install_raw(&prog, 0)?;
-    }
-    let fd = install_raw(&mount_filter(), libc::SECCOMP_FILTER_FLAG_NEW_LISTENER)?;
-    // SAFETY: the kernel returned a new listener fd.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// `allow`/`deny` as --system-call-filter lists would give them.
+    fn change(allow: &[&str], deny: &[&str]) -> Result<SyscallChange, SeccompError> {
+        let mut c = SyscallChange::default();
+        for a in allow {
+            c.allow.extend(expand(a)?);
+        }
+        for d in deny {
+            c.deny.extend(expand(d)?);
+        }
+        Ok(c)
+    }
+
+    fn default_denied() -> Denied {
+        denied(&SyscallChange::default())
+    }
+
     #[test]
     fn the_table_names_real_calls() {
-        let d = denied(&[], &[]).unwrap();
+        let d = default_denied();
         let all = &d.always;
         for must in [
             "kexec_load",
@@ -458,51 +460,247 @@ mod tests {
     fn system_call_filter_adjusts_the_table() {
         let keyctl = number("keyctl").unwrap();
         let ptrace = number("ptrace").unwrap();
-        let s = denied(&["@keyring".into()], &["ptrace".into()]).unwrap();
+        let s = denied(&change(&["@keyring"], &["ptrace"]).unwrap());
         assert!(!s.always.contains(&keyctl));
         assert!(s.always.contains(&ptrace));
         // Deny wins over allow, as in nspawn.
-        let s = denied(&["keyctl".into()], &["keyctl".into()]).unwrap();
+        let s = denied(&change(&["keyctl"], &["keyctl"]).unwrap());
         assert!(s.always.contains(&keyctl));
         assert!(matches!(
-            denied(&["nope".into()], &[]),
+            change(&["nope"], &[]),
             Err(SeccompError::Unknown(_))
         ));
         assert!(matches!(
-            denied(&[], &["@nope".into()]),
+            change(&[], &["@nope"]),
             Err(SeccompError::Unknown(_))
         ));
         // userfaultfd: refused for kernel faults only; the user can allow it fully
         // or deny it fully.
         let uffd = number("userfaultfd").unwrap();
-        let d = denied(&[], &[]).unwrap();
+        let d = default_denied();
         assert_eq!(d.when.get(&uffd), Some(&(0, 1, 0)));
         assert!(!d.always.contains(&uffd));
-        assert!(!denied(&["userfaultfd".into()], &[])
-            .unwrap()
+        assert!(!denied(&change(&["userfaultfd"], &[]).unwrap())
             .when
             .contains_key(&uffd));
-        let d = denied(&[], &["userfaultfd".into()]).unwrap();
+        let d = denied(&change(&[], &["userfaultfd"]).unwrap());
         assert!(d.always.contains(&uffd) && !d.when.contains_key(&uffd));
     }
 
-    #[test]
-    fn jumps_stay_inside_the_mount_filter() {
-        let f = mount_filter();
-        assert!(f.len() < 64);
-        for (i, ins) in f.iter().enumerate() {
-            if ins.code & 0x07 == libc::BPF_JMP as u16 && ins.code & 0xf0 != 0 {
-                assert!(
-                    i + 1 + (ins.jt.max(ins.jf) as usize) < f.len(),
-                    "jump at {i} leaves the program"
-                );
+    // --- a classic-BPF interpreter, as the kernel runs seccomp programs -------
+
+    /// struct seccomp_data for one call of the native ABI (or `arch`).
+    struct Call {
+        nr: i32,
+        arch: u32,
+        args: [u64; 6],
+    }
+
+    fn call(name: &str, args: &[u64]) -> Call {
+        let mut a = [0u64; 6];
+        a[..args.len()].copy_from_slice(args);
+        Call {
+            nr: number(name).unwrap_or_else(|| panic!("no call {name}")) as i32,
+            arch: AUDIT_ARCH,
+            args: a,
+        }
+    }
+
+    impl Call {
+        /// The 32-bit word at `off` of seccomp_data, as BPF_LD|BPF_W|BPF_ABS reads it.
+        fn word(&self, off: u32) -> u32 {
+            let mut data = Vec::with_capacity(64);
+            data.extend_from_slice(&self.nr.to_ne_bytes());
+            data.extend_from_slice(&self.arch.to_ne_bytes());
+            data.extend_from_slice(&0u64.to_ne_bytes()); // instruction_pointer
+            for a in self.args {
+                data.extend_from_slice(&a.to_ne_bytes());
+            }
+            let o = off as usize;
+            assert!(
+                o % 4 == 0 && o + 4 <= data.len(),
+                "load outside seccomp_data: {off}"
+            );
+            u32::from_ne_bytes(data[o..o + 4].try_into().unwrap())
+        }
+    }
+
+    /// Runs a program to its return value; panics on anything the kernel's
+    /// checker would refuse (a jump out of the program, an unknown opcode).
+    fn run(prog: &[Insn], c: &Call) -> u32 {
+        use libc::*;
+        let (mut a, mut x, mut mem) = (0u32, 0u32, [0u32; 16]);
+        let mut pc = 0usize;
+        loop {
+            let i = prog
+                .get(pc)
+                .unwrap_or_else(|| panic!("ran off the end at {pc}"));
+            pc += 1;
+            let code = u32::from(i.code);
+            let src = if code & 0x08 == BPF_X { x } else { i.k };
+            match code & 0x07 {
+                BPF_LD => match code & 0xe0 {
+                    BPF_ABS => a = c.word(i.k),
+                    BPF_IMM => a = i.k,
+                    BPF_MEM => a = mem[i.k as usize],
+                    m => panic!("ld mode {m:#x}"),
+                },
+                BPF_LDX => match code & 0xe0 {
+                    BPF_IMM => x = i.k,
+                    BPF_MEM => x = mem[i.k as usize],
+                    m => panic!("ldx mode {m:#x}"),
+                },
+                BPF_ST => mem[i.k as usize] = a,
+                BPF_STX => mem[i.k as usize] = x,
+                BPF_ALU => {
+                    a = match code & 0xf0 {
+                        BPF_ADD => a.wrapping_add(src),
+                        BPF_SUB => a.wrapping_sub(src),
+                        BPF_AND => a & src,
+                        BPF_OR => a | src,
+                        BPF_LSH => a << src,
+                        BPF_RSH => a >> src,
+                        op => panic!("alu op {op:#x}"),
+                    }
+                }
+                BPF_JMP => {
+                    let off = if code & 0xf0 == BPF_JA {
+                        i.k as usize
+                    } else {
+                        let taken = match code & 0xf0 {
+                            BPF_JEQ => a == src,
+                            BPF_JGT => a > src,
+                            BPF_JGE => a >= src,
+                            BPF_JSET => a & src != 0,
+                            op => panic!("jmp op {op:#x}"),
+                        };
+                        usize::from(if taken { i.jt } else { i.jf })
+                    };
+                    pc += off;
+                    assert!(pc < prog.len(), "jump out of the program");
+                }
+                BPF_RET => return if code & 0x18 == BPF_A { a } else { i.k },
+                BPF_MISC => {
+                    if code & 0xf8 == BPF_TAX {
+                        x = a
+                    } else {
+                        a = x
+                    }
+                }
+                cl => panic!("class {cl:#x}"),
             }
         }
     }
 
+    const ALLOW: u32 = libc::SECCOMP_RET_ALLOW;
+    const NOTIFY: u32 = libc::SECCOMP_RET_USER_NOTIF;
+
+    fn errno(e: i32) -> u32 {
+        libc::SECCOMP_RET_ERRNO | e as u32
+    }
+
     #[test]
-    fn filters_compile() {
-        deny_filter(&denied(&[], &[]).unwrap()).unwrap();
-        audit_filter().unwrap();
+    fn the_mount_filter_sends_only_new_file_systems_to_the_supervisor() {
+        let f = mount_filter();
+        let ms = |flags: u64| call("mount", &[0, 0, 0, flags, 0]);
+        assert_eq!(run(&f, &ms(libc::MS_BIND | libc::MS_REC)), ALLOW, "bind");
+        assert_eq!(
+            run(&f, &ms(libc::MS_REMOUNT | libc::MS_RDONLY)),
+            ALLOW,
+            "remount"
+        );
+        assert_eq!(run(&f, &ms(libc::MS_MOVE)), ALLOW, "move");
+        assert_eq!(
+            run(&f, &ms(libc::MS_SLAVE | libc::MS_REC)),
+            ALLOW,
+            "propagation"
+        );
+        assert_eq!(run(&f, &ms(0)), NOTIFY, "a new file system");
+        assert_eq!(
+            run(&f, &ms(libc::MS_NOSUID | libc::MS_NODEV | libc::MS_RDONLY)),
+            NOTIFY,
+            "a new file system with flags"
+        );
+        // Flags in the high word cannot hide a new mount: mount(2) takes an
+        // unsigned long, and only the low word holds MS_* bits.
+        assert_eq!(run(&f, &ms(1 << 40)), NOTIFY);
+        for new_api in ["fsopen", "fspick", "fsconfig", "fsmount"] {
+            assert_eq!(
+                run(&f, &call(new_api, &[])),
+                errno(libc::ENOSYS),
+                "{new_api}"
+            );
+        }
+        for other in ["umount2", "open_tree", "move_mount", "read", "unshare"] {
+            assert_eq!(run(&f, &call(other, &[])), ALLOW, "{other}");
+        }
+        // x32: the same calls under another numbering.
+        let mut x32 = ms(0);
+        x32.nr |= X32_SYSCALL_BIT as i32;
+        assert_eq!(run(&f, &x32), errno(libc::ENOSYS), "x32 mount");
+        // Another ABI is the deny filter's business.
+        let mut foreign = ms(0);
+        foreign.arch = 0x4000_0003; // AUDIT_ARCH_I386
+        assert_eq!(run(&f, &foreign), ALLOW);
+    }
+
+    #[test]
+    fn the_deny_filter_refuses_the_table_and_kills_foreign_abis() {
+        let f = deny_filter(&default_denied()).unwrap();
+        for denied_call in [
+            "kexec_load",
+            "init_module",
+            "bpf",
+            "open_by_handle_at",
+            "keyctl",
+        ] {
+            assert_eq!(
+                run(&f, &call(denied_call, &[])),
+                errno(libc::EPERM),
+                "{denied_call}"
+            );
+        }
+        for allowed in ["read", "mount", "unshare", "setns", "ptrace", "reboot"] {
+            assert_eq!(run(&f, &call(allowed, &[])), ALLOW, "{allowed}");
+        }
+        // userfaultfd for kernel faults is refused, UFFD_USER_MODE_ONLY is not.
+        assert_eq!(run(&f, &call("userfaultfd", &[0])), errno(libc::EPERM));
+        assert_eq!(run(&f, &call("userfaultfd", &[1])), ALLOW);
+        let mut foreign = call("read", &[]);
+        foreign.arch = 0x4000_0003; // AUDIT_ARCH_I386
+        let action = run(&f, &foreign) & libc::SECCOMP_RET_ACTION_FULL;
+        assert!(
+            action == libc::SECCOMP_RET_KILL_PROCESS || action == libc::SECCOMP_RET_KILL_THREAD,
+            "a foreign ABI must be killed, got {action:#x}"
+        );
+        // The user's --system-call-filter reaches the program.
+        let f = deny_filter(&denied(&change(&["@keyring"], &["ptrace"]).unwrap())).unwrap();
+        assert_eq!(run(&f, &call("keyctl", &[])), ALLOW);
+        assert_eq!(run(&f, &call("ptrace", &[])), errno(libc::EPERM));
+    }
+
+    #[test]
+    fn the_audit_filter_refuses_only_audit_sockets() {
+        let f = audit_filter().unwrap();
+        let sock = |family: i32, proto: i32| {
+            call(
+                "socket",
+                &[family as u64, libc::SOCK_RAW as u64, proto as u64],
+            )
+        };
+        assert_eq!(
+            run(&f, &sock(libc::AF_NETLINK, libc::NETLINK_AUDIT)),
+            errno(libc::EAFNOSUPPORT)
+        );
+        assert_eq!(run(&f, &sock(libc::AF_NETLINK, libc::NETLINK_ROUTE)), ALLOW);
+        assert_eq!(run(&f, &sock(libc::AF_INET, libc::NETLINK_AUDIT)), ALLOW);
+    }
+
+    #[test]
+    fn all_three_filters_compile_and_fit() {
+        let f = filters(&default_denied()).unwrap();
+        for p in [&f.deny, &f.audit, &f.mount] {
+            assert!(!p.is_empty() && p.len() < 4096);
+        }
     }
 }

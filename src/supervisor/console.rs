@@ -9,7 +9,7 @@
 use nix::errno::Errno;
 use nix::sys::termios::{self, SetArg, Termios};
 use std::io::Write;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use crate::plan::Console as Mode;
@@ -40,16 +40,7 @@ pub enum Request {
 impl Console {
     pub fn new(master: OwnedFd, mode: Mode) -> Console {
         set_nonblocking(master.as_fd());
-        // SAFETY: TIOCGPTPEER returns a new fd for the pty's slave side.
-        let peer = unsafe {
-            libc::ioctl(
-                master.as_raw_fd(),
-                libc::TIOCGPTPEER,
-                libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
-            )
-        };
-        // SAFETY: a new fd nothing else owns.
-        let peer = (peer >= 0).then(|| unsafe { OwnedFd::from_raw_fd(peer) });
+        let peer = crate::container::dev::pty_peer(&master).ok();
         let mut c = Console {
             master,
             _peer: peer,
@@ -85,12 +76,8 @@ impl Console {
         if self.mode != Mode::Interactive {
             return;
         }
-        let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
-        // SAFETY: TIOCGWINSZ/TIOCSWINSZ read and write one winsize.
-        unsafe {
-            if libc::ioctl(0, libc::TIOCGWINSZ, &mut ws) == 0 {
-                libc::ioctl(self.master.as_raw_fd(), libc::TIOCSWINSZ, &ws);
-            }
+        if let Ok(ws) = rustix::termios::tcgetwinsize(std::io::stdin()) {
+            let _ = rustix::termios::tcsetwinsize(&self.master, ws);
         }
     }
 

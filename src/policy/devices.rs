@@ -7,11 +7,13 @@
 //! cgroup2. The guest cannot detach a program (bpf() is denied) nor mount the v1
 //! hierarchy to rewrite its rules (refused by the mount guard).
 //!
-//! The program is hand-assembled: a dozen instructions that no well-kept crate
-//! produces without pulling in a BPF toolchain.
+//! This module is the policy as data: the rules, their devices.allow lines and
+//! the BPF program; cgroup.rs enforces it. The program is hand-assembled: a
+//! dozen instructions that no well-kept crate produces without pulling in a BPF
+//! toolchain.
 
-use nix::errno::Errno;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use crate::plan::{Bind, SourceKind};
+use crate::sys::bpf::Insn;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -75,23 +77,8 @@ pub fn v1_line(r: &Rule) -> String {
 
 // --- the cgroup2 device program ----------------------------------------------
 
-/// struct bpf_insn
-#[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Insn {
-    code: u8,
-    regs: u8, // dst (low nibble), src (high nibble)
-    off: i16,
-    imm: i32,
-}
-
 const fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
-    Insn {
-        code,
-        regs: (src << 4) | dst,
-        off,
-        imm,
-    }
+    Insn::new(code, dst, src, off, imm)
 }
 
 const LDX_W: u8 = 0x61; // BPF_LDX | BPF_MEM | BPF_W
@@ -139,68 +126,20 @@ pub fn program(rules: &[Rule]) -> Vec<Insn> {
     p
 }
 
-const BPF_PROG_LOAD: libc::c_long = 5;
-const BPF_PROG_ATTACH: libc::c_long = 8;
-const BPF_PROG_TYPE_CGROUP_DEVICE: u32 = 15;
-const BPF_CGROUP_DEVICE: u32 = 6;
-/// Other programs (systemd's DevicePolicy= on the unit above us) keep working:
-/// the kernel runs all of them and allows only what every one allows.
-const BPF_F_ALLOW_MULTI: u32 = 2;
-
-fn bpf(cmd: libc::c_long, attr: &[u8; 128]) -> Result<i64, Errno> {
-    // SAFETY: attr is a zero-padded union bpf_attr of the size we pass.
-    let r = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_ptr(), attr.len()) };
-    Errno::result(r)
-}
-
-fn put_u32(a: &mut [u8; 128], off: usize, v: u32) {
-    a[off..off + 4].copy_from_slice(&v.to_ne_bytes());
-}
-
-fn put_u64(a: &mut [u8; 128], off: usize, v: u64) {
-    a[off..off + 8].copy_from_slice(&v.to_ne_bytes());
-}
-
-/// Loads the program and attaches it to the cgroup directory `cgroup`.
-pub fn attach_program(cgroup: &std::path::Path, rules: &[Rule]) -> Result<(), Errno> {
-    let prog = program(rules);
-    let license = c"MIT";
-    let mut load = [0u8; 128];
-    put_u32(&mut load, 0, BPF_PROG_TYPE_CGROUP_DEVICE);
-    put_u32(&mut load, 4, prog.len() as u32);
-    put_u64(&mut load, 8, prog.as_ptr() as u64);
-    put_u64(&mut load, 16, license.as_ptr() as u64);
-    let fd = bpf(BPF_PROG_LOAD, &load)?;
-    // SAFETY: the kernel returned a new program fd.
-    let prog_fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-    let dir = std::fs::File::open(cgroup)
-        .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
-    let mut attach = [0u8; 128];
-    put_u32(&mut attach, 0, dir.as_raw_fd() as u32);
-    put_u32(&mut attach, 4, prog_fd.as_raw_fd() as u32);
-    put_u32(&mut attach, 8, BPF_CGROUP_DEVICE);
-    put_u32(&mut attach, 12, BPF_F_ALLOW_MULTI);
-    // The attachment holds the program; our fd may go.
-    bpf(BPF_PROG_ATTACH, &attach).map(drop)
-}
-
-/// A rule for a device node given on the command line (nspawn adds bound device
-/// nodes to the unit's DeviceAllow=).
-pub fn rule_for(meta: &std::fs::Metadata) -> Option<Rule> {
-    use std::os::unix::fs::{FileTypeExt, MetadataExt};
-    let kind = if meta.file_type().is_char_device() {
-        Kind::Char
-    } else if meta.file_type().is_block_device() {
-        Kind::Block
-    } else {
-        return None;
-    };
-    let rdev = meta.rdev();
-    Some(Rule {
-        kind,
-        major: libc::major(rdev),
-        minor: Some(libc::minor(rdev)),
-    })
+/// The container's rules: the defaults, and device nodes bound in on purpose
+/// (as nspawn adds them to the unit's DeviceAllow=).
+pub fn rules(binds: &[Bind]) -> Vec<Rule> {
+    let mut out = DEFAULT.to_vec();
+    for b in binds {
+        if let SourceKind::Device { block, rdev } = b.kind {
+            out.push(Rule {
+                kind: if block { Kind::Block } else { Kind::Char },
+                major: libc::major(rdev),
+                minor: Some(libc::minor(rdev)),
+            });
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -215,7 +154,7 @@ mod tests {
         let mut pc = 0usize;
         loop {
             let i = p[pc];
-            let (dst, src) = ((i.regs & 0xf) as usize, (i.regs >> 4) as usize);
+            let (dst, src) = (i.dst(), i.src());
             pc += 1;
             match i.code {
                 LDX_W => {

@@ -1,23 +1,8 @@
-//! nixrun: boot a whole OS (or run one command) in a container, the job
-//! systemd-nspawn does behind NixOS's container@.service.
-//!
-//! Thin on purpose: parse the command line, validate it into a plan, run the
-//! supervisor, map the outcome to an exit status. Every error ends as one line
+//! nixrun: the nspawn-compatible front end. Parses systemd-nspawn's command
+//! line into a plan and hands it to the supervisor; every error ends as one line
 //! on stderr and a non-zero exit.
 
-mod cgroup;
-mod channel;
-mod cli;
-mod console;
-mod container;
-mod devices;
-mod mountguard;
-mod notify;
-mod plan;
-mod signal;
-mod supervisor;
-mod sys;
-
+use nixrun::nspawn::{self, cli};
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
@@ -35,7 +20,7 @@ fn main() -> ExitCode {
     if !nix::unistd::geteuid().is_root() {
         return fail("must be run as root (it creates namespaces, mounts and cgroups)");
     }
-    let plan = match plan::Plan::from_cli(
+    let plan = match nspawn::plan(
         cli,
         std::io::stdin().is_terminal(),
         std::io::stdout().is_terminal(),
@@ -43,7 +28,7 @@ fn main() -> ExitCode {
         Ok(p) => p,
         Err(e) => return fail(&e.to_string()),
     };
-    match supervisor::run(&plan) {
+    match nixrun::supervisor::run(&plan) {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(e) => fail(&e.to_string()),
     }

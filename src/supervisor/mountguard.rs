@@ -21,13 +21,14 @@
 //! symlinks); that names the caller's fd, so the helper fetches it (pidfd_getfd)
 //! and mounts through its own fd directory instead.
 
+use crate::sys::seccomp::{self, Notification};
 use nix::errno::Errno;
+use nix::mount::MsFlags;
 use nix::sched::{setns, CloneFlags};
 use nix::sys::wait::{waitpid, WaitStatus};
-use nix::unistd::{fork, ForkResult};
 use std::ffi::CString;
 use std::fs::File;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 
 /// File systems a guest may mount: each instance belongs to the mounting
@@ -67,7 +68,7 @@ struct Request {
     source: Option<CString>,
     target: CString,
     fstype: CString,
-    flags: libc::c_ulong,
+    flags: u64,
     data: Option<CString>,
 }
 
@@ -82,51 +83,25 @@ impl MountGuard {
 
     /// Answers one pending notification.
     pub fn handle(&self) {
-        // SAFETY: seccomp_notif is plain data; the kernel wants it zeroed.
-        let mut req: libc::seccomp_notif = unsafe { std::mem::zeroed() };
-        // SAFETY: RECV fills the struct we pass.
-        let r = unsafe {
-            libc::ioctl(
-                self.listener.as_raw_fd(),
-                libc::SECCOMP_IOCTL_NOTIF_RECV,
-                &mut req,
-            )
-        };
-        if r < 0 {
+        let Ok(req) = seccomp::recv(self.listener.as_fd()) else {
             return; // ENOENT: the caller died or was interrupted meanwhile
-        }
-        let result = self.serve(&req);
-        let (val, error) = match result {
-            Ok(()) => (0, 0),
-            Err(e) => (-1, -(e as i32)),
         };
-        let resp = libc::seccomp_notif_resp {
-            id: req.id,
-            val,
-            error,
-            flags: 0,
-        };
-        // SAFETY: SEND reads the response we pass. A failure means the caller is gone.
-        let _ = unsafe {
-            libc::ioctl(
-                self.listener.as_raw_fd(),
-                libc::SECCOMP_IOCTL_NOTIF_SEND,
-                &resp,
-            )
-        };
+        let result = self.serve(&req).map(|()| 0);
+        // A failure means the caller is gone.
+        let _ = seccomp::respond(self.listener.as_fd(), req.id, result);
     }
 
-    fn serve(&self, req: &libc::seccomp_notif) -> Result<(), Errno> {
-        let a = req.data.args;
-        let mem = File::open(format!("/proc/{}/mem", req.pid)).map_err(io_errno)?;
+    fn serve(&self, req: &Notification) -> Result<(), Errno> {
+        let a = req.args;
+        let mem = File::open(format!("/proc/{}/mem", req.tid)).map_err(io_errno)?;
         let fstype = read_cstr(&mem, a[2], 64)?.ok_or(Errno::EINVAL)?;
         let request = Request {
-            tid: req.pid,
+            tid: req.tid,
             id: req.id,
             source: read_cstr(&mem, a[0], 4096)?,
             target: read_cstr(&mem, a[1], 4096)?.ok_or(Errno::EFAULT)?,
             fstype,
-            flags: a[3] as libc::c_ulong,
+            flags: a[3],
             data: read_cstr(&mem, a[4], 4096)?,
         };
         let fstype = request.fstype.to_string_lossy().into_owned();
@@ -157,37 +132,24 @@ impl MountGuard {
         };
         // The fds above are the caller's only if it still waits for us (its tid
         // could otherwise have been reused).
-        // SAFETY: ID_VALID reads the u64 we pass.
-        if unsafe {
-            libc::ioctl(
-                self.listener.as_raw_fd(),
-                libc::SECCOMP_IOCTL_NOTIF_ID_VALID,
-                &r.id,
-            )
-        } < 0
-        {
+        if !seccomp::id_valid(self.listener.as_fd(), r.id) {
             return Err(Errno::ENOENT);
         }
-        // SAFETY: the supervisor is single-threaded; the helper only makes system
-        // calls and _exits.
-        match unsafe { fork() }.map_err(|_| Errno::EAGAIN)? {
-            ForkResult::Child => {
-                let code =
-                    match mount_as_caller(r, &mnt_ns, extra_ns.as_ref(), &root, &cwd, &target) {
-                        Ok(()) => 0,
-                        Err(e) => e as i32,
-                    };
-                // SAFETY: nothing of the supervisor's state must run in the helper.
-                unsafe { libc::_exit(code) }
+        // The helper only makes system calls and exits with an errno (0: done).
+        let child = crate::sys::process::fork_run(|| {
+            match mount_as_caller(r, &mnt_ns, extra_ns.as_ref(), &root, &cwd, &target) {
+                Ok(()) => 0,
+                Err(e) => e as i32,
             }
-            ForkResult::Parent { child } => loop {
-                match waitpid(child, None) {
-                    Ok(WaitStatus::Exited(_, 0)) => return Ok(()),
-                    Ok(WaitStatus::Exited(_, code)) => return Err(Errno::from_raw(code)),
-                    Err(Errno::EINTR) => continue,
-                    _ => return Err(Errno::EIO),
-                }
-            },
+        })
+        .map_err(|_| Errno::EAGAIN)?;
+        loop {
+            match waitpid(child, None) {
+                Ok(WaitStatus::Exited(_, 0)) => return Ok(()),
+                Ok(WaitStatus::Exited(_, code)) => return Err(Errno::from_raw(code)),
+                Err(Errno::EINTR) => continue,
+                _ => return Err(Errno::EIO),
+            }
         }
     }
 }
@@ -218,14 +180,11 @@ fn take_caller_fd(tid: u32, n: i32) -> Result<OwnedFd, Errno> {
         .find_map(|l| l.strip_prefix("Tgid:"))
         .and_then(|v| v.trim().parse().ok())
         .ok_or(Errno::ESRCH)?;
-    // SAFETY: plain system calls returning new fds.
-    let pidfd = Errno::result(unsafe { libc::syscall(libc::SYS_pidfd_open, tgid, 0) })?;
-    // SAFETY: as above; pidfd is ours.
-    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as i32) };
-    let fd =
-        Errno::result(unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), n, 0) })?;
-    // SAFETY: pidfd_getfd returned a new fd (close-on-exec) in our table.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+    let pid = rustix::process::Pid::from_raw(tgid).ok_or(Errno::ESRCH)?;
+    let pidfd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())
+        .map_err(crate::sys::errno)?;
+    rustix::process::pidfd_getfd(&pidfd, n, rustix::process::PidfdGetfdFlags::empty())
+        .map_err(crate::sys::errno)
 }
 
 /// In the helper: become the caller, as far as path resolution and the mount's
@@ -256,22 +215,19 @@ fn mount_as_caller(
             CString::new(fd.as_raw_fd().to_string()).expect("digits")
         }
     };
-    let ptr = |s: &Option<CString>| s.as_ref().map_or(std::ptr::null(), |c| c.as_ptr());
-    // SAFETY: all pointers are to our own NUL-terminated copies or null.
-    let rc = unsafe {
-        libc::mount(
-            ptr(&r.source),
-            target_path.as_ptr(),
-            r.fstype.as_ptr(),
-            r.flags,
-            ptr(&r.data).cast(),
-        )
-    };
-    Errno::result(rc).map(drop)
+    nix::mount::mount(
+        r.source.as_deref(),
+        target_path.as_c_str(),
+        Some(r.fstype.as_c_str()),
+        // Unknown bits pass through as the caller gave them: the kernel decides
+        // what they mean, not our idea of which flags exist.
+        MsFlags::from_bits_retain(r.flags as libc::c_ulong),
+        r.data.as_deref(),
+    )
 }
 
 fn io_errno(e: std::io::Error) -> Errno {
-    Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
+    crate::sys::io_errno(&e)
 }
 
 /// A NUL-terminated string from the guest's memory (None for a null pointer),

@@ -5,19 +5,11 @@
 //! process can reach /run/host/notify, and a stray READY=1 from one of them must
 //! not tell the host the container has booted.
 
+use super::lifecycle::{GuestMessage, HostMessage};
 use nix::errno::Errno;
-use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+use rustix::net::RecvFlags;
 use sd_notify::NotifyState;
-use std::io::IoSliceMut;
-use std::os::fd::{AsRawFd, OwnedFd};
-
-/// What the guest's PID 1 said, as far as the host cares.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct GuestMessage {
-    pub ready: bool,
-    pub stopping: bool,
-    pub status: Option<String>,
-}
+use std::os::fd::{AsFd, OwnedFd};
 
 pub fn parse(datagram: &[u8]) -> GuestMessage {
     let mut m = GuestMessage::default();
@@ -33,35 +25,23 @@ pub fn parse(datagram: &[u8]) -> GuestMessage {
 }
 
 /// Reads every pending datagram; returns the messages sent by `leader` (a host pid).
+/// Fds sent along (FDSTORE=1, or a hostile guest filling our fd table) are
+/// closed as each datagram is dropped.
 pub fn receive(sock: &OwnedFd, leader: i32) -> Vec<GuestMessage> {
     let mut out = Vec::new();
     let mut buf = vec![0u8; 4096];
-    let mut cmsg = nix::cmsg_space!(libc::ucred, [std::os::fd::RawFd; 8]);
     loop {
-        let mut iov = [IoSliceMut::new(&mut buf)];
-        let (n, pid) = match recvmsg::<()>(
-            sock.as_raw_fd(),
-            &mut iov,
-            Some(&mut cmsg),
-            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_TRUNC,
+        let got = match crate::sys::fd::recv(
+            sock.as_fd(),
+            &mut buf,
+            RecvFlags::DONTWAIT | RecvFlags::TRUNC,
         ) {
-            Ok(msg) => {
-                let mut pid = None;
-                if let Ok(cmsgs) = msg.cmsgs() {
-                    for c in cmsgs {
-                        // Any fds sent along (FDSTORE=1) are closed when dropped here.
-                        if let ControlMessageOwned::ScmCredentials(cred) = c {
-                            pid = Some(cred.pid());
-                        }
-                    }
-                }
-                (msg.bytes, pid)
-            }
+            Ok(r) => r,
             Err(Errno::EINTR) => continue,
             Err(_) => return out, // EAGAIN: drained
         };
-        if pid == Some(leader) {
-            out.push(parse(&buf[..n.min(buf.len())]));
+        if got.pid == Some(leader) {
+            out.push(parse(&buf[..got.len.min(buf.len())]));
         }
     }
 }
@@ -69,10 +49,16 @@ pub fn receive(sock: &OwnedFd, leader: i32) -> Vec<GuestMessage> {
 /// Tells our own service manager, if we have one. Failures are not fatal: a
 /// person running nixrun by hand has no $NOTIFY_SOCKET, and a broken one must not
 /// take the guest down.
-pub fn to_host(states: &[NotifyState<'_>]) {
-    if std::env::var_os("NOTIFY_SOCKET").is_some() {
-        let _ = sd_notify::notify(false, states);
+pub fn to_host(m: &HostMessage) {
+    if std::env::var_os("NOTIFY_SOCKET").is_none() {
+        return;
     }
+    let state = match m {
+        HostMessage::Ready => NotifyState::Ready,
+        HostMessage::Stopping => NotifyState::Stopping,
+        HostMessage::Status(s) => NotifyState::Status(s),
+    };
+    let _ = sd_notify::notify(false, &[state]);
 }
 
 #[cfg(test)]
@@ -110,6 +96,7 @@ mod tests {
         )
         .unwrap();
         setsockopt(&b, sockopt::PassCred, &true).unwrap();
+        use std::os::fd::AsRawFd;
         send(a.as_raw_fd(), b"READY=1", MsgFlags::empty()).unwrap();
         let me = std::process::id() as i32;
         assert_eq!(receive(&b, me + 1), vec![]);

@@ -1,0 +1,348 @@
+//! The nspawn-compatible front end: systemd-nspawn's command line (cli.rs),
+//! turned into a plan with nspawn's defaults and spelling of values.
+//!
+//! NixOS's container@.service passes nspawn flags; this is the only module that
+//! knows how nspawn spells them (`--bind=SRC:DST:OPTS`, `-j`, `yes`/`no`).
+
+pub mod cli;
+
+use crate::plan::{
+    container_path, is_hostname, is_label, machine_from_dir, parse_uuid, validate_root, Bind,
+    BindSource, CapsChange, Console, Exec, LinkJournal, Plan, PlanError, SourceKind, SyscallChange,
+    Tmpfs,
+};
+use crate::signal::parse_signal;
+use cli::Cli;
+use std::fs;
+use std::path::PathBuf;
+
+/// The plan for an nspawn command line; `stdin_is_tty`/`stdout_is_tty` decide the
+/// default console mode, as in nspawn.
+pub fn plan(cli: Cli, stdin_is_tty: bool, stdout_is_tty: bool) -> Result<Plan, PlanError> {
+    let root = validate_root(cli.directory.as_deref().ok_or(PlanError::NoRoot)?)?;
+
+    let machine = match cli.machine {
+        Some(m) => {
+            if !is_label(&m) {
+                return Err(PlanError::BadMachine(m));
+            }
+            m
+        }
+        None => machine_from_dir(&root).ok_or_else(|| PlanError::NoMachineName(root.clone()))?,
+    };
+    let hostname = match cli.hostname {
+        Some(h) if is_hostname(&h) => h,
+        Some(h) => return Err(PlanError::BadHostname(h)),
+        None => machine.clone(),
+    };
+    let uuid = cli
+        .uuid
+        .map(|u| parse_uuid(&u).ok_or(PlanError::BadUuid(u)))
+        .transpose()?;
+
+    let exec = if cli.boot {
+        if let Some(first) = cli.command.first() {
+            // nspawn -b passes positional args to init; catching an absolute path here
+            // catches the common mistake of combining -b with an init path.
+            if first.starts_with('/') {
+                return Err(PlanError::BootArgs(first.clone()));
+            }
+        }
+        Exec::Boot(cli.command)
+    } else if cli.command.is_empty() {
+        return Err(PlanError::NoCommand);
+    } else {
+        Exec::Command(cli.command)
+    };
+
+    let mut binds = Vec::new();
+    for spec in &cli.bind {
+        binds.push(parse_bind("bind", spec, false)?);
+    }
+    for spec in &cli.bind_ro {
+        binds.push(parse_bind("bind-ro", spec, true)?);
+    }
+    let tmpfs = cli
+        .tmpfs
+        .iter()
+        .map(|s| parse_tmpfs(s))
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let setenv = cli
+        .setenv
+        .iter()
+        .map(|s| parse_setenv(s))
+        .collect::<Result<Vec<_>, _>>()?;
+
+    if let Some(r) = &cli.register {
+        if parse_bool("register", r)? {
+            return Err(PlanError::RegisterYes);
+        }
+    }
+    let notify_ready = match &cli.notify_ready {
+        Some(v) => parse_bool("notify-ready", v)?,
+        None => false,
+    };
+    let kill_signal = match &cli.kill_signal {
+        Some(s) => Some(parse_signal(s).ok_or_else(|| PlanError::BadSignal(s.clone()))?),
+        // nspawn's default: an init understands SIGRTMIN+3 as "halt"; an arbitrary
+        // command would die of it without cleaning up, so it is killed instead.
+        None if matches!(exec, Exec::Boot(_)) => Some(crate::signal::sigrtmin_plus(3)),
+        None => None,
+    };
+    let link_journal = if cli.link_journal_try_guest {
+        LinkJournal::TryGuest
+    } else {
+        match cli.link_journal.as_deref() {
+            None | Some("auto") => LinkJournal::Auto,
+            Some("no") => LinkJournal::No,
+            Some("guest") => LinkJournal::Guest,
+            Some("try-guest") => LinkJournal::TryGuest,
+            Some(other) => return Err(PlanError::BadLinkJournal(other.to_string())),
+        }
+    };
+    let console = if cli.pipe {
+        Console::Pipe
+    } else {
+        match cli.console.as_deref() {
+            None | Some("autopipe") if !(stdin_is_tty && stdout_is_tty) => {
+                if cli.console.is_some() {
+                    Console::Pipe
+                } else {
+                    Console::ReadOnly
+                }
+            }
+            None | Some("autopipe") | Some("interactive") => Console::Interactive,
+            Some("read-only") => Console::ReadOnly,
+            Some("passive") => Console::Passive,
+            Some("pipe") => Console::Pipe,
+            Some(other) => return Err(PlanError::BadConsole(other.to_string())),
+        }
+    };
+    let caps = CapsChange {
+        add: crate::policy::caps::parse_lists(&cli.capability)?,
+        drop: crate::policy::caps::parse_lists(&cli.drop_capability)?,
+    };
+    let mut syscalls = SyscallChange::default();
+    for list in &cli.system_call_filter {
+        let (target, list) = match list.strip_prefix('~') {
+            Some(rest) => (&mut syscalls.deny, rest),
+            None => (&mut syscalls.allow, list.as_str()),
+        };
+        for name in list.split_whitespace() {
+            target.extend(crate::policy::seccomp::expand(name)?);
+        }
+    }
+    let term = match console {
+        Console::Interactive => std::env::var("TERM").unwrap_or_else(|_| "vt220".into()),
+        // systemd's default for a console it cannot ask about.
+        _ => "vt220".into(),
+    };
+
+    Ok(Plan {
+        root,
+        machine,
+        hostname,
+        uuid,
+        exec,
+        binds,
+        tmpfs,
+        setenv,
+        keep_unit: cli.keep_unit,
+        notify_ready,
+        kill_signal,
+        link_journal,
+        console,
+        quiet: cli.quiet,
+        term,
+        caps,
+        syscalls,
+        private_network: false,
+    })
+}
+
+fn parse_bool(flag: &'static str, v: &str) -> Result<bool, PlanError> {
+    match v {
+        "yes" | "y" | "true" | "t" | "on" | "1" => Ok(true),
+        "no" | "n" | "false" | "f" | "off" | "0" => Ok(false),
+        _ => Err(PlanError::BadBool(flag, v.to_string())),
+    }
+}
+
+/// Splits at unescaped ':' (nspawn lets paths contain "\:").
+fn split_colons(spec: &str) -> Vec<String> {
+    let mut parts = vec![String::new()];
+    let mut chars = spec.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next() {
+                Some(n) => parts.last_mut().unwrap().push(n),
+                None => parts.last_mut().unwrap().push('\\'),
+            },
+            ':' => parts.push(String::new()),
+            c => parts.last_mut().unwrap().push(c),
+        }
+    }
+    parts
+}
+
+fn parse_bind(flag: &'static str, spec: &str, readonly: bool) -> Result<Bind, PlanError> {
+    let bad = |why: String| PlanError::BadMount {
+        flag,
+        spec: spec.to_string(),
+        why,
+    };
+    let parts = split_colons(spec);
+    if parts.len() > 3 {
+        return Err(bad("expected SRC[:DST[:OPTIONS]]".into()));
+    }
+    let src = &parts[0];
+    if src.is_empty() {
+        return Err(bad(
+            "empty source (temporary directories are not supported yet)".into(),
+        ));
+    }
+    let mut recursive = true;
+    if let Some(opts) = parts.get(2) {
+        for o in opts.split(',') {
+            match o {
+                "rbind" | "" => recursive = true,
+                "norbind" => recursive = false,
+                "idmap" | "noidmap" | "rootidmap" | "owneridmap" => {
+                    return Err(bad(format!(
+                        "option {o} is not supported yet (it needs user namespaces)"
+                    )))
+                }
+                other => return Err(bad(format!("unknown option {other:?}"))),
+            }
+        }
+    }
+    let (source, kind) = if let Some(inner) = src.strip_prefix('+') {
+        let p = container_path(&format!("/{}", inner.trim_start_matches('/'))).map_err(bad)?;
+        // Its type is only known inside the container; a directory is the common case
+        // and the child refuses a mismatch.
+        (BindSource::InRoot(p), SourceKind::Dir)
+    } else {
+        if !src.starts_with('/') {
+            return Err(bad(format!("source {src} is not an absolute path")));
+        }
+        let meta = fs::metadata(src).map_err(|err| PlanError::BindSource {
+            flag,
+            spec: spec.to_string(),
+            path: src.into(),
+            err,
+        })?;
+        (BindSource::Host(PathBuf::from(src)), SourceKind::of(&meta))
+    };
+    let target_str = match parts.get(1) {
+        Some(t) if !t.is_empty() => t.clone(),
+        _ => match &source {
+            BindSource::Host(p) => p.to_string_lossy().into_owned(),
+            BindSource::InRoot(p) => p.to_string_lossy().into_owned(),
+        },
+    };
+    let target = container_path(&target_str).map_err(bad)?;
+    Ok(Bind {
+        source,
+        target,
+        readonly,
+        recursive,
+        kind,
+    })
+}
+
+fn parse_tmpfs(spec: &str) -> Result<Tmpfs, PlanError> {
+    let (path, options) = match spec.split_once(':') {
+        Some((p, o)) => (p, o.to_string()),
+        None => (spec, "mode=0755".to_string()),
+    };
+    let target = container_path(path).map_err(|why| PlanError::BadMount {
+        flag: "tmpfs",
+        spec: spec.to_string(),
+        why,
+    })?;
+    Ok(Tmpfs { target, options })
+}
+
+fn parse_setenv(spec: &str) -> Result<(String, String), PlanError> {
+    let (name, value) = match spec.split_once('=') {
+        Some((n, v)) => (n.to_string(), v.to_string()),
+        None => (
+            spec.to_string(),
+            std::env::var(spec).map_err(|_| PlanError::BadEnv(spec.to_string()))?,
+        ),
+    };
+    let valid = !name.is_empty()
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if !valid {
+        return Err(PlanError::BadEnv(spec.to_string()));
+    }
+    Ok((name, value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binds() {
+        let b = parse_bind("bind-ro", "/tmp", true).unwrap();
+        assert_eq!(b.source, BindSource::Host("/tmp".into()));
+        assert_eq!(b.target, PathBuf::from("/tmp"));
+        assert!(b.readonly && b.recursive && b.kind.is_dir());
+
+        let b = parse_bind("bind", "/tmp:/nix/store/:norbind", false).unwrap();
+        assert_eq!(b.target, PathBuf::from("/nix/store"));
+        assert!(!b.recursive);
+
+        let b = parse_bind("bind", "+/var/x:/y", false).unwrap();
+        assert_eq!(b.source, BindSource::InRoot("/var/x".into()));
+
+        let b = parse_bind("bind", "/tmp:/a\\:b", false).unwrap();
+        assert_eq!(b.target, PathBuf::from("/a:b"));
+
+        for bad in [
+            "relative:/x",
+            "/tmp:relative",
+            "/tmp:/x:bogus",
+            "/tmp:/x:idmap",
+            "/tmp:/../etc",
+            "/tmp:/",
+            "/tmp:/a:b:c",
+            ":/x",
+        ] {
+            assert!(
+                matches!(
+                    parse_bind("bind", bad, false),
+                    Err(PlanError::BadMount { .. })
+                ),
+                "{bad}"
+            );
+        }
+        assert!(matches!(
+            parse_bind("bind", "/nonexistent/nixrun-test", false),
+            Err(PlanError::BindSource { .. })
+        ));
+    }
+
+    #[test]
+    fn tmpfs_and_env() {
+        assert_eq!(
+            parse_tmpfs("/var").unwrap(),
+            Tmpfs {
+                target: "/var".into(),
+                options: "mode=0755".into()
+            }
+        );
+        assert_eq!(parse_tmpfs("/var:size=1M").unwrap().options, "size=1M");
+        assert!(parse_tmpfs("var").is_err());
+        assert_eq!(
+            parse_setenv("A_1=x=y").unwrap(),
+            ("A_1".into(), "x=y".into())
+        );
+        assert!(parse_setenv("1A=x").is_err());
+        assert!(parse_setenv("A-B=x").is_err());
+        assert!(parse_setenv("=x").is_err());
+    }
+}

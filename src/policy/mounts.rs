@@ -1,0 +1,730 @@
+//! The container's file system, as one declarative table.
+//!
+//! `table()` is a pure function of the plan and the start-up facts; the child
+//! applies it (container/mounts.rs), and tests check the table itself: what is
+//! mounted where, read-only or not, in which order, in which mode.
+//!
+//! Each entry carries a *phase* and a *condition*:
+//!
+//! - `Phase::Outer` entries are applied first, in the mount namespace the child
+//!   was cloned into, where host paths are still reachable: /dev, /run, /tmp and
+//!   the user's binds (nspawn's outer child does these).
+//! - `Phase::Inner` entries are the API file systems whose instance belongs to the
+//!   container's own namespaces (PID, network, cgroup, and the user namespace once
+//!   there is one): /proc and its masks, /sys, the cgroup2 mount, /dev/mqueue —
+//!   then the user's mounts below /proc or /sys, which those would hide.
+//! - `When` says in which mode an entry applies: device nodes are created with
+//!   mknod by the host's root, but bound from the host where a user namespace
+//!   forbids mknod; /proc/sys/net is writable only with a network of the guest's
+//!   own. The mode comes from the plan (`Mode::of`).
+//!
+//! Order within a phase is the table's order: /dev and /run exist before user
+//! binds land on them; the /proc masks need /run/host/inaccessible.
+
+use super::Facts;
+use crate::plan::{Bind, BindSource, Console, Plan};
+use nix::mount::MsFlags;
+use nix::sys::stat::SFlag;
+use std::path::{Path, PathBuf};
+
+/// Files under /proc that leak host information or control the host kernel; hidden
+/// under an empty read-only file (nspawn's list).
+pub const PROC_MASKED: &[&str] = &[
+    "/proc/kallsyms",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/sysrq-trigger",
+    "/proc/timer_list",
+];
+
+/// Host-wide knobs under /proc, made read-only where present (nspawn's list).
+pub const PROC_READ_ONLY: &[&str] = &[
+    "/proc/acpi",
+    "/proc/apm",
+    "/proc/asound",
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/scsi",
+];
+
+/// Device nodes the guest gets: (name, major, minor). The container interface
+/// asks for these; /dev/net/tun serves VPNs inside.
+pub const DEVICES: &[(&str, u64, u64)] = &[
+    ("/dev/null", 1, 3),
+    ("/dev/zero", 1, 5),
+    ("/dev/full", 1, 7),
+    ("/dev/random", 1, 8),
+    ("/dev/urandom", 1, 9),
+    ("/dev/tty", 5, 0),
+    ("/dev/net/tun", 10, 200),
+];
+
+/// An empty file the guest cannot write, bound over masked files. It lives on our
+/// own /run tmpfs, so a guest's /dev/null symlink cannot redirect a mask
+/// (CVE-2025-31133).
+pub const INACCESSIBLE_REG: &str = "/run/host/inaccessible/reg";
+
+/// The tty group's gid in Debian and NixOS guests (devpts gives new ptys to it).
+const TTY_GID: u32 = 5;
+
+/// What a mount point or created node should be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Dir,
+    File,
+}
+
+/// What a bind does to the read-only flag of the new mount.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Whatever the source mount has.
+    Inherit,
+    ReadOnly,
+    /// Writable even where the source is read-only (/proc/sys/net under a
+    /// read-only /proc/sys).
+    ReadWrite,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// A fresh file system instance. `optional` ones are skipped when the target
+    /// does not exist (and it is not created).
+    Mount {
+        fstype: &'static str,
+        target: PathBuf,
+        flags: MsFlags,
+        data: Option<String>,
+        optional: bool,
+    },
+    /// A bind mount. `optional` ones are skipped when the source or the target does
+    /// not exist (and their target is never created): /proc differs by kernel.
+    Bind {
+        source: BindSource,
+        target: PathBuf,
+        kind: Kind,
+        recursive: bool,
+        access: Access,
+        optional: bool,
+    },
+    Mkdir {
+        path: PathBuf,
+        mode: u32,
+    },
+    /// A device node, FIFO, or other special file.
+    Node {
+        path: PathBuf,
+        kind: SFlag,
+        mode: u32,
+        major: u64,
+        minor: u64,
+    },
+    Symlink {
+        path: PathBuf,
+        target: String,
+    },
+    File {
+        path: PathBuf,
+        contents: Vec<u8>,
+        mode: u32,
+    },
+    /// A pty from the container's own devpts, bound onto /dev/console; the master
+    /// goes to the supervisor.
+    Console,
+    /// The sd_notify socket at /run/host/notify; it goes to the supervisor.
+    NotifySocket,
+}
+
+impl Op {
+    /// The container path the entry mounts on or creates.
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            Op::Mount { target, .. } | Op::Bind { target, .. } => Some(target),
+            Op::Mkdir { path, .. }
+            | Op::Node { path, .. }
+            | Op::Symlink { path, .. }
+            | Op::File { path, .. } => Some(path),
+            Op::Console => Some(Path::new("/dev/console")),
+            Op::NotifySocket => Some(Path::new("/run/host/notify")),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Phase {
+    Outer,
+    Inner,
+}
+
+/// The mode an entry applies in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum When {
+    Always,
+    /// The guest's root is the host's root: it may mknod (the device policy
+    /// decides what it can open).
+    HostUsers,
+    /// The guest runs in a user namespace of its own: no mknod.
+    PrivateUsers,
+    /// The guest has a network namespace of its own.
+    PrivateNetwork,
+}
+
+/// The facts about a container that decide which entries apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Mode {
+    pub private_network: bool,
+    /// The host uid/gid the guest's root maps to, with a user namespace.
+    pub uid_shift: Option<u32>,
+}
+
+impl Mode {
+    pub fn of(plan: &Plan) -> Mode {
+        Mode {
+            private_network: plan.private_network,
+            // No front end creates user namespaces yet.
+            uid_shift: None,
+        }
+    }
+
+    pub fn holds(&self, when: When) -> bool {
+        match when {
+            When::Always => true,
+            When::HostUsers => self.uid_shift.is_none(),
+            When::PrivateUsers => self.uid_shift.is_some(),
+            When::PrivateNetwork => self.private_network,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub op: Op,
+    pub phase: Phase,
+    pub when: When,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Table {
+    pub entries: Vec<Entry>,
+    pub mode: Mode,
+}
+
+impl Table {
+    /// The operations of one phase that apply in the table's mode, in order.
+    pub fn ops(&self, phase: Phase) -> impl Iterator<Item = &Op> {
+        self.entries
+            .iter()
+            .filter(move |e| e.phase == phase && self.mode.holds(e.when))
+            .map(|e| &e.op)
+    }
+
+    /// Every operation that applies, outer phase first: the order they run in.
+    pub fn all(&self) -> Vec<&Op> {
+        self.ops(Phase::Outer)
+            .chain(self.ops(Phase::Inner))
+            .collect()
+    }
+}
+
+fn p(s: &str) -> PathBuf {
+    PathBuf::from(s)
+}
+
+fn fresh(fstype: &'static str, target: &str, flags: MsFlags, data: Option<&str>) -> Op {
+    Op::Mount {
+        fstype,
+        target: p(target),
+        flags,
+        data: data.map(str::to_string),
+        optional: false,
+    }
+}
+
+/// Bind a container path onto itself, read-only (or writable again).
+fn rebind(target: &str, access: Access, optional: bool) -> Op {
+    Op::Bind {
+        source: BindSource::InRoot(p(target)),
+        target: p(target),
+        kind: Kind::Dir,
+        recursive: true,
+        access,
+        optional,
+    }
+}
+
+pub fn read_only(target: &str, optional: bool) -> Op {
+    rebind(target, Access::ReadOnly, optional)
+}
+
+/// Collects entries with their phase and condition.
+struct Builder {
+    entries: Vec<Entry>,
+    phase: Phase,
+}
+
+impl Builder {
+    fn add(&mut self, op: Op) {
+        self.when(When::Always, op);
+    }
+
+    fn when(&mut self, when: When, op: Op) {
+        self.entries.push(Entry {
+            op,
+            phase: self.phase,
+            when,
+        });
+    }
+}
+
+pub fn table(plan: &Plan, facts: &Facts) -> Table {
+    build(plan, facts, Mode::of(plan))
+}
+
+fn build(plan: &Plan, facts: &Facts, mode: Mode) -> Table {
+    use MsFlags as F;
+    let nosuid_nodev_noexec = F::MS_NOSUID | F::MS_NODEV | F::MS_NOEXEC;
+    let mut t = Builder {
+        entries: Vec::new(),
+        phase: Phase::Outer,
+    };
+
+    // --- outer: /dev, /run, /tmp, the user's mounts ---------------------------
+    t.add(fresh(
+        "tmpfs",
+        "/dev",
+        F::MS_NOSUID | F::MS_STRICTATIME,
+        Some("mode=0755"),
+    ));
+    for &(dev, major, minor) in DEVICES {
+        t.when(
+            When::HostUsers,
+            Op::Node {
+                path: p(dev),
+                kind: SFlag::S_IFCHR,
+                mode: 0o666,
+                major,
+                minor,
+            },
+        );
+        // nspawn's fallback where mknod is refused: the host's node, bound.
+        t.when(
+            When::PrivateUsers,
+            Op::Bind {
+                source: BindSource::Host(p(dev)),
+                target: p(dev),
+                kind: Kind::File,
+                recursive: false,
+                access: Access::Inherit,
+                optional: false,
+            },
+        );
+    }
+    let tty_gid = mode.uid_shift.unwrap_or(0) + TTY_GID;
+    t.add(Op::Mount {
+        fstype: "devpts",
+        target: p("/dev/pts"),
+        flags: F::MS_NOSUID | F::MS_NOEXEC,
+        data: Some(format!("newinstance,ptmxmode=0666,mode=0620,gid={tty_gid}")),
+        optional: false,
+    });
+    t.add(Op::Symlink {
+        path: p("/dev/ptmx"),
+        target: "pts/ptmx".into(),
+    });
+    t.add(fresh(
+        "tmpfs",
+        "/dev/shm",
+        F::MS_NOSUID | F::MS_NODEV | F::MS_STRICTATIME,
+        Some("mode=01777"),
+    ));
+    for (name, target) in [
+        ("/dev/fd", "/proc/self/fd"),
+        ("/dev/stdin", "/proc/self/fd/0"),
+        ("/dev/stdout", "/proc/self/fd/1"),
+        ("/dev/stderr", "/proc/self/fd/2"),
+    ] {
+        t.add(Op::Symlink {
+            path: p(name),
+            target: target.into(),
+        });
+    }
+    if plan.console != Console::Pipe {
+        t.add(Op::Console);
+    }
+    t.add(fresh(
+        "tmpfs",
+        "/run",
+        F::MS_NOSUID | F::MS_NODEV | F::MS_STRICTATIME,
+        Some("mode=0755"),
+    ));
+    t.add(Op::Mkdir {
+        path: p("/run/host"),
+        mode: 0o755,
+    });
+    t.add(Op::File {
+        path: p("/run/host/container-manager"),
+        contents: b"nixrun\n".to_vec(),
+        mode: 0o444,
+    });
+    t.add(Op::File {
+        path: p("/run/host/container-uuid"),
+        contents: format!("{}\n", facts.uuid.hyphenated()).into_bytes(),
+        mode: 0o444,
+    });
+    t.add(Op::Mkdir {
+        path: p("/run/host/inaccessible"),
+        mode: 0o555,
+    });
+    for (path, kind) in [
+        (INACCESSIBLE_REG, SFlag::S_IFREG),
+        ("/run/host/inaccessible/fifo", SFlag::S_IFIFO),
+        ("/run/host/inaccessible/chr", SFlag::S_IFCHR),
+        ("/run/host/inaccessible/blk", SFlag::S_IFBLK),
+    ] {
+        // Device 0:0 has no driver: the chr and blk nodes open with ENXIO. In a
+        // user namespace mknod refuses device nodes; the guest then lacks them.
+        let when = if kind == SFlag::S_IFCHR || kind == SFlag::S_IFBLK {
+            When::HostUsers
+        } else {
+            When::Always
+        };
+        t.when(
+            when,
+            Op::Node {
+                path: p(path),
+                kind,
+                mode: 0,
+                major: 0,
+                minor: 0,
+            },
+        );
+        if path == INACCESSIBLE_REG {
+            t.add(Op::Mkdir {
+                path: p("/run/host/inaccessible/dir"),
+                mode: 0,
+            });
+        }
+    }
+    t.add(Op::NotifySocket);
+    if let Some(os) = &facts.host_os_release {
+        t.add(Op::Bind {
+            source: BindSource::Host(os.clone()),
+            target: p("/run/host/os-release"),
+            kind: Kind::File,
+            recursive: false,
+            access: Access::ReadOnly,
+            optional: true,
+        });
+    }
+    t.add(fresh(
+        "tmpfs",
+        "/tmp",
+        F::MS_NOSUID | F::MS_NODEV | F::MS_STRICTATIME,
+        Some("mode=01777"),
+    ));
+
+    // The user's mounts, parents before children whatever the command line
+    // order, so that --bind=/a/b does not end up hidden under a later --tmpfs=/a.
+    // Those below /proc or /sys go after the API file systems they would
+    // otherwise be hidden by (as nspawn's inner child does).
+    let mut user: Vec<(PathBuf, Op)> = Vec::new();
+    for b in plan.binds.iter().chain(&facts.extra_binds) {
+        user.push((b.target.clone(), bind_op(b)));
+    }
+    for tm in &plan.tmpfs {
+        user.push((
+            tm.target.clone(),
+            Op::Mount {
+                fstype: "tmpfs",
+                target: tm.target.clone(),
+                flags: F::MS_NODEV | F::MS_STRICTATIME,
+                data: Some(tm.options.clone()),
+                optional: false,
+            },
+        ));
+    }
+    user.sort_by_key(|(target, _)| target.components().count());
+    let in_api_fs = |t: &Path| t.starts_with("/proc") || t.starts_with("/sys");
+    let (api_user, plain_user): (Vec<_>, Vec<_>) =
+        user.into_iter().partition(|(t, _)| in_api_fs(t));
+    for (_, op) in plain_user {
+        t.add(op);
+    }
+    // Last of the outer phase: the guest may read /run/host but not change what
+    // the runtime put there.
+    t.add(read_only("/run/host", false));
+
+    // --- inner: the API file systems of the container's namespaces -----------
+    t.phase = Phase::Inner;
+    t.add(fresh("proc", "/proc", nosuid_nodev_noexec, None));
+    // The kernel's sysctls are mostly not namespaced; the guest must not set them.
+    t.add(read_only("/proc/sys", false));
+    // Those of a network namespace of its own are the guest's (nspawn keeps
+    // /proc/sys/net writable then).
+    t.when(
+        When::PrivateNetwork,
+        rebind("/proc/sys/net", Access::ReadWrite, false),
+    );
+    for masked in PROC_MASKED {
+        t.add(Op::Bind {
+            source: BindSource::InRoot(p(INACCESSIBLE_REG)),
+            target: p(masked),
+            kind: Kind::File,
+            recursive: false,
+            access: Access::ReadOnly,
+            optional: true,
+        });
+    }
+    for ro in PROC_READ_ONLY {
+        t.add(read_only(ro, true));
+    }
+    // Mounted from inside the container's namespaces, sysfs shows its network
+    // namespace's devices.
+    t.add(fresh(
+        "sysfs",
+        "/sys",
+        nosuid_nodev_noexec | F::MS_RDONLY,
+        None,
+    ));
+    // Mounted after the cgroup namespace was entered, so its root is the
+    // container's own cgroup: the guest sees and can write only its subtree.
+    t.add(fresh(
+        "cgroup2",
+        "/sys/fs/cgroup",
+        nosuid_nodev_noexec,
+        None,
+    ));
+    // fusectl lets its mounter abort any FUSE connection of the host. The guest
+    // may not mount it (mountguard.rs), and with its mount point hidden the
+    // guest's sys-fs-fuse-connections.mount skips itself instead of failing.
+    t.add(Op::Mount {
+        fstype: "tmpfs",
+        target: p("/sys/fs/fuse"),
+        flags: nosuid_nodev_noexec | F::MS_RDONLY,
+        data: Some("mode=0555".into()),
+        optional: true,
+    });
+    // Its instance serves the mounter's IPC namespace.
+    t.add(fresh("mqueue", "/dev/mqueue", nosuid_nodev_noexec, None));
+    for (_, op) in api_user {
+        t.add(op);
+    }
+
+    Table {
+        entries: t.entries,
+        mode,
+    }
+}
+
+fn bind_op(b: &Bind) -> Op {
+    Op::Bind {
+        source: b.source.clone(),
+        target: b.target.clone(),
+        kind: if b.kind.is_dir() {
+            Kind::Dir
+        } else {
+            Kind::File
+        },
+        recursive: b.recursive,
+        access: if b.readonly {
+            Access::ReadOnly
+        } else {
+            Access::Inherit
+        },
+        optional: false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{SourceKind, Tmpfs};
+
+    fn plan() -> Plan {
+        let mut plan = Plan::new("/var/lib/containers/foo".into(), "foo");
+        plan.binds = vec![
+            Bind {
+                source: BindSource::Host("/nix/store".into()),
+                target: "/nix/store".into(),
+                readonly: true,
+                recursive: true,
+                kind: SourceKind::Dir,
+            },
+            Bind {
+                source: BindSource::Host("/etc/hosts".into()),
+                target: "/var/x/hosts".into(),
+                readonly: false,
+                recursive: true,
+                kind: SourceKind::File,
+            },
+        ];
+        plan.tmpfs = vec![Tmpfs {
+            target: "/var".into(),
+            options: "mode=0755".into(),
+        }];
+        plan
+    }
+
+    fn facts() -> Facts {
+        Facts::for_tests()
+    }
+
+    fn position(t: &[&Op], pred: impl Fn(&Op) -> bool) -> usize {
+        t.iter()
+            .position(|op| pred(op))
+            .expect("entry missing from the table")
+    }
+
+    fn mount_at(target: &str) -> impl Fn(&Op) -> bool + '_ {
+        move |op| match op {
+            Op::Mount { target: t, .. } | Op::Bind { target: t, .. } => t == Path::new(target),
+            _ => false,
+        }
+    }
+
+    fn ops_for(plan: &Plan) -> Vec<Op> {
+        table(plan, &facts()).all().into_iter().cloned().collect()
+    }
+
+    #[test]
+    fn api_file_systems_are_read_only_where_the_container_interface_says() {
+        let owned = ops_for(&plan());
+        let t: Vec<&Op> = owned.iter().collect();
+        assert!(owned.contains(&Op::Mount {
+            fstype: "sysfs",
+            target: p("/sys"),
+            flags: MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_RDONLY,
+            data: None,
+            optional: false,
+        }));
+        assert!(owned.contains(&read_only("/proc/sys", false)));
+        assert!(position(&t, mount_at("/proc")) < position(&t, mount_at("/proc/sys")));
+        for m in PROC_MASKED {
+            let i = position(&t, mount_at(m));
+            match t[i] {
+                Op::Bind { source, access, .. } => {
+                    assert_eq!(source, &BindSource::InRoot(p(INACCESSIBLE_REG)));
+                    assert_eq!(*access, Access::ReadOnly);
+                }
+                other => panic!("{m}: {other:?}"),
+            }
+            // The mask's source exists by then.
+            assert!(
+                position(&t, |op| op
+                    == &Op::Node {
+                        path: p(INACCESSIBLE_REG),
+                        kind: SFlag::S_IFREG,
+                        mode: 0,
+                        major: 0,
+                        minor: 0
+                    })
+                    < i
+            );
+        }
+        assert!(owned.contains(&Op::NotifySocket));
+        assert!(owned.contains(&Op::Console));
+    }
+
+    #[test]
+    fn the_store_is_bound_read_only_after_dev_and_run_exist() {
+        let owned = ops_for(&plan());
+        let t: Vec<&Op> = owned.iter().collect();
+        let store = position(&t, mount_at("/nix/store"));
+        match t[store] {
+            Op::Bind {
+                source,
+                access,
+                recursive,
+                ..
+            } => {
+                assert_eq!(source, &BindSource::Host(p("/nix/store")));
+                assert!(*access == Access::ReadOnly && *recursive);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(position(&t, mount_at("/dev")) < store);
+        assert!(position(&t, mount_at("/run")) < store);
+        // The tmpfs on /var comes before the bind below it, although given after.
+        assert!(position(&t, mount_at("/var")) < position(&t, mount_at("/var/x/hosts")));
+        // /run/host is made read-only last of the outer phase, after everything
+        // was put there.
+        let table = table(&plan(), &facts());
+        assert_eq!(
+            table.ops(Phase::Outer).last(),
+            Some(&read_only("/run/host", false))
+        );
+    }
+
+    #[test]
+    fn user_mounts_below_proc_and_sys_come_after_those_file_systems() {
+        let mut pl = plan();
+        pl.tmpfs.push(Tmpfs {
+            target: "/sys/kernel/x".into(),
+            options: "mode=0755".into(),
+        });
+        let owned = ops_for(&pl);
+        let t: Vec<&Op> = owned.iter().collect();
+        assert!(position(&t, mount_at("/sys")) < position(&t, mount_at("/sys/kernel/x")));
+        let table = table(&pl, &facts());
+        assert!(table
+            .ops(Phase::Inner)
+            .any(|op| op.path() == Some(Path::new("/sys/kernel/x"))));
+    }
+
+    #[test]
+    fn pipe_console_has_no_pty() {
+        let mut pl = plan();
+        pl.console = Console::Pipe;
+        assert!(!ops_for(&pl).contains(&Op::Console));
+    }
+
+    #[test]
+    fn conditions_follow_the_mode() {
+        let mut pl = plan();
+        let default = table(&pl, &facts());
+        assert_eq!(default.mode, Mode::default());
+        let all = default.all();
+        // The host's root creates device nodes; nothing is bound from the host's /dev.
+        assert!(all
+            .iter()
+            .any(|op| matches!(op, Op::Node { path, .. } if path == Path::new("/dev/null"))));
+        assert!(!all.iter().any(
+            |op| matches!(op, Op::Bind { source: BindSource::Host(s), .. } if s.starts_with("/dev"))
+        ));
+        assert!(!all
+            .iter()
+            .any(|op| op.path() == Some(Path::new("/proc/sys/net"))));
+        assert!(all.iter().any(|op| matches!(op, Op::Mount { fstype: "devpts", data: Some(d), .. } if d.ends_with("gid=5"))));
+
+        pl.private_network = true;
+        let net = table(&pl, &facts());
+        let ops = net.all();
+        let sys = position(&ops, mount_at("/proc/sys"));
+        let sys_net = position(&ops, mount_at("/proc/sys/net"));
+        assert!(
+            sys < sys_net,
+            "/proc/sys/net must be writable again after /proc/sys went read-only"
+        );
+        assert!(matches!(
+            ops[sys_net],
+            Op::Bind {
+                access: Access::ReadWrite,
+                ..
+            }
+        ));
+
+        // In a user namespace: binds instead of mknod, the tty group shifted.
+        let userns = build(
+            &plan(),
+            &facts(),
+            Mode {
+                private_network: false,
+                uid_shift: Some(0x10000),
+            },
+        );
+        let ops = userns.all();
+        assert!(ops.iter().any(|op| matches!(op, Op::Mount { fstype: "devpts", data: Some(d), .. } if d.ends_with("gid=65541"))));
+        assert!(!ops.iter().any(|op| matches!(op, Op::Node { kind, .. } if *kind == SFlag::S_IFCHR || *kind == SFlag::S_IFBLK)));
+        assert!(ops.iter().any(|op| matches!(op, Op::Bind { source: BindSource::Host(s), target, .. } if s == Path::new("/dev/null") && target == Path::new("/dev/null"))));
+    }
+}

@@ -1,0 +1,324 @@
+//! One boot of the guest: clone the child, walk the protocol's sync points
+//! (protocol.rs), then run the event loop until the lifecycle says this boot
+//! is over.
+//!
+//! The loop only translates: ready fds become lifecycle events (or are served
+//! directly, like console bytes and mount requests), and the lifecycle's
+//! actions become system calls. It never decides what an event means.
+
+use super::console::{Console, Request};
+use super::lifecycle::{Action, Event, Lifecycle, Outcome};
+use super::mountguard::MountGuard;
+use super::notify;
+use super::poll::{PollSet, Token};
+use super::teardown::Teardown;
+use super::SupervisorError;
+use crate::cgroup::Cgroups;
+use crate::container::{self, Setup};
+use crate::plan::Plan;
+use crate::policy::Policy;
+use crate::protocol::{self, FromChild, SupervisorEnd, ToChild};
+use nix::errno::Errno;
+use nix::poll::PollFlags;
+use nix::sched::CloneFlags;
+use nix::sys::signalfd::SignalFd;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use std::cell::Cell;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::rc::Rc;
+use std::time::Instant;
+
+/// What comes after a boot.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Next {
+    Restart,
+    Exit(i32),
+}
+
+/// The state of one boot as the event loop sees it: the child and the
+/// endpoints it handed over.
+pub struct Boot<'a> {
+    plan: &'a Plan,
+    pid: Pid,
+    /// Set once PID 1 is reaped: its pid may be reused after that, so nothing
+    /// may signal it any more.
+    reaped: Rc<Cell<bool>>,
+    channel: Option<SupervisorEnd>,
+    /// Sync point 2 passed: end of file on the channel means exec.
+    endpoints_received: bool,
+    setup_failed: bool,
+    console: Option<Console>,
+    notify: Option<OwnedFd>,
+    guard: Option<MountGuard>,
+}
+
+impl<'a> Boot<'a> {
+    pub fn run(
+        plan: &'a Plan,
+        policy: &Policy,
+        cgroups: &Cgroups,
+        sigfd: &mut SignalFd,
+        life: &mut Lifecycle,
+        undo: &mut Teardown<'_>,
+    ) -> Result<Next, SupervisorError> {
+        let (sup, child_end) = protocol::pair()?;
+        let sup_raw = sup.as_fd().as_raw_fd();
+        let setup = Setup { plan, policy };
+        // Written to only by the child, in its copy of our memory; not resident here.
+        let mut stack = vec![0u8; 1 << 20];
+        let flags = CloneFlags::CLONE_NEWNS
+            | CloneFlags::CLONE_NEWPID
+            | CloneFlags::CLONE_NEWUTS
+            | CloneFlags::CLONE_NEWIPC;
+        let child = Box::new(|| {
+            // Our copy of the supervisor's end would hide the supervisor's death.
+            let _ = nix::unistd::close(sup_raw);
+            container::run(&setup, &child_end)
+        });
+        let pid = crate::sys::process::clone_child(child, &mut stack, flags)
+            .map_err(|e| SupervisorError::Sys("clone the container", e))?;
+        drop(child_end);
+        drop(stack);
+
+        let reaped = Rc::new(Cell::new(false));
+        let r = reaped.clone();
+        // Whatever happens from here on, the container does not outlive the boot.
+        undo.push("stopping the container", move || {
+            if !r.get() {
+                let _ = kill(pid, libc::SIGKILL);
+                reap_blocking(pid);
+                r.set(true);
+            }
+            Ok(())
+        });
+
+        let mut boot = Boot {
+            plan,
+            pid,
+            reaped,
+            channel: Some(sup),
+            endpoints_received: false,
+            setup_failed: false,
+            console: None,
+            notify: None,
+            guard: None,
+        };
+        boot.act(life.handle(Event::Cloned, Instant::now()));
+        // Sync point 1: the child waits in its namespaces until it is in its cgroup.
+        cgroups.attach(pid.as_raw() as u32)?;
+        if let Some(ch) = &boot.channel {
+            ch.send(&ToChild::Go)?;
+        }
+        boot.event_loop(sigfd, life)
+    }
+
+    fn event_loop(
+        &mut self,
+        sigfd: &mut SignalFd,
+        life: &mut Lifecycle,
+    ) -> Result<Next, SupervisorError> {
+        loop {
+            let timeout = life
+                .next_deadline()
+                .map(|d| d.saturating_duration_since(Instant::now()));
+            let ready = {
+                let stdin = std::io::stdin();
+                let mut set = PollSet::new();
+                set.add(Token::Signals, sigfd.as_fd());
+                if let Some(ch) = &self.channel {
+                    set.add(Token::Channel, ch.as_fd());
+                }
+                if let Some(n) = &self.notify {
+                    set.add(Token::Notify, n.as_fd());
+                }
+                if let Some(c) = &self.console {
+                    set.add(Token::Console, c.master());
+                    if c.reads_stdin() {
+                        set.add(Token::Stdin, stdin.as_fd());
+                    }
+                }
+                if let Some(g) = &self.guard {
+                    set.add(Token::MountGuard, g.fd());
+                }
+                set.wait(timeout)
+                    .map_err(|e| SupervisorError::Sys("poll", e))?
+            };
+            let mut events = Vec::new();
+            for (token, revents) in ready {
+                match token {
+                    Token::MountGuard => self.on_guard(revents),
+                    Token::Console => {
+                        if let Some(c) = self.console.as_mut() {
+                            c.pump_output();
+                        }
+                    }
+                    Token::Channel => events.extend(self.on_channel()?),
+                    Token::Notify => events.extend(self.on_notify()),
+                    Token::Stdin => {
+                        if let Some(Request::Kill) = self.console.as_mut().map(|c| c.pump_input()) {
+                            events.push(Event::ConsoleKill);
+                        }
+                    }
+                    Token::Signals => events.extend(self.on_signals(sigfd)),
+                }
+            }
+            if life.next_deadline().is_some_and(|d| Instant::now() >= d) {
+                events.push(Event::Tick);
+            }
+            for ev in events {
+                if let Some(next) = self.act(life.handle(ev, Instant::now())) {
+                    return next;
+                }
+            }
+        }
+    }
+
+    /// Carries out the lifecycle's actions; Some once the boot is over.
+    fn act(&mut self, actions: Vec<Action>) -> Option<Result<Next, SupervisorError>> {
+        for a in actions {
+            match a {
+                Action::Say(line) => {
+                    if !self.plan.quiet {
+                        eprintln!("{line}");
+                    }
+                }
+                Action::Host(m) => notify::to_host(&m),
+                Action::Signal(sig) => {
+                    let _ = self.signal(sig);
+                }
+                Action::Kill => {
+                    let _ = self.signal(libc::SIGKILL);
+                }
+                Action::Restart => return Some(Ok(Next::Restart)),
+                Action::Exit(code) => return Some(Ok(Next::Exit(code))),
+                Action::Fail(line) => return Some(Err(SupervisorError::Failed(line))),
+            }
+        }
+        None
+    }
+
+    fn signal(&self, sig: i32) -> nix::Result<()> {
+        if self.reaped.get() {
+            return Err(Errno::ESRCH);
+        }
+        kill(self.pid, sig)
+    }
+
+    fn on_guard(&mut self, revents: PollFlags) {
+        if revents.contains(PollFlags::POLLIN) {
+            if let Some(g) = &self.guard {
+                g.handle();
+            }
+        } else if revents.intersects(PollFlags::POLLHUP | PollFlags::POLLERR | PollFlags::POLLNVAL)
+        {
+            // The guest's last task has exited: no one can ask any more, and the
+            // listener would report this on every poll until PID 1 is reaped.
+            self.guard = None;
+        }
+    }
+
+    fn on_channel(&mut self) -> Result<Option<Event>, SupervisorError> {
+        let Some(ch) = &self.channel else {
+            return Ok(None);
+        };
+        match ch.recv()? {
+            Some(FromChild::Ready(e)) => {
+                self.endpoints_received = true;
+                self.console = e.pty_master.map(|m| Console::new(m, self.plan.console));
+                self.notify = e.notify;
+                self.guard = e.mount_listener.map(MountGuard::new);
+                Ok(None)
+            }
+            Some(FromChild::Failed(line)) => {
+                self.setup_failed = true;
+                Ok(Some(Event::SetupFailed(line)))
+            }
+            None => {
+                // Sync point 3, if the child got that far: its end is
+                // close-on-exec. Otherwise it died; its exit status tells how.
+                self.channel = None;
+                Ok(
+                    (self.endpoints_received && !self.setup_failed).then_some(Event::Exec {
+                        leader: self.pid.as_raw(),
+                    }),
+                )
+            }
+        }
+    }
+
+    fn on_notify(&mut self) -> Vec<Event> {
+        let Some(sock) = &self.notify else {
+            return Vec::new();
+        };
+        notify::receive(sock, self.pid.as_raw())
+            .into_iter()
+            .map(Event::Guest)
+            .collect()
+    }
+
+    fn on_signals(&mut self, sigfd: &mut SignalFd) -> Vec<Event> {
+        let mut events = Vec::new();
+        while let Ok(Some(info)) = sigfd.read_signal() {
+            match info.ssi_signo as i32 {
+                libc::SIGCHLD => events.extend(self.reap()),
+                libc::SIGTERM | libc::SIGINT => events.push(Event::StopRequest),
+                libc::SIGWINCH => {
+                    if let Some(c) = &self.console {
+                        c.resize();
+                    }
+                }
+                _ => {} // SIGHUP: a terminal went away; the guest keeps running.
+            }
+        }
+        events
+    }
+
+    /// Reaps exited children; for PID 1, first whatever it wrote or sent last
+    /// (its SIGCHLD may be read before a READY=1 sent just before it exited),
+    /// then its exit.
+    fn reap(&mut self) -> Vec<Event> {
+        let mut events = Vec::new();
+        loop {
+            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return events,
+                Ok(ws) if ws.pid() == Some(self.pid) => {
+                    let Some(outcome) = Outcome::from_wait(ws) else {
+                        continue; // stopped or continued, not gone
+                    };
+                    self.reaped.set(true);
+                    if let Some(c) = self.console.as_mut() {
+                        c.pump_output();
+                    }
+                    events.extend(self.on_notify());
+                    // A failure line sent just before the exit is still queued.
+                    while self.channel.is_some() {
+                        match self.on_channel() {
+                            Ok(Some(ev)) => events.push(ev),
+                            Ok(None) => {}
+                            Err(_) => self.channel = None,
+                        }
+                    }
+                    events.push(Event::Exited(outcome));
+                }
+                Ok(_) => {}
+                Err(Errno::EINTR) => {}
+                Err(_) => return events,
+            }
+        }
+    }
+}
+
+fn kill(pid: Pid, sig: i32) -> nix::Result<()> {
+    crate::sys::process::kill(pid, sig)
+}
+
+fn reap_blocking(pid: Pid) {
+    loop {
+        match waitpid(pid, None) {
+            Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) => return,
+            Err(Errno::EINTR) | Ok(_) => {}
+            Err(_) => return,
+        }
+    }
+}

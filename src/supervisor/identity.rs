@@ -1,0 +1,124 @@
+//! Who the container is, decided at start-up from the plan and its root: its
+//! UUID (the guest's machine id, --uuid, or a new one), the host's os-release,
+//! and the journal link. The result is the `Facts` the policy is computed from.
+
+use crate::container::root::{Root, RootError};
+use crate::plan::{Bind, BindSource, LinkJournal, Plan, SourceKind};
+use crate::policy::{env::os_release_pairs, Facts};
+use std::path::{Path, PathBuf};
+use uuid::Uuid;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error("open the container root: {0}")]
+    Open(#[source] nix::errno::Errno),
+    #[error("container root {path}: {err}", path = path.display())]
+    Root {
+        path: PathBuf,
+        #[source]
+        err: RootError,
+    },
+    #[error("--link-journal=guest: {0}")]
+    Journal(String),
+}
+
+pub fn facts(plan: &Plan) -> Result<Facts, IdentityError> {
+    let root = Root::open_dir(&plan.root).map_err(IdentityError::Open)?;
+    let host_os_release = ["/etc/os-release", "/usr/lib/os-release"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists());
+    let host_os_pairs = host_os_release
+        .as_deref()
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .map(|s| os_release_pairs(&s))
+        .unwrap_or_default();
+    let guest_id = read_machine_id(&root, &plan.root)?;
+    // A version 4 UUID, as systemd generates them, when neither says.
+    let uuid = guest_id.or(plan.uuid).unwrap_or_else(Uuid::new_v4);
+    let extra_binds = link_journal(plan, &root, &uuid)?.into_iter().collect();
+    Ok(Facts {
+        uuid,
+        host_os_release,
+        host_os_pairs,
+        extra_binds,
+    })
+}
+
+fn read_machine_id(root: &Root, path: &Path) -> Result<Option<Uuid>, IdentityError> {
+    let data = root
+        .read_file(Path::new("/etc/machine-id"))
+        .map_err(|err| IdentityError::Root {
+            path: path.to_path_buf(),
+            err,
+        })?;
+    Ok(data.and_then(|d| {
+        let s = String::from_utf8_lossy(&d);
+        let s = s.trim();
+        // "uninitialized" (systemd's first-boot marker) and empty both mean unset.
+        (s.len() == 32)
+            .then(|| crate::plan::parse_uuid(s))
+            .flatten()
+    }))
+}
+
+/// --link-journal, for `journalctl -m` on the host. The guest's journal lives in
+/// /var/log/journal/<machine-id>, and its machine id is the UUID we pass when its
+/// /etc/machine-id is empty. `guest`: the host gets a symlink to the guest's
+/// directory. `auto`: if the host already has a directory for this machine (made
+/// for `host` mode), the guest gets it bound in — returned as an extra bind.
+fn link_journal(plan: &Plan, root: &Root, uuid: &Uuid) -> Result<Option<Bind>, IdentityError> {
+    let id = uuid.simple().to_string();
+    let host_dir = Path::new("/var/log/journal");
+    let host_path = host_dir.join(&id);
+    let in_guest = Path::new("/var/log/journal").join(&id);
+    if plan.link_journal == LinkJournal::No {
+        return Ok(None);
+    }
+    let must = match plan.link_journal {
+        LinkJournal::No => return Ok(None),
+        LinkJournal::Auto => {
+            let is_dir = host_path.symlink_metadata().is_ok_and(|m| m.is_dir());
+            return Ok(is_dir.then_some(Bind {
+                source: BindSource::Host(host_path),
+                target: in_guest,
+                readonly: false,
+                recursive: false,
+                kind: SourceKind::Dir,
+            }));
+        }
+        LinkJournal::Guest => true,
+        LinkJournal::TryGuest => false,
+    };
+    let fail = |why: String| {
+        if must {
+            Err(IdentityError::Journal(why))
+        } else {
+            Ok(None)
+        }
+    };
+    if !host_dir.is_dir() {
+        return fail(format!("the host has no {}", host_dir.display()));
+    }
+    let guest_dir = plan
+        .root
+        .join(in_guest.strip_prefix("/").unwrap_or(&in_guest));
+    match std::fs::read_link(&host_path) {
+        Ok(t) if t == guest_dir => {}
+        _ if host_path.symlink_metadata().is_ok() => {
+            return fail(format!(
+                "{} exists and is not a link to this guest",
+                host_path.display()
+            ))
+        }
+        _ => {
+            if let Err(e) = root.mkdir_all(&in_guest, 0o2755) {
+                return fail(e.to_string());
+            }
+            if let Err(e) = std::os::unix::fs::symlink(&guest_dir, &host_path) {
+                return fail(format!("{}: {e}", host_path.display()));
+            }
+        }
+    }
+    Ok(None)
+}

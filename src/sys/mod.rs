@@ -1,0 +1,103 @@
+//! The system-call layer: the only place in nixrun allowed to use `unsafe`.
+//!
+//! Everything here is a thin, safe wrapper around one kernel interface that
+//! neither nix nor rustix offers safely (or at all): clone/fork of a
+//! single-threaded process, fds received by SCM_RIGHTS, mount_setattr,
+//! close_range, seccomp filters and user notifications, the bpf() calls of the
+//! device policy, the session keyring, and raw signal numbers (real-time ones,
+//! which nix's `Signal` cannot name). The rest of the crate is built with
+//! `unsafe_code = "deny"`; each block here says why it is sound.
+
+#![allow(unsafe_code)]
+
+pub mod bpf;
+pub mod fd;
+pub mod process;
+pub mod seccomp;
+
+use nix::errno::Errno;
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+// From <linux/mount.h>; libc has the syscall number but not the flags.
+pub const MOUNT_ATTR_RDONLY: u64 = 0x0000_0001;
+const AT_RECURSIVE: libc::c_uint = 0x8000;
+
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// mount_setattr(2) on the mount `fd` refers to: set `set` and clear `clear`,
+/// optionally on the whole subtree. Unlike a MS_REMOUNT, it changes only the
+/// named attributes, so nosuid/nodev/noexec of a bind survive making it read-only.
+pub fn mount_setattr(fd: BorrowedFd<'_>, recursive: bool, set: u64, clear: u64) -> nix::Result<()> {
+    let attr = MountAttr {
+        attr_set: set,
+        attr_clr: clear,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    let empty = CString::default();
+    let mut flags = libc::AT_EMPTY_PATH as libc::c_uint;
+    if recursive {
+        flags |= AT_RECURSIVE;
+    }
+    // SAFETY: the pointers are valid for the duration of the call and the size is
+    // that of the struct the kernel expects (MOUNT_ATTR_SIZE_VER0).
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            fd.as_raw_fd(),
+            empty.as_ptr(),
+            flags,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    Errno::result(r).map(drop)
+}
+
+/// The path through which a syscall that only takes paths (mount(2)) reaches what
+/// an fd refers to. Only valid while the host's /proc is mounted at /proc, i.e.
+/// before pivot_root.
+pub fn fd_path(fd: BorrowedFd<'_>) -> String {
+    format!("/proc/self/fd/{}", fd.as_raw_fd())
+}
+
+/// Kernel keyrings are not namespaced: a process that should not reach the
+/// keyring it inherited joins a new anonymous session keyring.
+pub fn join_new_session_keyring() -> nix::Result<()> {
+    const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
+    // SAFETY: a null name asks for a new anonymous session keyring; no memory
+    // is passed.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_keyctl,
+            KEYCTL_JOIN_SESSION_KEYRING,
+            std::ptr::null::<libc::c_char>(),
+        )
+    };
+    Errno::result(r).map(drop)
+}
+
+/// Removes capability number `n` from the calling thread's bounding set; by
+/// number, because the kernel may know capabilities the caps crate does not.
+pub fn capbset_drop(n: u8) -> nix::Result<()> {
+    // SAFETY: PR_CAPBSET_DROP takes integers only.
+    let r = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, n as libc::c_ulong, 0, 0, 0) };
+    Errno::result(r).map(drop)
+}
+
+/// nix's `Errno` for one of rustix's: the crate reports system errors as nix's.
+pub fn errno(e: rustix::io::Errno) -> Errno {
+    Errno::from_raw(e.raw_os_error())
+}
+
+/// nix's `Errno` for an `io::Error` (EIO for one that carries no errno).
+pub fn io_errno(e: &std::io::Error) -> Errno {
+    Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
+}
