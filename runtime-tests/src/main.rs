@@ -16,6 +16,7 @@ mod facts;
 mod fstype;
 mod notify;
 mod signals;
+mod stress;
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -37,7 +38,16 @@ usage: nixrun-probe COMMAND [ARGS]
   poweroff          reboot(2) POWER_OFF (inside a PID namespace: SIGINT to its init)
   escape [NAME...]  attack the container's walls; one 'blocked|ESCAPED|error NAME[: detail]'
                     line per attack; exit 0 only if all were blocked
-  escape --list     the attack names";
+  escape --list     the attack names
+  notify-fds COUNT PER
+                    send COUNT datagrams to $NOTIFY_SOCKET, each passing PER (0..=253) fds;
+                    print 'sent N', then wait for a signal and print 'signal N'
+  flood-mount OUTFILE MOUNTS
+                    flood stdout from a child, then mount and unmount MOUNTS tmpfs; write
+                    'mounts=K failed=F max_ms=M first_error=NAME|none' to OUTFILE, wait for
+                    a signal; prints nothing
+  spawn-max N       fork N idle children; print 'spawned K' or 'spawned K errno=NAME'
+  statfs PATH...    per PATH: 'PATH size=BYTES inodes=N' or 'PATH error=NAME'";
 
 const EXIT_FAILED: u8 = 1;
 const EXIT_USAGE: u8 = 64;
@@ -120,6 +130,30 @@ fn main() -> ExitCode {
                 }
                 Err(e) => return usage(&e),
             }
+        }
+        (Some("notify-fds"), [count, per]) => {
+            let count = count.to_str().and_then(stress::parse_count);
+            let per = per.to_str().and_then(stress::parse_per);
+            match (count, per) {
+                (Some(count), Some(per)) => stress::notify_fds(count, per),
+                _ => return usage("notify-fds: COUNT must be a number, PER 0..=253"),
+            }
+        }
+        (Some("flood-mount"), [outfile, mounts]) => {
+            match mounts.to_str().and_then(stress::parse_count) {
+                Some(mounts) => stress::flood_mount(Path::new(outfile), mounts),
+                None => return usage("flood-mount: MOUNTS must be a number"),
+            }
+        }
+        (Some("spawn-max"), [n]) => match n.to_str().and_then(stress::parse_count) {
+            Some(n) => stress::spawn_max(n),
+            None => return usage("spawn-max: N must be a number"),
+        },
+        (Some("statfs"), paths) if !paths.is_empty() => {
+            for p in paths {
+                say(&stress::statfs_line(p));
+            }
+            0
         }
         _ => return usage("unknown command or wrong arguments"),
     };

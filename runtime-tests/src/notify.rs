@@ -6,14 +6,15 @@ use std::os::unix::net::{SocketAddr, UnixDatagram};
 
 use crate::errno;
 
+/// Where $NOTIFY_SOCKET points (also used by `notify-fds`).
 #[derive(Debug, PartialEq, Eq)]
-enum Target<'a> {
+pub enum Target<'a> {
     Path(&'a str),
     /// `@name` in $NOTIFY_SOCKET is the abstract socket `\0name`.
     Abstract(&'a [u8]),
 }
 
-fn target(var: &str) -> Option<Target<'_>> {
+pub fn target(var: &str) -> Option<Target<'_>> {
     match var.strip_prefix('@') {
         Some(name) => Some(Target::Abstract(name.as_bytes())),
         None if var.is_empty() => None,

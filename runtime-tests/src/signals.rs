@@ -1,4 +1,5 @@
-//! `wait-signal` and the guard for `reboot`/`poweroff`.
+//! `wait-signal` (also the wait of `notify-fds` and `flood-mount`) and the guard
+//! for `reboot`/`poweroff`.
 //!
 //! The probe is often PID 1 of a PID namespace, and the kernel drops signals to
 //! such an init unless it has a handler installed (SIGNAL_UNKILLABLE) — so to see
@@ -27,6 +28,16 @@ fn catchable(sig: libc::c_int) -> bool {
 /// early wait for it; before that an init would drop the signal), and returns the
 /// number of the first signal that arrives.
 pub fn wait_any() -> libc::c_int {
+    catch_all();
+    eprintln!("waiting");
+    wait_caught()
+}
+
+/// The first half of [`wait_any`], for a command that must be ready for signals
+/// before it announces itself some other way than on stderr (`flood-mount`,
+/// whose stderr may be a pipe nobody reads).  From here on every signal stays
+/// pending until [`wait_caught`].
+pub fn catch_all() {
     // SAFETY: plain libc signal calls on zero-initialised, locally owned sigsets
     // and sigaction structs; the handler only stores into an atomic.
     unsafe {
@@ -48,8 +59,14 @@ pub fn wait_any() -> libc::c_int {
                 libc::sigaction(sig, &sa, std::ptr::null_mut());
             }
         }
+    }
+}
 
-        eprintln!("waiting");
+/// The second half of [`wait_any`]: the number of the first signal caught since
+/// [`catch_all`].
+pub fn wait_caught() -> libc::c_int {
+    // SAFETY: sigsuspend on a zero-initialised, locally owned sigset.
+    unsafe {
         let mut none: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut none);
         while CAUGHT.load(Ordering::SeqCst) == 0 {
