@@ -15,9 +15,10 @@
 //! the guest and beyond its reach.
 //!
 //! The guest sees only cgroup2, rooted at its payload. Of the v1 hierarchies of
-//! a hybrid or legacy host only two are managed (MANAGED_V1): systemd's named
-//! one, where such a host's systemd tracks the unit's processes, and the devices
-//! controller, which enforces the device policy there. The other controllers stay
+//! a hybrid or legacy host three are managed (MANAGED_V1): systemd's named
+//! one, where such a host's systemd tracks the unit's processes, the devices
+//! controller, which enforces the device policy there, and pids, which carries
+//! the container's task limit there. The other controllers stay
 //! as the supervisor's: the guest cannot mount a v1 hierarchy to look at them (the
 //! mount guard refuses it, see CVE-2022-0492), and each managed hierarchy costs a
 //! start some 0.15 ms of cgroup creation and removal. Where the v1 devices
@@ -46,6 +47,8 @@ pub enum CgroupError {
     NotInHierarchy(String),
     #[error("cgroup {path} already has processes: machine {machine} is running, or (with --keep-unit) another container runs in this unit")]
     AlreadyRunning { machine: String, path: PathBuf },
+    #[error("another container runs in this unit: its cgroup {0} is locked by another nixrun (--keep-unit)")]
+    UnitBusy(PathBuf),
     #[error("creating cgroup {0}: {1}")]
     Create(PathBuf, #[source] io::Error),
     #[error("moving process {pid} into cgroup {path}: {err}")]
@@ -61,8 +64,12 @@ pub enum CgroupError {
     Devices(PathBuf, String),
 }
 
+/// The container's limit on tasks (processes and threads), nspawn's unit's
+/// TasksMax=16384: a guest must not exhaust the host's pid space.
+pub const DEFAULT_TASKS_MAX: u64 = 16384;
+
 /// The v1 hierarchies nixrun places the payload in (by a mount option).
-const MANAGED_V1: &[&str] = &["name=systemd", "devices"];
+const MANAGED_V1: &[&str] = &["name=systemd", "devices", "pids"];
 
 /// What a hierarchy carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -271,7 +278,12 @@ pub struct Cgroups {
     placements: Vec<Placement>,
     machine: String,
     devices: Vec<Rule>,
+    /// None: no limit.
+    tasks_max: Option<u64>,
     fs: Box<dyn CgroupFs>,
+    /// With --keep-unit: our flock on the unit's cgroup directory, held for the
+    /// run, so that two nixruns in one unit cannot both make its payload.
+    _unit_lock: Option<std::os::fd::OwnedFd>,
 }
 
 impl Cgroups {
@@ -280,17 +292,20 @@ impl Cgroups {
         machine: &str,
         keep_unit: bool,
         devices: Vec<Rule>,
+        tasks_max: Option<u64>,
     ) -> Result<Cgroups, CgroupError> {
         let mi = read("/proc/self/mountinfo")?;
         let pc = read("/proc/self/cgroup")?;
         let hierarchies = discover(&mi, &pc)?;
-        Ok(Cgroups::new(
-            &hierarchies,
-            machine,
-            keep_unit,
-            devices,
-            Box::new(Kernel),
-        ))
+        let mut cg = Cgroups::new(&hierarchies, machine, keep_unit, devices, Box::new(Kernel));
+        cg.tasks_max = tasks_max;
+        if keep_unit {
+            // Another machine name, another root: the lock files do not see
+            // it, the unit's cgroup does.
+            let unit = &cg.placements[0].container;
+            cg._unit_lock = Some(lock_dir(unit)?);
+        }
+        Ok(cg)
     }
 
     /// The container's cgroups in the given hierarchies, handled through `fs`.
@@ -308,14 +323,17 @@ impl Cgroups {
                 .collect(),
             machine: machine.to_string(),
             devices,
+            tasks_max: Some(DEFAULT_TASKS_MAX),
             fs,
+            _unit_lock: None,
         }
     }
 
     /// Removes what a crashed run left behind, refuses if the machine is running,
-    /// moves the supervisor aside (--keep-unit), creates the payload cgroups and
-    /// closes their device policy.
-    pub fn create(&self) -> Result<(), CgroupError> {
+    /// moves the supervisor aside (--keep-unit), creates the payload cgroups,
+    /// closes their device policy and limits their tasks. Returns warnings: a
+    /// host without a pids controller gets its container without a task limit.
+    pub fn create(&self) -> Result<Vec<String>, CgroupError> {
         for p in &self.placements {
             let top = if p.ours { &p.container } else { &p.payload };
             if top.exists() {
@@ -341,7 +359,42 @@ impl Cgroups {
                 self.delegate_controllers(&p.container);
             }
         }
-        self.close_devices()
+        self.close_devices()?;
+        Ok(self.limit_tasks().err().into_iter().collect())
+    }
+
+    /// pids.max where the guest cannot change it: on the container's cgroup
+    /// when nixrun made it (above the guest's namespace root), else on the
+    /// payload (the unit's own TasksMax= applies above it; the payload is the
+    /// guest's namespace root, whose limits nsdelegate keeps out of its reach).
+    /// In the v1 pids hierarchy where one is mounted (the guest cannot see v1),
+    /// else in cgroup2, where the controller must be enabled down to there.
+    fn limit_tasks(&self) -> Result<(), String> {
+        let Some(max) = self.tasks_max else {
+            return Ok(());
+        };
+        let v1 = self.placements.iter().find(|p| p.hierarchy.has("pids"));
+        let p = v1.unwrap_or(&self.placements[0]);
+        let target = if p.ours { &p.container } else { &p.payload };
+        if v1.is_none() && p.ours {
+            // Threaded controllers such as pids may be enabled in a cgroup that
+            // has processes (ours has the supervisor).
+            let mut dir = p.hierarchy.own.clone();
+            for next in [Path::new("nixrun"), Path::new(&self.machine)] {
+                let _ = self
+                    .fs
+                    .write(&dir.join("cgroup.subtree_control"), &["+pids"]);
+                dir.push(next);
+            }
+        }
+        self.fs
+            .write(&target.join("pids.max"), &[&max.to_string()])
+            .map_err(|e| {
+                format!(
+                    "no task limit on the container: writing {}: {e}",
+                    target.join("pids.max").display()
+                )
+            })
     }
 
     /// The device policy on the payload: the v1 devices controller where it is
@@ -467,6 +520,23 @@ impl Cgroups {
                 other => return other,
             }
         }
+    }
+}
+
+/// An exclusive flock on a cgroup directory (flock works on any inode, cgroupfs
+/// ones included); released when the fd closes, also when the process dies.
+fn lock_dir(dir: &Path) -> Result<std::os::fd::OwnedFd, CgroupError> {
+    use rustix::fs::{flock, FlockOperation, Mode, OFlags};
+    let fd = rustix::fs::open(
+        dir,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| CgroupError::Read(dir.to_path_buf(), e.into()))?;
+    match flock(&fd, FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(fd),
+        Err(rustix::io::Errno::WOULDBLOCK) => Err(CgroupError::UnitBusy(dir.to_path_buf())),
+        Err(e) => Err(CgroupError::Read(dir.to_path_buf(), e.into())),
     }
 }
 

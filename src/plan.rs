@@ -32,7 +32,7 @@ pub enum PlanError {
     ApiDirIsSymlink(PathBuf, &'static str),
     #[error("container root {0}: {1} exists but is not a directory")]
     ApiDirNotDir(PathBuf, &'static str),
-    #[error("invalid machine name {0:?}: must be 1-63 letters, digits or '-', not starting or ending with '-'")]
+    #[error("invalid machine name {0:?}: must be a hostname: at most 64 letters, digits, '-' and '.', dot-separated labels neither empty nor starting or ending with '-'")]
     BadMachine(String),
     #[error("cannot derive a machine name from {0}; pass -M/--machine")]
     NoMachineName(PathBuf),
@@ -54,6 +54,8 @@ pub enum PlanError {
         #[source]
         err: io::Error,
     },
+    #[error("invalid --property={0:?}: {1}")]
+    BadProperty(String, String),
     #[error("invalid --setenv={0:?}: expected NAME=VALUE with a valid variable name")]
     BadEnv(String),
     #[error("invalid --kill-signal={0:?}: unknown signal")]
@@ -208,6 +210,8 @@ pub struct Plan {
     pub term: String,
     pub caps: CapsChange,
     pub syscalls: SyscallChange,
+    /// The container's limit on tasks (pids.max); None: none.
+    pub tasks_max: Option<u64>,
     /// The guest gets a network namespace of its own. No front end sets it
     /// yet; the policy already knows what it implies (policy/mod.rs).
     pub private_network: bool,
@@ -235,6 +239,7 @@ impl Plan {
             term: "vt220".into(),
             caps: CapsChange::default(),
             syscalls: SyscallChange::default(),
+            tasks_max: Some(crate::cgroup::DEFAULT_TASKS_MAX),
             private_network: false,
         }
     }
@@ -274,18 +279,25 @@ pub fn validate_root(dir: &Path) -> Result<PathBuf, PlanError> {
     Ok(root)
 }
 
-/// A single DNS label: what a machine name must be so that it can serve as the
-/// hostname and in unit and interface names.
-pub fn is_label(s: &str) -> bool {
+/// A hostname by the rules systemd (and so nspawn) applies to hostnames and
+/// machine names: at most 64 bytes (Linux's HOST_NAME_MAX), dot-separated
+/// labels of letters, digits and '-', none empty, none starting or ending with
+/// '-'. Unlike DNS, a label may be longer than 63.
+pub fn is_hostname(s: &str) -> bool {
     !s.is_empty()
-        && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
+        && s.len() <= 64
+        && s.split('.').all(|l| {
+            !l.is_empty()
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        })
 }
 
-pub fn is_hostname(s: &str) -> bool {
-    s.len() <= 64 && s.split('.').all(is_label)
+/// A machine name is a hostname (nspawn's rule); it also names the container's
+/// cgroup, lock files and, later, network interfaces.
+pub fn is_machine_name(s: &str) -> bool {
+    is_hostname(s)
 }
 
 /// nspawn derives the machine name from the directory and cleans it up rather than
@@ -294,11 +306,17 @@ pub fn machine_from_dir(root: &Path) -> Option<String> {
     let base = root.file_name()?.to_string_lossy();
     let mut name: String = base
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
-    name.truncate(63);
-    let name = name.trim_matches('-').to_string();
-    is_label(&name).then_some(name)
+    name.truncate(64);
+    let name = name.trim_matches(|c| c == '-' || c == '.').to_string();
+    is_machine_name(&name).then_some(name)
 }
 
 /// 32 hex digits, or the 36-character form with dashes (nspawn accepts both).
@@ -331,17 +349,48 @@ pub fn container_path(p: &str) -> Result<PathBuf, String> {
     Ok(out)
 }
 
+/// The target of a user's mount (--bind, --tmpfs): a container path that does
+/// not hide one of the file systems the runtime mounts for the guest.
+pub fn user_mount_target(p: &str) -> Result<PathBuf, String> {
+    let path = container_path(p)?;
+    let runtime = crate::policy::mounts::RUNTIME_MOUNT_POINTS;
+    if runtime.iter().any(|r| path == Path::new(r)) {
+        return Err(format!(
+            "{} is where nixrun mounts the guest's own file system (the container \
+             interface's /proc, /sys, /dev, /run); mount below it instead",
+            path.display()
+        ));
+    }
+    if path.starts_with("/run/host") {
+        return Err(format!(
+            "{} is below /run/host, which nixrun fills for the guest and makes read-only",
+            path.display()
+        ));
+    }
+    Ok(path)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn labels() {
-        for ok in ["foo", "a", "web-1", "A0"] {
-            assert!(is_label(ok), "{ok}");
+    fn machine_names_follow_hostname_rules() {
+        for ok in ["foo", "a.b", "web-1.example", &"x".repeat(64), "0"] {
+            assert!(is_machine_name(ok), "{ok}");
         }
-        for bad in ["", "-a", "a-", "a_b", "a.b", "a b", &"x".repeat(64)] {
-            assert!(!is_label(bad), "{bad}");
+        for bad in [
+            "",
+            ".a",
+            "a.",
+            "a..b",
+            "-a",
+            "a-.b",
+            "a_b",
+            "a b",
+            &"x".repeat(65),
+        ] {
+            assert!(!is_machine_name(bad), "{bad}");
         }
     }
 
@@ -356,6 +405,10 @@ mod tests {
             Some("debian-root")
         );
         assert_eq!(machine_from_dir(Path::new("/x/..__")), None);
+        assert_eq!(
+            machine_from_dir(Path::new("/x/debian.12")).as_deref(),
+            Some("debian.12")
+        );
     }
 
     #[test]
@@ -372,6 +425,34 @@ mod tests {
         assert!(parse_uuid("0123-456789abcdef0123456789abcdef").is_none());
         assert!(parse_uuid("{01234567-89ab-cdef-0123-456789abcdef}").is_none());
         assert!(parse_uuid("urn:uuid:01234567-89ab-cdef-0123-456789abcdef").is_none());
+    }
+
+    #[test]
+    fn user_mounts_may_not_hide_the_runtimes() {
+        for bad in [
+            "/proc",
+            "/sys",
+            "/dev",
+            "/run",
+            "/run/",
+            "/run/host",
+            "/run/host/notify",
+            "/dev/pts",
+            "/sys/fs/cgroup",
+        ] {
+            let why = user_mount_target(bad).unwrap_err();
+            assert!(why.contains("nixrun"), "{bad}: {why}");
+        }
+        for ok in [
+            "/proc/driver",
+            "/sys/kernel/x",
+            "/run/foo",
+            "/dev/shm",
+            "/srv",
+            "/runner",
+        ] {
+            assert!(user_mount_target(ok).is_ok(), "{ok}");
+        }
     }
 
     #[test]

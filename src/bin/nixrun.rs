@@ -7,6 +7,9 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    if let Err(e) = nixrun::supervisor::block_signals() {
+        return fail(&e.to_string());
+    }
     let cli = match cli::parse(std::env::args_os()) {
         Ok(c) => c,
         Err(cli::CliError::Display(text)) => {

@@ -110,6 +110,10 @@ pub struct Cli {
     #[arg(long = "system-call-filter", value_name = "[~]CALLS")]
     pub system_call_filter: Vec<String>,
 
+    /// Set a property of the container's cgroup: TasksMax=N|infinity (default 16384)
+    #[arg(long = "property", value_name = "NAME=VALUE")]
+    pub property: Vec<String>,
+
     /// Do not print nixrun's own status messages
     #[arg(short = 'q', long = "quiet")]
     pub quiet: bool,
@@ -142,7 +146,6 @@ const UNSUPPORTED: &[(&str, Option<char>, Takes)] = &[
     ("pivot-root", None, Takes::Value),
     ("user", Some('u'), Takes::Value),
     ("slice", Some('S'), Takes::Value),
-    ("property", None, Takes::Value),
     ("private-users", Some('U'), Takes::OptionalValue),
     ("private-users-ownership", None, Takes::Value),
     ("private-users-chown", None, Takes::Nothing),

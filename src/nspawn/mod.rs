@@ -7,9 +7,9 @@
 pub mod cli;
 
 use crate::plan::{
-    container_path, is_hostname, is_label, machine_from_dir, parse_uuid, validate_root, Bind,
-    BindSource, CapsChange, Console, Exec, LinkJournal, Plan, PlanError, SourceKind, SyscallChange,
-    Tmpfs,
+    container_path, is_hostname, is_machine_name, machine_from_dir, parse_uuid, user_mount_target,
+    validate_root, Bind, BindSource, CapsChange, Console, Exec, LinkJournal, Plan, PlanError,
+    SourceKind, SyscallChange, Tmpfs,
 };
 use crate::signal::parse_signal;
 use cli::Cli;
@@ -23,7 +23,7 @@ pub fn plan(cli: Cli, stdin_is_tty: bool, stdout_is_tty: bool) -> Result<Plan, P
 
     let machine = match cli.machine {
         Some(m) => {
-            if !is_label(&m) {
+            if !is_machine_name(&m) {
                 return Err(PlanError::BadMachine(m));
             }
             m
@@ -133,6 +133,10 @@ pub fn plan(cli: Cli, stdin_is_tty: bool, stdout_is_tty: bool) -> Result<Plan, P
             target.extend(crate::policy::seccomp::expand(name)?);
         }
     }
+    let mut tasks_max = Some(crate::cgroup::DEFAULT_TASKS_MAX);
+    for p in &cli.property {
+        tasks_max = parse_property(p)?;
+    }
     let term = match console {
         Console::Interactive => std::env::var("TERM").unwrap_or_else(|_| "vt220".into()),
         // systemd's default for a console it cannot ask about.
@@ -157,8 +161,34 @@ pub fn plan(cli: Cli, stdin_is_tty: bool, stdout_is_tty: bool) -> Result<Plan, P
         term,
         caps,
         syscalls,
+        tasks_max,
         private_network: false,
     })
+}
+
+/// nspawn passes --property= to the scope unit it creates; of the unit
+/// properties nixrun implements the one that matters without a scope, TasksMax=
+/// (a count or "infinity"; systemd's percentages need the host's pid_max and are
+/// not taken).
+fn parse_property(spec: &str) -> Result<Option<u64>, PlanError> {
+    let bad = |why: &str| PlanError::BadProperty(spec.to_string(), why.to_string());
+    let Some((name, value)) = spec.split_once('=') else {
+        return Err(bad("expected NAME=VALUE"));
+    };
+    if name != "TasksMax" {
+        return Err(bad(&format!(
+            "property {name} is not supported yet by nixrun (only TasksMax=)"
+        )));
+    }
+    match value {
+        "infinity" => Ok(None),
+        v => match v.parse::<u64>() {
+            Ok(n) if n > 0 => Ok(Some(n)),
+            _ => Err(bad(
+                "TasksMax= takes a positive number of tasks or \"infinity\"",
+            )),
+        },
+    }
 }
 
 fn parse_bool(flag: &'static str, v: &str) -> Result<bool, PlanError> {
@@ -241,7 +271,7 @@ fn parse_bind(flag: &'static str, spec: &str, readonly: bool) -> Result<Bind, Pl
             BindSource::InRoot(p) => p.to_string_lossy().into_owned(),
         },
     };
-    let target = container_path(&target_str).map_err(bad)?;
+    let target = user_mount_target(&target_str).map_err(bad)?;
     Ok(Bind {
         source,
         target,
@@ -256,7 +286,7 @@ fn parse_tmpfs(spec: &str) -> Result<Tmpfs, PlanError> {
         Some((p, o)) => (p, o.to_string()),
         None => (spec, "mode=0755".to_string()),
     };
-    let target = container_path(path).map_err(|why| PlanError::BadMount {
+    let target = user_mount_target(path).map_err(|why| PlanError::BadMount {
         flag: "tmpfs",
         spec: spec.to_string(),
         why,
@@ -324,6 +354,24 @@ mod tests {
             parse_bind("bind", "/nonexistent/nixrun-test", false),
             Err(PlanError::BindSource { .. })
         ));
+    }
+
+    #[test]
+    fn properties() {
+        assert_eq!(parse_property("TasksMax=100").unwrap(), Some(100));
+        assert_eq!(parse_property("TasksMax=infinity").unwrap(), None);
+        for bad in [
+            "TasksMax=0",
+            "TasksMax=10%",
+            "TasksMax",
+            "MemoryMax=1G",
+            "=1",
+        ] {
+            assert!(
+                matches!(parse_property(bad), Err(PlanError::BadProperty(..))),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -68,6 +68,29 @@ pub const INACCESSIBLE_REG: &str = "/run/host/inaccessible/reg";
 /// The tty group's gid in Debian and NixOS guests (devpts gives new ptys to it).
 const TTY_GID: u32 = 5;
 
+/// Size and inode limits of the runtime's tmpfs mounts, nspawn's (systemd's
+/// TMPFS_LIMITS_*): without them each allows half the host's RAM, and a guest
+/// could fill the host's memory through them. Percentages are of the host's
+/// RAM; the pages are also charged to the container's memory cgroup.
+pub const LIMITS_DEV: &str = "size=4m,nr_inodes=64k";
+pub const LIMITS_RUN: &str = "size=20%,nr_inodes=800k";
+/// /tmp and /dev/shm (systemd's NESTED_TMPFS_LIMITS).
+pub const LIMITS_NESTED: &str = "size=10%,nr_inodes=400k";
+pub const LIMITS_EMPTY: &str = "size=4m,nr_inodes=1k";
+
+/// Where the runtime mounts the container's own file systems: a user mount on
+/// one of these would hide what the container interface promises the guest.
+pub const RUNTIME_MOUNT_POINTS: &[&str] = &[
+    "/proc",
+    "/sys",
+    "/sys/fs/cgroup",
+    "/dev",
+    "/dev/pts",
+    "/dev/mqueue",
+    "/run",
+    "/run/host",
+];
+
 /// What a mount point or created node should be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -293,7 +316,7 @@ fn build(plan: &Plan, facts: &Facts, mode: Mode) -> Table {
         "tmpfs",
         "/dev",
         F::MS_NOSUID | F::MS_STRICTATIME,
-        Some("mode=0755"),
+        Some(&format!("mode=0755,{LIMITS_DEV}")),
     ));
     for &(dev, major, minor) in DEVICES {
         t.when(
@@ -335,7 +358,7 @@ fn build(plan: &Plan, facts: &Facts, mode: Mode) -> Table {
         "tmpfs",
         "/dev/shm",
         F::MS_NOSUID | F::MS_NODEV | F::MS_STRICTATIME,
-        Some("mode=01777"),
+        Some(&format!("mode=01777,{LIMITS_NESTED}")),
     ));
     for (name, target) in [
         ("/dev/fd", "/proc/self/fd"),
@@ -355,7 +378,7 @@ fn build(plan: &Plan, facts: &Facts, mode: Mode) -> Table {
         "tmpfs",
         "/run",
         F::MS_NOSUID | F::MS_NODEV | F::MS_STRICTATIME,
-        Some("mode=0755"),
+        Some(&format!("mode=0755,{LIMITS_RUN}")),
     ));
     t.add(Op::Mkdir {
         path: p("/run/host"),
@@ -420,7 +443,7 @@ fn build(plan: &Plan, facts: &Facts, mode: Mode) -> Table {
         "tmpfs",
         "/tmp",
         F::MS_NOSUID | F::MS_NODEV | F::MS_STRICTATIME,
-        Some("mode=01777"),
+        Some(&format!("mode=01777,{LIMITS_NESTED}")),
     ));
 
     // The user's mounts, parents before children whatever the command line
@@ -501,7 +524,7 @@ fn build(plan: &Plan, facts: &Facts, mode: Mode) -> Table {
         fstype: "tmpfs",
         target: p("/sys/fs/fuse"),
         flags: nosuid_nodev_noexec | F::MS_RDONLY,
-        data: Some("mode=0555".into()),
+        data: Some(format!("mode=0555,{LIMITS_EMPTY}")),
         optional: true,
     });
     // Its instance serves the mounter's IPC namespace.
@@ -669,6 +692,32 @@ mod tests {
         assert!(table
             .ops(Phase::Inner)
             .any(|op| op.path() == Some(Path::new("/sys/kernel/x"))));
+    }
+
+    #[test]
+    fn the_runtimes_tmpfs_mounts_are_bounded() {
+        let owned = ops_for(&plan());
+        for target in ["/dev", "/dev/shm", "/run", "/tmp", "/sys/fs/fuse"] {
+            let data = owned
+                .iter()
+                .find_map(|op| match op {
+                    Op::Mount {
+                        fstype: "tmpfs",
+                        target: t,
+                        data,
+                        ..
+                    } if t == Path::new(target) => data.clone(),
+                    _ => None,
+                })
+                .unwrap_or_else(|| panic!("no tmpfs on {target}"));
+            assert!(
+                data.contains("size=") && data.contains("nr_inodes="),
+                "{target}: {data}"
+            );
+        }
+        // The user's --tmpfs keeps exactly the user's options.
+        let var = owned.iter().find(|op| op.path() == Some(Path::new("/var")));
+        assert!(matches!(var, Some(Op::Mount { data: Some(d), .. }) if d == "mode=0755"));
     }
 
     #[test]

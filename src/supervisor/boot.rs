@@ -137,6 +137,9 @@ impl<'a> Boot<'a> {
                     if c.reads_stdin() {
                         set.add(Token::Stdin, stdin.as_fd());
                     }
+                    if let Some(out) = c.pending_output() {
+                        set.add_writable(Token::Stdout, out);
+                    }
                 }
                 if let Some(g) = &self.guard {
                     set.add(Token::MountGuard, g.fd());
@@ -151,6 +154,11 @@ impl<'a> Boot<'a> {
                     Token::Console => {
                         if let Some(c) = self.console.as_mut() {
                             c.pump_output();
+                        }
+                    }
+                    Token::Stdout => {
+                        if let Some(c) = self.console.as_mut() {
+                            c.flush_output();
                         }
                     }
                     Token::Channel => events.extend(self.on_channel()?),
@@ -262,13 +270,15 @@ impl<'a> Boot<'a> {
         while let Ok(Some(info)) = sigfd.read_signal() {
             match info.ssi_signo as i32 {
                 libc::SIGCHLD => events.extend(self.reap()),
-                libc::SIGTERM | libc::SIGINT => events.push(Event::StopRequest),
+                libc::SIGTERM | libc::SIGINT | libc::SIGQUIT => events.push(Event::StopRequest),
                 libc::SIGWINCH => {
                     if let Some(c) = &self.console {
                         c.resize();
                     }
                 }
-                _ => {} // SIGHUP: a terminal went away; the guest keeps running.
+                // SIGHUP (a terminal went away), SIGUSR1, SIGUSR2 and the rest:
+                // nothing for the guest to know about.
+                _ => {}
             }
         }
         events

@@ -1,14 +1,16 @@
 //! The supervisor's end of the guest's console pty.
 //!
-//! Output always goes to our stdout (under container@.service that is the journal,
-//! so the unit's log shows the boot). In interactive mode our terminal is switched
-//! to raw mode and keystrokes go to the guest; ^] pressed three times within a
-//! second kills the container, as in nspawn. The master stays open for the guest's
-//! whole life: PID 1 must not lose its controlling terminal.
+//! Output goes to our stdout (under container@.service that is the journal, so
+//! the unit's log shows the boot) without ever blocking (output.rs): the pty is
+//! always drained, so the guest never waits on its console either. In
+//! interactive mode our terminal is switched to raw mode and keystrokes go to
+//! the guest; ^] pressed three times within a second kills the container, as in
+//! nspawn. The master stays open for the guest's whole life: PID 1 must not
+//! lose its controlling terminal.
 
+use super::output::Output;
 use nix::errno::Errno;
 use nix::sys::termios::{self, SetArg, Termios};
-use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
@@ -23,6 +25,7 @@ pub struct Console {
     /// (systemd does), which would otherwise make poll() report POLLHUP forever.
     _peer: Option<OwnedFd>,
     mode: Mode,
+    out: Output,
     /// The terminal settings to restore on exit (interactive only).
     saved: Option<Termios>,
     escapes: Vec<Instant>,
@@ -45,6 +48,7 @@ impl Console {
             master,
             _peer: peer,
             mode,
+            out: Output::stdout(),
             saved: None,
             escapes: Vec::new(),
             closed: false,
@@ -93,9 +97,7 @@ impl Console {
                 }
                 Ok(n) => {
                     if self.mode != Mode::Passive {
-                        let mut out = std::io::stdout().lock();
-                        // A closed stdout must not stop the guest; drop the output.
-                        let _ = out.write_all(&buf[..n]).and_then(|_| out.flush());
+                        self.out.push(&buf[..n]);
                     }
                 }
                 Err(Errno::EINTR) => {}
@@ -127,11 +129,21 @@ impl Console {
             match nix::unistd::write(&self.master, &buf[off..n]) {
                 Ok(w) => off += w,
                 Err(Errno::EINTR) => {}
-                Err(Errno::EAGAIN) => std::thread::sleep(Duration::from_millis(5)),
+                // A guest that does not read its console: keystrokes beyond what
+                // the pty holds are lost rather than stalling the supervisor.
                 Err(_) => break,
             }
         }
         Request::None
+    }
+
+    /// While output waits for a slow stdout: the fd to poll for writability.
+    pub fn pending_output(&self) -> Option<BorrowedFd<'_>> {
+        self.out.pending()
+    }
+
+    pub fn flush_output(&mut self) {
+        self.out.flush();
     }
 }
 

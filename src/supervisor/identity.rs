@@ -20,6 +20,8 @@ pub enum IdentityError {
     },
     #[error("--link-journal=guest: {0}")]
     Journal(String),
+    #[error("a random UUID for the container: {0}")]
+    Random(#[source] nix::errno::Errno),
 }
 
 pub fn facts(plan: &Plan) -> Result<Facts, IdentityError> {
@@ -34,8 +36,10 @@ pub fn facts(plan: &Plan) -> Result<Facts, IdentityError> {
         .map(|s| os_release_pairs(&s))
         .unwrap_or_default();
     let guest_id = read_machine_id(&root, &plan.root)?;
-    // A version 4 UUID, as systemd generates them, when neither says.
-    let uuid = guest_id.or(plan.uuid).unwrap_or_else(Uuid::new_v4);
+    let uuid = match guest_id.or(plan.uuid) {
+        Some(u) => u,
+        None => random_uuid().map_err(IdentityError::Random)?,
+    };
     let extra_binds = link_journal(plan, &root, &uuid)?.into_iter().collect();
     Ok(Facts {
         uuid,
@@ -43,6 +47,20 @@ pub fn facts(plan: &Plan) -> Result<Facts, IdentityError> {
         host_os_pairs,
         extra_binds,
     })
+}
+
+/// A version 4 UUID, as systemd generates them.
+fn random_uuid() -> Result<Uuid, nix::errno::Errno> {
+    let mut bytes = [0u8; 16];
+    let mut filled = 0;
+    while filled < bytes.len() {
+        match rustix::rand::getrandom(&mut bytes[filled..], rustix::rand::GetRandomFlags::empty()) {
+            Ok(n) => filled += n,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(crate::sys::errno(e)),
+        }
+    }
+    Ok(uuid::Builder::from_random_bytes(bytes).into_uuid())
 }
 
 fn read_machine_id(root: &Root, path: &Path) -> Result<Option<Uuid>, IdentityError> {
@@ -121,4 +139,17 @@ fn link_journal(plan: &Plan, root: &Root, uuid: &Uuid) -> Result<Option<Bind>, I
         }
     }
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn random_uuids_are_version_4_and_differ() {
+        let a = random_uuid().unwrap();
+        assert_eq!(a.get_version_num(), 4);
+        assert_eq!(a.get_variant(), uuid::Variant::RFC4122);
+        assert_ne!(a, random_uuid().unwrap());
+    }
 }

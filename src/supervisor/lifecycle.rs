@@ -15,10 +15,12 @@ use std::time::{Duration, Instant};
 /// nspawn's EXIT_FORCE_RESTART: container@.service has RestartForceExitStatus=133.
 pub const EXIT_REBOOT: i32 = 133;
 
-/// How often the kill signal is repeated while the guest may not have its
-/// handlers yet, and for how long at most.
+/// How often the kill signal is repeated until the guest says it is stopping:
+/// often at first (an init drops the signal until it has installed its
+/// handler), then rarely (an init that never says STOPPING=1).
 const RESEND_EVERY: Duration = Duration::from_millis(250);
-const RESEND_FOR: Duration = Duration::from_secs(10);
+const RESEND_FAST_FOR: Duration = Duration::from_secs(10);
+const RESEND_SLOW_EVERY: Duration = Duration::from_secs(2);
 
 /// What the machine needs to know about the container.
 #[derive(Debug, Clone)]
@@ -130,8 +132,19 @@ enum Phase {
 #[derive(Debug, Clone, Copy)]
 struct Resend {
     signal: i32,
-    until: Instant,
+    since: Instant,
     last: Instant,
+}
+
+impl Resend {
+    fn next(&self) -> Instant {
+        let every = if self.last.duration_since(self.since) < RESEND_FAST_FOR {
+            RESEND_EVERY
+        } else {
+            RESEND_SLOW_EVERY
+        };
+        self.last + every
+    }
 }
 
 #[derive(Debug)]
@@ -145,6 +158,9 @@ pub struct Lifecycle {
     stop_requests: u32,
     resend: Option<Resend>,
     failure: Option<String>,
+    /// This boot's PID 1 was sent SIGKILL: an exec reported after that is
+    /// moot (the kill and the exec raced).
+    killed: bool,
 }
 
 impl Lifecycle {
@@ -157,12 +173,13 @@ impl Lifecycle {
             stop_requests: 0,
             resend: None,
             failure: None,
+            killed: false,
         }
     }
 
     /// When the machine wants a `Tick`, if at all.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.resend.map(|r| r.last + RESEND_EVERY)
+        self.resend.map(|r| r.next())
     }
 
     pub fn handle(&mut self, ev: Event, now: Instant) -> Vec<Action> {
@@ -176,6 +193,7 @@ impl Lifecycle {
                 self.guest_ready = false;
                 self.failure = None;
                 self.resend = None;
+                self.killed = false;
             }
             Event::Exec { leader } => self.on_exec(leader, &mut out),
             Event::SetupFailed(line) => self.failure = Some(line),
@@ -184,6 +202,7 @@ impl Lifecycle {
             Event::ConsoleKill => {
                 self.stop_requests = u32::MAX;
                 self.resend = None;
+                self.killed = true;
                 out.push(Action::Kill);
             }
             Event::Tick => self.on_tick(now, &mut out),
@@ -193,6 +212,9 @@ impl Lifecycle {
     }
 
     fn on_exec(&mut self, leader: i32, out: &mut Vec<Action>) {
+        if self.killed || self.phase != Phase::Starting {
+            return;
+        }
         self.phase = Phase::Running;
         // Said only now, so that a container that fails to start gets one line.
         out.push(Action::Say(format!(
@@ -247,20 +269,20 @@ impl Lifecycle {
                 )));
                 out.push(Action::Host(HostMessage::Stopping));
                 out.push(Action::Signal(sig));
-                // An init that was exec'd moments ago may not handle signals yet; a
-                // booting one drops a signal it has no handler for, so repeat until
-                // it is ready or says it is stopping.
-                if !self.guest_ready {
-                    self.resend = Some(Resend {
-                        signal: sig,
-                        until: now + RESEND_FOR,
-                        last: now,
-                    });
-                }
+                // An init drops a signal it has no handler for yet, and a booting
+                // systemd installs its handlers at some point during start-up,
+                // maybe after telling us READY=1 of an earlier boot phase: repeat
+                // until it says it is stopping (or is gone), however it is doing.
+                self.resend = Some(Resend {
+                    signal: sig,
+                    since: now,
+                    last: now,
+                });
             }
             _ if self.phase == Phase::Over => {}
             _ => {
                 self.resend = None;
+                self.killed = true;
                 out.push(Action::Kill);
             }
         }
@@ -268,9 +290,9 @@ impl Lifecycle {
 
     fn on_tick(&mut self, now: Instant, out: &mut Vec<Action>) {
         let Some(r) = self.resend else { return };
-        if now > r.until || self.guest_ready || self.phase != Phase::Running {
+        if self.phase != Phase::Running {
             self.resend = None;
-        } else if now.duration_since(r.last) >= RESEND_EVERY {
+        } else if now >= r.next() {
             out.push(Action::Signal(r.signal));
             self.resend = Some(Resend { last: now, ..r });
         }
@@ -285,11 +307,20 @@ impl Lifecycle {
             return;
         }
         let m = &self.cfg.machine;
-        if was == Phase::Starting && self.stop_requests == 0 {
-            out.push(Action::Fail(format!(
-                "the container died while it was being set up ({})",
-                describe(outcome)
-            )));
+        if was == Phase::Starting {
+            if self.stop_requests > 0 {
+                // Asked to stop before its init ran: killed as asked, nothing of
+                // the guest ever ran, and that is a clean stop.
+                out.push(Action::Say(format!(
+                    "Container {m} stopped before its init was started."
+                )));
+                out.push(Action::Exit(0));
+            } else {
+                out.push(Action::Fail(format!(
+                    "the container died while it was being set up ({})",
+                    describe(outcome)
+                )));
+            }
             return;
         }
         match outcome {
@@ -440,8 +471,6 @@ mod tests {
         assert!(a.contains(&Action::Signal(RTMIN3())));
         assert!(a.contains(&Action::Host(HostMessage::Stopping)));
         assert!(!a.contains(&Action::Kill));
-        // A ready guest got the signal with its handlers in place: no repeats.
-        assert_eq!(l.next_deadline(), None);
         let a = l.handle(Event::StopRequest, t);
         assert_eq!(a, vec![Action::Kill]);
         // The guest then dies of SIGKILL.
@@ -495,15 +524,37 @@ mod tests {
     }
 
     #[test]
-    fn repeats_stop_after_ten_seconds_at_most() {
+    fn readiness_does_not_cancel_the_repeats() {
+        // The lost-stop bug: the first signal reached systemd before its handler,
+        // READY=1 came next, and the repeats stopped; the guest ran on.
+        let (mut l, t0) = running(cfg());
+        l.handle(Event::StopRequest, t0);
+        l.handle(ready(), t0 + Duration::from_millis(100));
+        let due = l.next_deadline().expect("still repeating after READY=1");
+        assert_eq!(l.handle(Event::Tick, due), vec![Action::Signal(RTMIN3())]);
+    }
+
+    #[test]
+    fn repeats_slow_down_but_never_stop_until_the_guest_is_stopping_or_gone() {
         let (mut l, t0) = running(cfg());
         l.handle(Event::StopRequest, t0);
         let mut sent = 0;
+        let mut last = t0;
         while let Some(t) = l.next_deadline() {
+            if t > t0 + Duration::from_secs(60) {
+                break;
+            }
             sent += l.handle(Event::Tick, t).len();
-            assert!(t < t0 + RESEND_FOR + RESEND_EVERY * 2, "repeats forever");
+            last = t;
         }
-        assert!(sent >= 30, "only {sent} repeats");
+        // 40 in the first 10 s, then one every 2 s.
+        assert!((60..=75).contains(&sent), "{sent} repeats in a minute");
+        assert!(l
+            .next_deadline()
+            .is_some_and(|d| d - last == RESEND_SLOW_EVERY));
+        let a = l.handle(Event::Exited(Outcome::PoweredOff), last);
+        assert_eq!(ends(&a), vec![&Action::Exit(0)]);
+        assert_eq!(l.next_deadline(), None);
     }
 
     #[test]
@@ -520,13 +571,26 @@ mod tests {
     }
 
     #[test]
-    fn a_stop_before_exec_kills_and_is_not_a_setup_failure() {
+    fn a_stop_before_exec_kills_and_is_a_clean_stop() {
         let mut l = Lifecycle::new(cfg());
         let t = Instant::now();
         l.handle(Event::Cloned, t);
         assert_eq!(l.handle(Event::StopRequest, t), vec![Action::Kill]);
         let a = l.handle(Event::Exited(Outcome::Killed(libc::SIGKILL)), t);
-        assert_eq!(ends(&a), vec![&Action::Exit(1)]);
+        assert_eq!(ends(&a), vec![&Action::Exit(0)]);
+    }
+
+    #[test]
+    fn an_exec_reported_after_a_stop_before_exec_is_moot() {
+        // The child exec'd just as the stop request killed it; the channel's end
+        // of file (the exec) is read after the signal.
+        let mut l = Lifecycle::new(cfg());
+        let t = Instant::now();
+        l.handle(Event::Cloned, t);
+        assert_eq!(l.handle(Event::StopRequest, t), vec![Action::Kill]);
+        assert!(l.handle(Event::Exec { leader: 7 }, t).is_empty());
+        let a = l.handle(Event::Exited(Outcome::Killed(libc::SIGKILL)), t);
+        assert_eq!(ends(&a), vec![&Action::Exit(0)]);
     }
 
     #[test]

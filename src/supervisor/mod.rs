@@ -12,6 +12,7 @@
 //!   feeds the lifecycle and carries out its actions;
 //! - `poll`: the event loop's token-keyed poll set;
 //! - `teardown`: the last-in-first-out undo list every setup step pushes onto;
+//! - `locks`: one container per root and per machine name (nspawn's lock files);
 //! - `console`, `notify`, `mountguard`: the event sources' handlers.
 //!
 //! A run is one or more boots: a guest reboot boots it again in-process, or,
@@ -22,8 +23,10 @@ mod boot;
 pub mod console;
 pub mod identity;
 pub mod lifecycle;
+pub mod locks;
 pub mod mountguard;
 pub mod notify;
+pub mod output;
 pub mod poll;
 pub mod teardown;
 
@@ -47,6 +50,8 @@ pub enum SupervisorError {
     Channel(#[from] ChannelError),
     #[error(transparent)]
     Identity(#[from] identity::IdentityError),
+    #[error(transparent)]
+    Lock(#[from] locks::LockError),
     #[error("{0}")]
     Policy(#[from] SeccompError),
     /// The run ended in failure; the line says why.
@@ -56,37 +61,81 @@ pub enum SupervisorError {
     Sys(&'static str, #[source] Errno),
 }
 
-/// Signals the supervisor handles in its loop (blocked, read from a signalfd).
+/// Signals the supervisor takes from its signalfd: every one whose default
+/// action would end or stop it, so that none can take the supervisor down
+/// without the guest's shutdown (SIGKILL aside). TERM, INT and QUIT ask for a
+/// stop; CHLD and WINCH are work; the rest (HUP, USR1, USR2, ALRM, the
+/// real-time signals, ...) are read and ignored. Synchronous fault signals
+/// (SEGV, BUS, ILL, FPE, TRAP, SYS) stay as they are: blocking them would only
+/// hide a crash.
 fn handled_signals() -> SigSet {
     let mut s = SigSet::empty();
     for sig in [
         Signal::SIGTERM,
         Signal::SIGINT,
+        Signal::SIGQUIT,
         Signal::SIGCHLD,
-        Signal::SIGHUP,
         Signal::SIGWINCH,
+        Signal::SIGHUP,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+        Signal::SIGALRM,
+        Signal::SIGVTALRM,
+        Signal::SIGPROF,
+        Signal::SIGIO,
+        Signal::SIGPWR,
+        Signal::SIGXCPU,
+        Signal::SIGXFSZ,
+        Signal::SIGSTKFLT,
+        Signal::SIGTSTP,
+        Signal::SIGTTIN,
+        Signal::SIGTTOU,
     ] {
         s.add(sig);
     }
-    s
+    crate::sys::process::with_realtime_signals(s)
+}
+
+/// Blocks the signals the supervisor handles. A front end calls this first
+/// thing, so that a stop request arriving while it parses its input is kept
+/// for the event loop instead of killing it half-way through its set-up (a
+/// lock file taken, a cgroup made); `run` calls it again.
+pub fn block_signals() -> Result<SigSet, SupervisorError> {
+    let sigs = handled_signals();
+    sigs.thread_block()
+        .map_err(|e| SupervisorError::Sys("block signals", e))?;
+    Ok(sigs)
 }
 
 /// Runs the container until the guest is done; returns nixrun's exit status.
 pub fn run(plan: &Plan) -> Result<i32, SupervisorError> {
+    let sigs = block_signals()?;
     // Not dumpable: no process of the same uid (a guest process among them, should
     // one ever see us) may ptrace us or open our /proc files (CVE-2019-5736's door).
     rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
         .map_err(|e| SupervisorError::Sys("PR_SET_DUMPABLE", crate::sys::errno(e)))?;
 
+    // Before anything touches the host or the root: one container per tree and
+    // per name. Released last, after everything else is undone.
+    let mut run_undo = Teardown::new();
+    for lock in locks::lock_container(&plan.root, &plan.machine)? {
+        run_undo.push("releasing a lock file", move || {
+            lock.release();
+            Ok(())
+        });
+    }
+
     let facts = identity::facts(plan)?;
     let policy = Policy::compute(plan, &facts)?;
-    let cgroups = Cgroups::plan(&plan.machine, plan.keep_unit, policy.devices.clone())?;
+    let cgroups = Cgroups::plan(
+        &plan.machine,
+        plan.keep_unit,
+        policy.devices.clone(),
+        plan.tasks_max,
+    )?;
 
-    // Blocked before the clone, so no signal falls between the cracks; the child
+    // Blocked since the start, so no signal falls between the cracks; the child
     // unblocks them before exec.
-    let sigs = handled_signals();
-    sigs.thread_block()
-        .map_err(|e| SupervisorError::Sys("block signals", e))?;
     let mut sigfd = SignalFd::with_flags(&sigs, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
         .map_err(|e| SupervisorError::Sys("signalfd", e))?;
     // A vanished stdout reader must not kill the supervisor (and with it the guest).
@@ -104,7 +153,11 @@ pub fn run(plan: &Plan) -> Result<i32, SupervisorError> {
     loop {
         // Undone at the end of every boot, however it ends.
         let mut undo = Teardown::new();
-        cgroups.create()?;
+        for warning in cgroups.create()? {
+            if !plan.quiet {
+                eprintln!("nixrun: warning: {warning}");
+            }
+        }
         undo.push("removing the container's cgroups", || {
             let errors = cgroups.remove();
             if errors.is_empty() {

@@ -17,6 +17,8 @@ pub enum Token {
     Channel,
     Notify,
     Stdin,
+    /// Our stdout, while console output waits for it (POLLOUT).
+    Stdout,
     Signals,
 }
 
@@ -36,6 +38,13 @@ impl<'a> PollSet<'a> {
     pub fn add(&mut self, token: Token, fd: BorrowedFd<'a>) {
         debug_assert!(!self.tokens.contains(&token), "{token:?} added twice");
         self.fds.push(PollFd::new(fd, PollFlags::POLLIN));
+        self.tokens.push(token);
+    }
+
+    /// Watches `fd` for room to write.
+    pub fn add_writable(&mut self, token: Token, fd: BorrowedFd<'a>) {
+        debug_assert!(!self.tokens.contains(&token), "{token:?} added twice");
+        self.fds.push(PollFd::new(fd, PollFlags::POLLOUT));
         self.tokens.push(token);
     }
 

@@ -63,6 +63,18 @@ pub fn kill(pid: Pid, sig: i32) -> nix::Result<()> {
     Errno::result(unsafe { libc::kill(pid.as_raw(), sig) }).map(drop)
 }
 
+/// `set` plus every real-time signal, which nix's `Signal` cannot name.
+pub fn with_realtime_signals(set: SigSet) -> SigSet {
+    let mut raw = *set.as_ref();
+    for sig in libc::SIGRTMIN()..=libc::SIGRTMAX() {
+        // SAFETY: sigaddset writes into the sigset_t we own; the numbers are
+        // valid signals (between SIGRTMIN and SIGRTMAX).
+        unsafe { libc::sigaddset(&mut raw, sig) };
+    }
+    // SAFETY: `raw` came from a valid SigSet and was only changed by sigaddset.
+    unsafe { SigSet::from_sigset_t_unchecked(raw) }
+}
+
 /// Ignores `sig` in this process (and, through exec, in what it execs).
 pub fn ignore_signal(sig: Signal) -> nix::Result<()> {
     let ign = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
@@ -89,6 +101,16 @@ mod tests {
     #[test]
     fn threads_are_counted() {
         assert!(thread_count().is_some_and(|n| n >= 1));
+    }
+
+    #[test]
+    fn realtime_signals_are_added() {
+        let s = with_realtime_signals(SigSet::from(Signal::SIGTERM));
+        assert!(s.contains(Signal::SIGTERM));
+        for sig in [libc::SIGRTMIN(), libc::SIGRTMIN() + 3, libc::SIGRTMAX()] {
+            // SAFETY: sigismember reads the set.
+            assert_eq!(unsafe { libc::sigismember(s.as_ref(), sig) }, 1);
+        }
     }
 
     #[test]
