@@ -211,7 +211,16 @@ fn malformed_bind() {
 #[test]
 fn invalid_machine_name() {
     let (t, root) = minimal("bad-machine");
-    for name in ["under_score", "-dash", "has space", &"x".repeat(64)] {
+    // Hostname rules, as nspawn's: dots and 64 characters are fine (see
+    // reliability.rs), these are not.
+    for name in [
+        "under_score",
+        "-dash",
+        "has space",
+        "a..b",
+        ".dot",
+        &"x".repeat(65),
+    ] {
         let flag = format!("--machine={name}");
         assert_refused(
             name,
@@ -225,6 +234,57 @@ fn invalid_machine_name() {
                 "0",
             ],
             &["invalid machine name"],
+        );
+    }
+}
+
+#[test]
+fn mounts_over_the_runtimes_own_file_systems() {
+    let (t, root) = minimal("bad-apimount");
+    for (spec, flag, path) in [
+        ("--bind=/tmp:/proc", "--bind", "/proc"),
+        ("--tmpfs=/proc", "--tmpfs", "/proc"),
+        ("--tmpfs=/run", "--tmpfs", "/run"),
+        ("--bind-ro=/tmp:/sys", "--bind-ro", "/sys"),
+        ("--tmpfs=/dev", "--tmpfs", "/dev"),
+        ("--tmpfs=/run/host/x", "--tmpfs", "/run/host"),
+    ] {
+        assert_refused(
+            "bad-apimount",
+            &t.base,
+            &[
+                "-D",
+                root.to_str().unwrap(),
+                spec,
+                "/nixrun-probe",
+                "exit",
+                "0",
+            ],
+            &[flag, path, "nixrun"],
+        );
+    }
+}
+
+#[test]
+fn bad_property() {
+    let (t, root) = minimal("bad-property");
+    for (spec, why) in [
+        ("--property=TasksMax=0", "TasksMax"),
+        ("--property=MemoryMax=1G", "not supported yet"),
+        ("--property=TasksMax", "NAME=VALUE"),
+    ] {
+        assert_refused(
+            "bad-property",
+            &t.base,
+            &[
+                "-D",
+                root.to_str().unwrap(),
+                spec,
+                "/nixrun-probe",
+                "exit",
+                "0",
+            ],
+            &["--property", why],
         );
     }
 }

@@ -41,7 +41,7 @@ fn assert_booted_guest(c: &mut Spawned, machine: &str) {
     // No host process is visible: the supervisor is a host process.
     let cmdlines = c.sh("cat /proc/[0-9]*/cmdline | tr '\\0' ' '");
     assert!(
-        !cmdlines.contains(NIXRUN),
+        !cmdlines.contains(NIXRUN.as_str()),
         "a host process is visible in the guest: {cmdlines}"
     );
 }

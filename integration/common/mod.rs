@@ -21,10 +21,14 @@ use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{LazyLock, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-pub const NIXRUN: &str = env!("CARGO_BIN_EXE_nixrun");
+/// The binary under test: this build's, or $NIXRUN_UNDER_TEST (to run the tests
+/// against another build, e.g. to see a new test fail on the old code).
+pub static NIXRUN: LazyLock<String> = LazyLock::new(|| {
+    std::env::var("NIXRUN_UNDER_TEST").unwrap_or_else(|_| env!("CARGO_BIN_EXE_nixrun").to_string())
+});
 pub const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -39,7 +43,7 @@ pub fn require_root() {
     }
 }
 
-fn require_tool(name: &str, package: &str) {
+pub fn require_tool(name: &str, package: &str) {
     let found = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
         .unwrap_or(false);
@@ -338,7 +342,7 @@ pub struct Spawned {
 }
 
 pub fn nixrun_cmd(args: &[&str]) -> Command {
-    let mut c = Command::new(NIXRUN);
+    let mut c = Command::new(&*NIXRUN);
     c.args(args);
     c
 }
