@@ -12,18 +12,23 @@ fixture guests:
   3. the runtime's own memory (RSS, VmHWM, PSS) while a guest runs;
   4. scale: N NixOS-shaped guests started at once (time until all are READY,
      host memory per guest, clean stop), nixrun vs systemd-nspawn;
+  5. soak: nixrun alone, 1,000 start/stop cycles of `/bin/true` and 100
+     boot/stop cycles of the Debian guest, and what they left on the host
+     (mounts, cgroups, processes, lock files, paths in /run);
 
-always interleaved (A B A B ...), never all of A then all of B: the machines
-are shared and noisy, so only ratios from one interleaved run mean much.  It
-writes docs/benchmarks.md and the plot docs/benchmarks-scale.svg.
+comparisons always interleaved (A B A B ...), never all of A then all of B:
+the machines are shared and noisy, so only ratios from one interleaved run mean
+much.  It writes docs/benchmarks.md and the plot docs/benchmarks-scale.svg.
 
 Usage (root):
-    python3 benches/compare.py            # full run, ~6 min on 2 cores, writes docs/
+    python3 benches/compare.py            # full run, ~7 min on 2 cores, writes docs/
     python3 benches/compare.py --quick    # ~1 min, N=10 only, writes
                                           # target/bench/quick/ unless --out
 Other options: --nixrun PATH (default: build it with cargo into target/bench),
---out DIR, --scale 10,25,50,100, --exec-rounds K, --boot-cycles K, --skip PARTS,
---report-only target/bench/results.json (write the report again, measure nothing).
+--out DIR, --scale 10,25,50,100, --exec-rounds K, --boot-cycles K,
+--soak-cycles K, --soak-boots K, --skip PARTS (exec,boot,scale,soak; --quick
+skips soak unless a --soak-* count is given), --report-only
+target/bench/results.json (write the report again, measure nothing).
 
 What it does to the host while it runs, and undoes: cgroups below its own
 (nixrun-bench.<pid>), a 16 GiB sparse ext4 image on a loop device under
@@ -35,6 +40,7 @@ Python standard library only, so it runs on any host the tests run on.
 """
 
 import argparse
+import collections
 import datetime
 import errno
 import json
@@ -392,6 +398,139 @@ def wait_exit(pidfds, deadline):
             _, status = os.waitpid(pid, 0)
             done[pid] = (os.waitstatus_to_exitcode(status), now)
     return done
+
+
+# ---------------------------------------------------------------------------
+# what a runtime can leave on the host (the soak part compares snapshots)
+
+# nixrun takes nspawn's lock files (src/supervisor/locks.rs) and removes them
+# when it exits; the directory itself stays, as nspawn's does.
+NSPAWN_LOCKS = Path("/run/systemd/nspawn/locks")
+
+# The soak part's limits per cycle: far beyond what a healthy cycle takes
+# (milliseconds for /bin/true, a second or two for a boot), so that only a
+# hang fails.
+SOAK_EXEC_TIMEOUT = 30
+SOAK_READY_TIMEOUT = 60
+SOAK_STOP_TIMEOUT = 60
+# nixrun sends READY=1 through a socket it opens for the message and closes
+# right after (sd_notify does): read at once, 1 cycle in 10 counts that
+# socket too.  The supervisor's fds and RSS are read this long after READY=1.
+SOAK_SETTLE = 0.1
+# What a cycle or a phase can leave behind, as the report names it.
+SOAK_CATEGORIES = (("mounts", "host mounts"), ("cgroups", "cgroups"), ("processes", "processes"),
+                   ("locks", "lock files"), ("run", "new paths in /run"))
+
+
+
+def mount_table():
+    """The host's mounts as "mount point fs-type source" (a multiset: mounts
+    stack).  Ids change with every mount and say nothing about what is left."""
+    out = collections.Counter()
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        left, right = line.split(" - ", 1)
+        fstype, source = right.split()[:2]
+        out[f"{left.split()[4]} {fstype} {source}"] += 1
+    return out
+
+
+def run_listing():
+    """Every path under /run (symlinks not followed)."""
+    out = set()
+    for d, dirs, files in os.walk("/run"):
+        out.update(os.path.join(d, x) for x in dirs + files)
+    return out
+
+
+def live_procs(pids):
+    """{pid: comm} of those PIDS still running.  A zombie (state Z) has exited
+    and holds nothing but its exit status for its parent: it does not count."""
+    out = {}
+    for p in pids:
+        try:
+            stat = Path(f"/proc/{p}/stat").read_text()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        comm, rest = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 1:]
+        if rest.split()[0] != "Z":
+            out[p] = comm
+    return out
+
+
+def fd_count(pid="self"):
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def no_inherited_fds():
+    """Marks every fd above 2 close-on-exec.  Whatever started us may have
+    left some open and inheritable (a shell job's pipe, say), and posix_spawn
+    would hand them to every runtime we start, where a service manager starts
+    a unit with 0-2 only; the runtimes' own fd counts would include them."""
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if int(fd) > 2:
+                os.set_inheritable(int(fd), False)
+        except OSError:  # the directory's own fd, closed by now
+            pass
+
+
+def cgroup_own_dirs():
+    """{mount point: our own cgroup's directory} for every mounted cgroup
+    hierarchy, v1 controllers included.  The Cgroups helper moves us only in
+    cgroup2 and the named systemd hierarchy; nixrun also places containers in
+    the v1 devices and pids hierarchies, below whatever cgroup it started in
+    there, which for a runtime we start is this one."""
+    own = {}
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        hid, ctrl, path = line.split(":", 2)
+        own["" if hid == "0" and ctrl == "" else ctrl] = path
+    out = {}
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        left, right = line.split(" - ", 1)
+        fields = left.split()
+        fstype, _src, opts = right.split()[:3]
+        root, point = fields[3], fields[4]
+        if fstype == "cgroup2":
+            key = ""
+        elif fstype == "cgroup":
+            opts = set(opts.split(","))
+            key = next((k for k in own if k and set(k.split(",")) <= opts), None)
+        else:
+            continue
+        if key is None or key not in own:
+            continue
+        rel = os.path.relpath(own[key], root)
+        out.setdefault(point, Path(point) / ("" if rel == "." else rel))
+    return out
+
+
+def machine_name(root):
+    """The machine name nixrun (like nspawn) derives from a root directory's
+    name (src/plan.rs, machine_from_dir)."""
+    return re.sub(r"[^A-Za-z0-9.]", "-", Path(root).name)[:64].strip("-.")
+
+
+def soak_count(counts, left):
+    """Adds one cycle's leftovers ({category: [item]}) to COUNTS ({category:
+    {item: cycles}})."""
+    for cat, items in left.items():
+        for x in items:
+            counts[cat][x] = counts[cat].get(x, 0) + 1
+
+
+def soak_left(phase):
+    """{category: [(item, when)]}: what a soak phase left, after some cycles
+    or at its end."""
+    out = {}
+    for cat, _name in SOAK_CATEGORIES:
+        items = [(x, f"after {n} cycle{'s' if n != 1 else ''}")
+                 for x, n in sorted(phase["left_cycles"].get(cat, {}).items())]
+        out[cat] = items + [(x, "at the end") for x in phase["left_end"].get(cat, [])]
+    return out
+
+
+def soak_failures(phase):
+    return len(phase["bad_exit"]) + len(phase.get("not_ready", [])) + len(phase["timeout"])
 
 
 # ---------------------------------------------------------------------------
@@ -771,14 +910,19 @@ class Bench:
             inst["stop"] = None if t is None else t - t0
         return insts
 
+    @staticmethod
+    def release(inst):
+        """Closes what start() opened for INST (not its cgroup)."""
+        os.close(inst["pidfd"])
+        inst["sock"].close()
+        shutil.rmtree(inst["sockdir"], ignore_errors=True)
+
     def cleanup(self, insts, mounts_before):
         """Closes sockets; reports what the instances left on the host:
         processes in their cgroups, cgroups they created, host mounts."""
         procs, cgroups = 0, set()
         for inst in insts:
-            os.close(inst["pidfd"])
-            inst["sock"].close()
-            shutil.rmtree(inst["sockdir"], ignore_errors=True)
+            self.release(inst)
             left = self.cg.pids(inst["slot"])
             for p in left:  # leave nothing running, whatever the runtime did
                 try:
@@ -1008,6 +1152,230 @@ class Bench:
                         return
         self.results["loadavg"]["scale"].append(loadavg())
 
+    # -- soak -------------------------------------------------------------------------
+
+    def bench_soak(self, cycles, boots):
+        """nixrun alone, cycles in sequence (nothing to interleave with): CYCLES
+        start/stop cycles of /bin/true, then BOOTS boot/stop cycles of the
+        Debian guest; a snapshot of the host before and after each phase."""
+        self.results["busy"]["soak"] = wait_calm()
+        self.results["loadavg"]["soak"] = [loadavg()]
+        # One root for every boot, as the boot part reuses its roots; copied
+        # before the first snapshot, so that the copy is not in the comparison.
+        boot_root = self.copy_debian("soak-boot")
+        ours = self.soak_ours([self.exec_root, boot_root])
+        # Where an instance started in a slot makes `nixrun/<machine>` outside
+        # the slot: the v1 hierarchies the Cgroups helper does not move us in.
+        self.soak_v1 = [d for d in cgroup_own_dirs().values() if d not in self.cg.home]
+        phases = {}
+        before = self.soak_snapshot()
+        for name, n, run in (("exec", cycles, lambda: self.soak_exec(cycles)),
+                             ("boot", boots, lambda: self.soak_boot(boots, boot_root))):
+            if not n:
+                continue
+            phases[name] = run()
+            after = self.soak_snapshot()
+            phases[name].update(self.soak_compare(before, after, ours))
+            before = after
+            left = sum(len(v) for v in soak_left(phases[name]).values())
+            log(f"  {name}: {soak_failures(phases[name])} failed cycles, {left} things left behind")
+        self.results["soak"] = phases
+        self.results["loadavg"]["soak"].append(loadavg())
+
+    def soak_locks(self, root):
+        """The lock files nixrun takes for ROOT (as nspawn does)."""
+        st = os.stat(root)
+        return [str(NSPAWN_LOCKS / f"inode-{st.st_dev}:{st.st_ino}"),
+                str(NSPAWN_LOCKS / f"name-{machine_name(root)}"),
+                str(root.parent / f".#{root.name}.lck")]
+
+    def soak_ours(self, roots):
+        """What the soak's instances may create, to tell their leftovers from
+        those of others' work on this shared host."""
+        return {"locks": {p for r in roots for p in self.soak_locks(r)},
+                "machines": {machine_name(r) for r in roots}}
+
+    def soak_snapshot(self):
+        """The host, in every respect the soak compares."""
+        keep = set(self.cg.base) | set(self.cg.home)
+        cgroups = set()
+        for b in self.cg.base:
+            for d, _subdirs, _files in os.walk(b):
+                if Path(d) not in keep:
+                    cgroups.add(d)
+        # A `nixrun` below the benchmark's own cgroups, in every hierarchy:
+        # where an instance not given a slot of its own would make its cgroups.
+        for d in {*cgroup_own_dirs().values(), *self.cg.origin}:
+            for x, _subdirs, _files in os.walk(d / "nixrun"):
+                cgroups.add(x)
+        procs = live_procs(self.cg.pids(self.cg.base) - {os.getpid()})
+        locks = {str(NSPAWN_LOCKS / x) for x in os.listdir(NSPAWN_LOCKS)} if NSPAWN_LOCKS.is_dir() else set()
+        locks |= {str(p) for p in self.work.glob(".#*.lck")}
+        return {"mounts": mount_table(), "cgroups": cgroups, "locks": locks, "run": run_listing(),
+                "processes": {f"{c} (pid {p})" for p, c in procs.items()}, "fds": fd_count()}
+
+    def soak_compare(self, before, after, ours):
+        """What AFTER has and BEFORE had not, by category: `left_end` counts
+        against nixrun; `elsewhere` is what can be told to be others' (another
+        machine's lock files or cgroups, mounts away from every path nixrun
+        uses), listed in the report but not counted; `gone` is what vanished."""
+        prefixes = (str(self.base), str(self.store), "/run/systemd/nspawn", "/run/host", "/run/nixrun")
+
+        def machine_of(path):
+            parts = Path(path).parts
+            if "nixrun" not in parts:
+                return None
+            i = parts.index("nixrun")
+            return parts[i + 1] if i + 1 < len(parts) else ""
+
+        def cgroup_ours(path):
+            if any(Path(path).is_relative_to(b) for b in self.cg.base):
+                return True
+            m = machine_of(path)
+            if m == "":  # the shared `nixrun` parent: ours if only ours are below it
+                return all(machine_of(c) in ours["machines"] for c in after["cgroups"]
+                           if c.startswith(path + "/"))
+            return m in ours["machines"]
+
+        # The lock directory and its parents stay by design (nspawn's do too).
+        lock_dirs = {str(NSPAWN_LOCKS), *(str(p) for p in NSPAWN_LOCKS.parents)}
+        judges = {
+            "mounts": lambda m: any(x.startswith(prefixes) for x in m.split(" ")[::2]),
+            "cgroups": cgroup_ours,
+            "processes": lambda _p: True,  # in the benchmark's cgroups: ours
+            "locks": lambda p: p in ours["locks"] or p.startswith(str(self.work) + "/"),
+            "run": lambda p: p not in lock_dirs and (not p.startswith(str(NSPAWN_LOCKS) + "/")
+                                                    or p in ours["locks"]),
+        }
+        out = {"left_end": {}, "elsewhere": {}, "gone": {}, "harness_fds": [before["fds"], after["fds"]]}
+        for cat, ours_ in judges.items():
+            if cat == "mounts":
+                added = sorted((after[cat] - before[cat]).elements())
+                gone = sorted((before[cat] - after[cat]).elements())
+            else:
+                added, gone = sorted(after[cat] - before[cat]), sorted(before[cat] - after[cat])
+            out["left_end"][cat] = [x for x in added if ours_(x)]
+            out["elsewhere"][cat] = [x for x in added if not ours_(x) and x not in lock_dirs]
+            out["gone"][cat] = gone
+        return out
+
+    def soak_cycle_end(self, slot, t_exit, root):
+        """After an instance exited: waits up to 1 s for its cgroup to empty
+        (as run_once does), notes what it left (processes in its cgroup,
+        cgroups below it or its `nixrun/<machine>` in the v1 hierarchies, its
+        lock files), kills what still runs and removes the cgroup.  Returns
+        (perf_counter when the cgroup was empty, or at the end of the wait;
+        {category: [what was left]})."""
+        procs = live_procs(self.cg.pids(slot))
+        while procs and time.perf_counter() - t_exit < 1:
+            time.sleep(0.001)
+            procs = live_procs(self.cg.pids(slot))
+        t_empty = time.perf_counter()
+        # Looked at before the slot goes: removing it takes whatever is below.
+        cgroups = [f"SLOT/{c}" for c in self.cg.subdirs(slot)]
+        for d in self.soak_v1:
+            cgroups += [x for x, _subdirs, _files in os.walk(d / "nixrun" / machine_name(root))]
+        locks = [p for p in self.soak_locks(root) if os.path.lexists(p)]
+        for p in procs:
+            try:
+                os.kill(p, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.05 if procs else 0)
+        try:
+            self.cg.remove(slot)
+        except OSError as e:
+            cgroups.append(f"SLOT (not removable: {e.strerror})")
+        return t_empty, {"processes": sorted(procs.values()), "cgroups": cgroups, "locks": locks}
+
+    def soak_exec(self, cycles):
+        root = self.exec_root
+        argv = [self.nixrun, "-D", str(root), "-q", "--console=pipe", "/bin/true"]
+        log(f"soak: {cycles} start/stop cycles of nixrun /bin/true")
+        res = {"cycles": cycles, "time": [], "bad_exit": [], "timeout": [],
+               "left_cycles": {"processes": {}, "cgroups": {}, "locks": {}}}
+        for i in range(cycles):
+            slot = self.cg.slot(f"soak-x{i}")
+            with open(self.logdir / "soak-exec.log", "ab") as err:
+                pid, t0 = self.cg.spawn(slot, argv, self.env, self.devnull, self.devnull, err.fileno())
+            pidfd = os.pidfd_open(pid)
+            try:
+                # run_once waits for ever; a thousand cycles are where a rare hang shows.
+                done = wait_exit({pidfd: pid}, t0 + SOAK_EXEC_TIMEOUT)
+            finally:
+                os.close(pidfd)
+            if pid in done:
+                rc, t_exit = done[pid]
+                if rc != 0:
+                    res["bad_exit"].append([i, rc])
+            else:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                t_exit = time.perf_counter()
+                res["timeout"].append(i)
+            t_empty, left = self.soak_cycle_end(slot, t_exit, root)
+            res["time"].append(t_empty - t0)
+            soak_count(res["left_cycles"], left)
+            if (i + 1) % 100 == 0:
+                log(f"  {i + 1}/{cycles}: {len(res['bad_exit']) + len(res['timeout'])} failed so far")
+        return res
+
+    def soak_boot(self, cycles, root):
+        log(f"soak: {cycles} boot/stop cycles of nixrun -b (debian)")
+        res = {"cycles": cycles, "time": [], "ready": [], "stop": [], "fds": [], "rss": [], "fd_samples": [],
+               "bad_exit": [], "not_ready": [], "timeout": [],
+               "left_cycles": {"processes": {}, "cgroups": {}, "locks": {}}}
+        for i in range(cycles):
+            slot = self.cg.slot(f"soak-b{i}")
+            inst = self.start(self.boot_argv("nixrun", "debian", root), f"soak-boot-{i}", slot)
+            self.wait_ready([inst], SOAK_READY_TIMEOUT)
+            if inst["ready"] is None:
+                res["not_ready"].append(i)
+            else:
+                time.sleep(SOAK_SETTLE)
+                self.soak_supervisor(inst["pid"], i, res)
+            t_term = time.perf_counter()
+            self.stop([inst], SOAK_STOP_TIMEOUT)
+            t_exit = time.perf_counter()
+            self.release(inst)
+            if inst["stop"] is None:
+                res["timeout"].append(i)
+            elif inst["rc"] != 0:
+                res["bad_exit"].append([i, inst["rc"]])
+            t_empty, left = self.soak_cycle_end(slot, t_exit, root)
+            # The cycle without our look at the supervisor in between.
+            res["time"].append(t_empty - inst["t0"] if inst["ready"] is None else inst["ready"] + t_empty - t_term)
+            res["ready"].append(inst["ready"])
+            res["stop"].append(inst["stop"])
+            soak_count(res["left_cycles"], left)
+            if (i + 1) % 10 == 0:
+                fails = len(res["bad_exit"]) + len(res["not_ready"]) + len(res["timeout"])
+                log(f"  {i + 1}/{cycles}: {fails} failed so far")
+        return res
+
+    @staticmethod
+    def soak_supervisor(pid, cycle, res):
+        """Notes the supervisor's open fds and RSS (the nixrun process itself)
+        once READY=1 came; keeps what the fds are for the first cycle and for the
+        first one with each other count, to show what differs."""
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+            targets = []
+            for fd in fds:
+                try:
+                    targets.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+                except FileNotFoundError:
+                    pass
+        except FileNotFoundError:
+            return
+        mem = proc_memory(pid)
+        if mem is None:
+            return
+        res["fds"].append(len(fds))
+        res["rss"].append(mem[0])
+        if len(res["fd_samples"]) < 6 and all(s["n"] != len(fds) for s in res["fd_samples"]):
+            res["fd_samples"].append({"cycle": cycle, "n": len(fds), "targets": sorted(targets)})
+
 
 # ---------------------------------------------------------------------------
 # report
@@ -1209,6 +1577,22 @@ def report(results, args, plot_name):
                         all_ok and a <= b))
     else:
         targets.append(("N = 50: all READY, time-to-all-ready ≤ nspawn's", "not run (quick mode or memory)", None))
+    soak = r.get("soak", {})
+    soak_target = "soak: 1000 start/stop + 100 boot/stop cycles, nothing left"
+    if soak:
+        counts = [soak.get(k, {}).get("cycles", 0) for k in ("exec", "boot")]
+        enough = counts[0] >= 1000 and counts[1] >= 100
+        fails = sum(soak_failures(p) for p in soak.values())
+        left = sum(len(v) for p in soak.values() for v in soak_left(p).values())
+        # A harness that leaks fds could hide leaks, or fake them: no claim then.
+        fds_ok = all(p["harness_fds"][0] == p["harness_fds"][1] for p in soak.values())
+        targets.append((soak_target,
+                        f"{counts[0]} + {counts[1]} cycles{'' if enough else ' (fewer than the target)'}, "
+                        f"{fails} failed, {'nothing' if not left else left} left"
+                        + ("" if fds_ok else "; the benchmark's own fd count changed"),
+                        enough and not fails and not left and fds_ok))
+    else:
+        targets.append((soak_target, "not run (quick mode or --skip soak)", None))
     L.append("## Targets\n")
     L.append("| target | this run | |\n|---|---|---|")
     for name, val, ok in targets:
@@ -1391,10 +1775,128 @@ def report(results, args, plot_name):
             L.append(f"Scale run {r['scale_stopped']}.\n")
         L.append(f"![boot time and memory against N]({plot_name})\n")
 
+    if soak:
+        report_soak(L, soak)
+
     notes = Path(__file__).with_name("notes.md")
     if notes.exists():
         L.append(notes.read_text())
     return "\n".join(L).rstrip() + "\n"
+
+
+def fmt_dur(x):
+    return "–" if x is None else f"{x * 1000:.1f} ms" if x < 1 else f"{x:.2f} s"
+
+
+def fmt_items(items, limit=3):
+    """[(item, note)] as a table cell: the first LIMIT, and how many more."""
+    if not items:
+        return "none"
+    cell = ", ".join(f"`{x}`" + (f" ({n})" if n else "") for x, n in items[:limit])
+    return cell + (f" … (+{len(items) - limit} more)" if len(items) > limit else "")
+
+
+def report_soak(L, soak):
+    n_exec, n_boot = (soak.get(k, {}).get("cycles", 0) for k in ("exec", "boot"))
+    L.append("## 5. Soak: nothing left behind\n")
+    L.append(f"nixrun alone, cycles in sequence: {n_exec} start/stop cycles of "
+             "`nixrun -D ROOT -q --console=pipe /bin/true` (the exec part's command and root), then "
+             f"{n_boot} boot/stop cycles of the Debian guest: `nixrun -D ROOT --notify-ready=yes -b` "
+             "with its own `$NOTIFY_SOCKET`, SIGTERM once `READY=1` came, one copy of the guest for "
+             "all cycles (so only the first is a first boot). Every cycle runs in a fresh cgroup "
+             "of its own (`SLOT` below). After each exit the benchmark waits up to 1 s for that "
+             "cgroup to empty (zombies do not count) and then notes what the cycle left: "
+             "processes in it, cgroups below it or as `nixrun/<machine>` in the v1 hierarchies "
+             "where nixrun starts outside the slot (devices and pids on a hybrid host), its lock files "
+             "(`/run/systemd/nspawn/locks/inode-<dev>:<ino>`, `…/name-<machine>`, "
+             "`.#<root>.lck` next to the root). Before the soak and after each phase it compares "
+             "snapshots of the host: the mount table (mount point, type, source), cgroups below "
+             "the benchmark's own and any `nixrun` below them, the lock files, every path under "
+             "`/run`, and the benchmark's own open fds (a leak there would hide or fake others). "
+             "Time per cycle: spawn → exit and cgroup empty (boot/stop: spawn → `READY=1` plus "
+             "SIGTERM → exit and cgroup empty; the benchmark's look at the supervisor in between "
+             "left out). Failed: exit status ≠ 0, no `READY=1` within "
+             f"{SOAK_READY_TIMEOUT} s, or no exit within {SOAK_EXEC_TIMEOUT} s of the spawn "
+             f"(`/bin/true`) or {SOAK_STOP_TIMEOUT} s of SIGTERM (boot). Supervisor fds and RSS: "
+             f"the nixrun process itself (`/proc/PID/fd`, `VmRSS`), read {SOAK_SETTLE:g} s after `READY=1` "
+             "arrived (nixrun sends it through a socket it opens for the message and closes right "
+             "after: read at once, one cycle in ten counts that socket too).\n")
+    phases = [(k, t) for k, t in (("exec", "start/stop `/bin/true`"), ("boot", "boot/stop Debian")) if k in soak]
+    L.append("| | " + " | ".join(t for _, t in phases) + " |\n|---|" + "---|" * len(phases))
+
+    def row(label, cell):
+        L.append(f"| {label} | " + " | ".join(cell(soak[k]) for k, _ in phases) + " |")
+
+    def tenths(xs, f):
+        k = max(1, len(xs) // 10)
+        return f"{f(statistics.median(xs[:k]))} → {f(statistics.median(xs[-k:]))}" if xs else "–"
+
+    def done(xs):
+        return [x for x in xs if x is not None]
+
+    row("cycles", lambda p: str(p["cycles"]))
+    row("failed: exit ≠ 0 / not READY / timed out", lambda p: " / ".join(
+        str(len(p[k])) if k in p else "–" for k in ("bad_exit", "not_ready", "timeout")))
+    row("time per cycle: median (max)",
+        lambda p: f"{fmt_dur(statistics.median(p['time']))} ({fmt_dur(max(p['time']))})" if p["time"] else "–")
+    row("  median over the first → the last tenth of the cycles", lambda p: tenths(p["time"], fmt_dur))
+    if "boot" in soak:
+        row("  boot → READY=1; SIGTERM → exit: median (max)", lambda p: "; ".join(
+            f"{fmt_dur(statistics.median(done(p[k])))} ({fmt_dur(max(done(p[k])))})" if done(p.get(k, []))
+            else "–" for k in ("ready", "stop")) if "ready" in p else "–")
+        row(f"supervisor fds {SOAK_SETTLE:g} s after READY=1: min / median / max", lambda p: (
+            f"{min(p['fds'])} / {statistics.median(p['fds']):g} / {max(p['fds'])}" if p.get("fds") else "–"))
+        row("  first → last cycle", lambda p: f"{p['fds'][0]} → {p['fds'][-1]}" if p.get("fds") else "–")
+        row(f"supervisor RSS {SOAK_SETTLE:g} s after READY=1: median (max)", lambda p: (
+            f"{statistics.median(p['rss']) / MIB:.2f} MiB ({max(p['rss']) / MIB:.2f} MiB)" if p.get("rss") else "–"))
+        row("  first → last cycle", lambda p: (
+            f"{p['rss'][0] / MIB:.2f} → {p['rss'][-1] / MIB:.2f} MiB" if p.get("rss") else "–"))
+    for cat, name in SOAK_CATEGORIES:
+        row(f"left: {name}", lambda p, cat=cat: fmt_items(soak_left(p)[cat]))
+    row("benchmark's own open fds: before → after", lambda p: "{} → {}".format(*p["harness_fds"]))
+    L.append("")
+
+    for k, title in phases:
+        p = soak[k]
+        bad = ([f"cycle {i}: exit {rc}" for i, rc in p["bad_exit"]] + [f"cycle {i}: not READY" for i in
+               p.get("not_ready", [])] + [f"cycle {i}: timed out" for i in p["timeout"]])
+        if bad:
+            log_name = "soak-exec.log" if k == "exec" else "soak-boot-<cycle>.log"
+            L.append(f"Failed cycles of {title} (output in `target/bench/logs/{log_name}`): "
+                     + ", ".join(bad[:8]) + (f" … (+{len(bad) - 8} more)" if len(bad) > 8 else "") + ".\n")
+        elsewhere = [f"{name}: " + ", ".join(f"`{x}`" for x in p["elsewhere"][cat][:3])
+                     + (f" … (+{len(p['elsewhere'][cat]) - 3} more)" if len(p["elsewhere"][cat]) > 3 else "")
+                     for cat, name in SOAK_CATEGORIES if p["elsewhere"].get(cat)]
+        if elsewhere:
+            L.append(f"New on the host during {title}, and not counted above because it is others' "
+                     "work on this shared machine (another machine's lock files or cgroups, mounts away "
+                     "from the paths nixrun uses): " + "; ".join(elsewhere) + ".\n")
+        gone = [f"{name}: " + ", ".join(f"`{x}`" for x in p["gone"][cat][:3])
+                + (f" … (+{len(p['gone'][cat]) - 3} more)" if len(p["gone"][cat]) > 3 else "")
+                for cat, name in SOAK_CATEGORIES if p["gone"].get(cat)]
+        if gone:
+            L.append(f"Gone from the host during {title} (there before, not after): " + "; ".join(gone) + ".\n")
+        samples = p.get("fd_samples", [])
+
+        # What the fds are, numbers (inodes, cycles, devices) dropped.
+        def kinds(sample):
+            return collections.Counter(re.sub(r"\d+", "N", re.sub(r"^/.*/nixrun-bench\.[^/]+/work/", "WORK/", t))
+                                       for t in sample["targets"])
+
+        if samples:
+            L.append(f"The supervisor's {samples[0]['n']} fds in cycle {samples[0]['cycle']} (`WORK` = the "
+                     "benchmark's scratch file system; `/N` and `/ptmx`: the console's pty, in the guest's "
+                     "devpts): "
+                     + ", ".join(f"`{x}`" + (f" ×{n}" if n > 1 else "") for x, n in sorted(kinds(samples[0]).items()))
+                     + ".\n")
+        if len(samples) > 1:
+            lo, hi = min(samples, key=lambda x: x["n"]), max(samples, key=lambda x: x["n"])
+            more = sorted((kinds(hi) - kinds(lo)).elements())
+            less = sorted((kinds(lo) - kinds(hi)).elements())
+            L.append(f"The supervisor's fds differ between cycles: {lo['n']} in cycle "
+                     f"{lo['cycle']}, {hi['n']} in cycle {hi['cycle']}; the latter has in addition "
+                     + (", ".join(f"`{x}`" for x in more) or "nothing")
+                     + (", and lacks " + ", ".join(f"`{x}`" for x in less) if less else "") + ".\n")
 
 
 def main():
@@ -1409,7 +1911,12 @@ def main():
     ap.add_argument("--settle", type=float, default=0.5, help="seconds to let a booted guest settle")
     ap.add_argument("--keep-sysctl", action="store_true",
                     help="do not raise fs.inotify limits for the scale part")
-    ap.add_argument("--skip", default="", help="comma-separated parts to skip: exec,boot,scale")
+    ap.add_argument("--soak-cycles", type=int,
+                    help="soak: start/stop cycles of /bin/true (default 1000; 0: none)")
+    ap.add_argument("--soak-boots", type=int, help="soak: boot/stop cycles of the Debian guest (default 100; 0: none)")
+    ap.add_argument("--skip", default="",
+                    help="comma-separated parts to skip: exec,boot,scale,soak (--quick skips soak "
+                         "unless a --soak-* count is given)")
     ap.add_argument("--report-only", metavar="JSON",
                     help="measure nothing: write the report again from a run's results "
                          "(target/bench/results.json), e.g. after editing benches/notes.md")
@@ -1430,8 +1937,13 @@ def main():
     args.scale_reps = args.scale_reps or (1 if q else 3)
     out = Path(args.out) if args.out else (BENCH_TARGET / "quick" if q else REPO / "docs")
     skip = set(filter(None, args.skip.split(",")))
+    if q and args.soak_cycles is None and args.soak_boots is None:
+        skip.add("soak")
+    args.soak_cycles = 1000 if args.soak_cycles is None else args.soak_cycles
+    args.soak_boots = 100 if args.soak_boots is None else args.soak_boots
 
     started = time.monotonic()
+    no_inherited_fds()
     bench = Bench(args)
     try:
         bench.results["host"] = host_line()
@@ -1452,11 +1964,14 @@ def main():
             bench.bench_boot(args.boot_cycles)
         if "scale" not in skip:
             bench.bench_scale(ns, args.scale_reps)
+        if "soak" not in skip:
+            bench.bench_soak(args.soak_cycles, args.soak_boots)
     finally:
         bench.close()
     bench.results["duration"] = time.monotonic() - started
     bench.results["args"] = {k: getattr(args, k) for k in
-                             ("quick", "exec_rounds", "warmup", "boot_cycles", "scale_reps", "settle")}
+                             ("quick", "exec_rounds", "warmup", "boot_cycles", "scale_reps", "settle",
+                              "soak_cycles", "soak_boots")}
     BENCH_TARGET.mkdir(parents=True, exist_ok=True)
     (BENCH_TARGET / ("results-quick.json" if q else "results.json")).write_text(
         json.dumps(bench.results, indent=1, default=str))
