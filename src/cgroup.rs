@@ -426,6 +426,16 @@ impl Cgroups {
             })
     }
 
+    /// The systemd unit whose cgroup is the container's (--keep-unit): the
+    /// last component of its cgroup2 path, if it names a unit.
+    pub fn unit_name(&self) -> Option<String> {
+        let name = self.placements[0].container.file_name()?.to_string_lossy();
+        [".service", ".scope"]
+            .iter()
+            .any(|s| name.ends_with(s))
+            .then(|| name.into_owned())
+    }
+
     pub fn attach(&self, pid: u32) -> Result<(), CgroupError> {
         for p in &self.placements {
             self.attach_pid(&p.payload, pid)?;

@@ -17,10 +17,12 @@
 
 pub mod cgroup;
 pub mod container;
+pub mod ctl;
 pub mod nspawn;
 pub mod plan;
 pub mod policy;
 pub mod protocol;
 pub mod signal;
+pub mod state;
 pub mod supervisor;
 pub mod sys;

@@ -193,7 +193,9 @@ pub enum CliError {
     Usage(String),
 }
 
-fn command() -> Command {
+/// The clap command with the unsupported nspawn flags (hidden) added: what
+/// parsing uses, and what completions and man pages are generated from.
+pub fn command() -> Command {
     let mut cmd = Cli::command();
     for &(long, short, takes) in UNSUPPORTED {
         let mut arg = Arg::new(long).long(long).hide(true);

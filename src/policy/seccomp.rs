@@ -361,6 +361,27 @@ fn jump(code: u16, k: u32, jt: u8, jf: u8) -> Insn {
 
 /// The instructions of filter 3 (see the module comment).
 pub fn mount_filter() -> Vec<Insn> {
+    mount_filter_ending(libc::SECCOMP_RET_USER_NOTIF)
+}
+
+/// Filter 3 for a process that joins a running container from outside
+/// (`nixrunctl exec`): no supervisor listens for its notifications, so its
+/// mounts of new file systems are refused outright (EPERM) — stricter than
+/// for the guest's own processes, never looser.
+pub fn mount_filter_refusing() -> Vec<Insn> {
+    mount_filter_ending(libc::SECCOMP_RET_ERRNO | libc::EPERM as u32)
+}
+
+/// The three programs for a process joining the container from outside.
+pub fn filters_for_joining(denied: &Denied) -> Result<Filters, SeccompError> {
+    Ok(Filters {
+        deny: deny_filter(denied)?,
+        audit: audit_filter()?,
+        mount: mount_filter_refusing(),
+    })
+}
+
+fn mount_filter_ending(new_file_system: u32) -> Vec<Insn> {
     use libc::{BPF_ABS, BPF_JEQ, BPF_JMP, BPF_JSET, BPF_K, BPF_LD, BPF_RET, BPF_W};
     let ld = (BPF_LD | BPF_W | BPF_ABS) as u16;
     let jeq = (BPF_JMP | BPF_JEQ | BPF_K) as u16;
@@ -390,7 +411,7 @@ pub fn mount_filter() -> Vec<Insn> {
         stmt(ld, OFF_ARG3_LO),
         jump(jset, EXISTING_MOUNT_FLAGS, 0, 1),
         stmt(ret, libc::SECCOMP_RET_ALLOW),
-        stmt(ret, libc::SECCOMP_RET_USER_NOTIF),
+        stmt(ret, new_file_system),
     ]
 }
 
@@ -642,6 +663,15 @@ mod tests {
         let mut foreign = ms(0);
         foreign.arch = 0x4000_0003; // AUDIT_ARCH_I386
         assert_eq!(run(&f, &foreign), ALLOW);
+    }
+
+    #[test]
+    fn joining_processes_get_eperm_where_the_guest_asks_the_supervisor() {
+        let f = mount_filter_refusing();
+        let ms = |flags: u64| call("mount", &[0, 0, 0, flags, 0]);
+        assert_eq!(run(&f, &ms(0)), errno(libc::EPERM));
+        assert_eq!(run(&f, &ms(libc::MS_BIND)), ALLOW);
+        assert_eq!(run(&f, &call("fsopen", &[])), errno(libc::ENOSYS));
     }
 
     #[test]

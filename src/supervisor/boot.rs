@@ -18,6 +18,7 @@ use crate::container::{self, Setup};
 use crate::plan::Plan;
 use crate::policy::Policy;
 use crate::protocol::{self, FromChild, SupervisorEnd, ToChild};
+use crate::state::{self, MachineState};
 use nix::errno::Errno;
 use nix::poll::PollFlags;
 use nix::sched::CloneFlags;
@@ -40,6 +41,8 @@ pub enum Next {
 /// endpoints it handed over.
 pub struct Boot<'a> {
     plan: &'a Plan,
+    /// The machine's runtime state, published once the init runs.
+    state: &'a MachineState,
     pid: Pid,
     /// Set once PID 1 is reaped: its pid may be reused after that, so nothing
     /// may signal it any more.
@@ -56,6 +59,7 @@ pub struct Boot<'a> {
 impl<'a> Boot<'a> {
     pub fn run(
         plan: &'a Plan,
+        state: &'a MachineState,
         policy: &Policy,
         cgroups: &Cgroups,
         sigfd: &mut SignalFd,
@@ -95,6 +99,7 @@ impl<'a> Boot<'a> {
 
         let mut boot = Boot {
             plan,
+            state,
             pid,
             reaped,
             channel: Some(sup),
@@ -186,6 +191,7 @@ impl<'a> Boot<'a> {
     fn act(&mut self, actions: Vec<Action>) -> Option<Result<Next, SupervisorError>> {
         for a in actions {
             match a {
+                Action::Started { leader } => self.publish(leader),
                 Action::Say(line) => {
                     if !self.plan.quiet {
                         eprintln!("{line}");
@@ -204,6 +210,27 @@ impl<'a> Boot<'a> {
             }
         }
         None
+    }
+
+    /// Writes the machine's state file for nixrunctl; a failure costs only that.
+    fn publish(&self, leader: i32) {
+        let st = MachineState {
+            leader,
+            leader_start: state::start_time(leader).unwrap_or(0),
+            started_usec: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros() as u64),
+            ..self.state.clone()
+        };
+        if let Err(e) = state::write(std::path::Path::new(state::STATE_DIR), &st) {
+            if !self.plan.quiet {
+                eprintln!(
+                    "nixrun: warning: writing {}/{}: {e}",
+                    state::STATE_DIR,
+                    st.name
+                );
+            }
+        }
     }
 
     fn signal(&self, sig: i32) -> nix::Result<()> {

@@ -103,6 +103,10 @@ pub enum HostMessage {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
+    /// The guest's init runs as host pid `leader`: publish the machine.
+    Started {
+        leader: i32,
+    },
     /// A status line for the user (suppressed by --quiet).
     Say(String),
     Host(HostMessage),
@@ -216,6 +220,7 @@ impl Lifecycle {
             return;
         }
         self.phase = Phase::Running;
+        out.push(Action::Started { leader });
         // Said only now, so that a container that fails to start gets one line.
         out.push(Action::Say(format!(
             "Spawned container {} on {}.",

@@ -142,6 +142,32 @@ pub fn run(plan: &Plan) -> Result<i32, SupervisorError> {
     crate::sys::process::ignore_signal(Signal::SIGPIPE)
         .map_err(|e| SupervisorError::Sys("ignore SIGPIPE", e))?;
 
+    // Published for nixrunctl once the init runs; removed at the end of the run.
+    let me = std::process::id() as i32;
+    let mut caps: Vec<String> = policy.capabilities.iter().map(|c| c.to_string()).collect();
+    caps.sort();
+    let machine_state = crate::state::MachineState {
+        name: plan.machine.clone(),
+        supervisor: me,
+        supervisor_start: crate::state::start_time(me).unwrap_or(0),
+        uuid: facts.uuid.hyphenated().to_string(),
+        root: plan.root.clone(),
+        unit: plan.keep_unit.then(|| cgroups.unit_name()).flatten(),
+        capabilities: caps,
+        syscalls_allow: plan.syscalls.allow.iter().copied().collect(),
+        syscalls_deny: plan.syscalls.deny.iter().copied().collect(),
+        private_network: plan.private_network,
+        ..Default::default()
+    };
+    run_undo.push("removing the machine's runtime state", move || {
+        crate::state::remove(
+            std::path::Path::new(crate::state::STATE_DIR),
+            &plan.machine,
+            me,
+        );
+        Ok(())
+    });
+
     let mut life = Lifecycle::new(Config {
         machine: plan.machine.clone(),
         root: plan.root.display().to_string(),
@@ -170,7 +196,15 @@ pub fn run(plan: &Plan) -> Result<i32, SupervisorError> {
                     .join("; "))
             }
         });
-        let next = boot::Boot::run(plan, &policy, &cgroups, &mut sigfd, &mut life, &mut undo);
+        let next = boot::Boot::run(
+            plan,
+            &machine_state,
+            &policy,
+            &cgroups,
+            &mut sigfd,
+            &mut life,
+            &mut undo,
+        );
         undo.finish();
         match next? {
             boot::Next::Restart => continue,
