@@ -266,6 +266,28 @@ fn mounts_over_the_runtimes_own_file_systems() {
 }
 
 #[test]
+fn register_yes_without_machined() {
+    assert!(
+        !Path::new("/run/dbus/system_bus_socket").exists(),
+        "this test needs a host without a system bus"
+    );
+    let (t, root) = minimal("bad-register");
+    assert_refused(
+        "bad-register",
+        &t.base,
+        &[
+            "-D",
+            root.to_str().unwrap(),
+            "--register=yes",
+            "/nixrun-probe",
+            "exit",
+            "0",
+        ],
+        &["--register=yes", "system bus"],
+    );
+}
+
+#[test]
 fn bad_property() {
     let (t, root) = minimal("bad-property");
     for (spec, why) in [

@@ -414,3 +414,34 @@ fn link_journal_guest_links_the_hosts_journal_to_the_guests() {
     );
     assert!(root.join("var/log/journal").join(id).is_dir());
 }
+
+#[test]
+fn register_auto_says_once_that_machined_is_not_there_and_boots() {
+    // This host has no system bus (no systemd as PID 1): the default
+    // --register=auto must not stop a container, only say so, once.
+    assert!(
+        !std::path::Path::new("/run/dbus/system_bus_socket").exists(),
+        "this test needs a host without a system bus (the VM test covers machined)"
+    );
+    let (_t, root) = minimal_copy("min-register");
+    let snap = HostSnapshot::take("min-register");
+    let (st, out, err) = run(&["-D", root.to_str().unwrap(), "/nixrun-probe", "exit", "0"]);
+    assert_eq!(exit_code(st), 0, "{out}{err}");
+    let notices: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("not registered with systemd-machined"))
+        .collect();
+    assert_eq!(notices.len(), 1, "{err}");
+    // With --register=no nothing is tried, nothing said.
+    let (st, _, err) = run(&[
+        "-D",
+        root.to_str().unwrap(),
+        "--register=no",
+        "/nixrun-probe",
+        "exit",
+        "0",
+    ]);
+    assert_eq!(exit_code(st), 0);
+    assert!(!err.contains("machined"), "{err}");
+    snap.assert_unchanged();
+}

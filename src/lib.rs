@@ -18,6 +18,7 @@
 pub mod cgroup;
 pub mod container;
 pub mod ctl;
+pub mod dbus;
 pub mod nspawn;
 pub mod plan;
 pub mod policy;

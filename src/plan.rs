@@ -62,10 +62,8 @@ pub enum PlanError {
     BadSignal(String),
     #[error("invalid --{0}={1:?}: expected yes or no")]
     BadBool(&'static str, String),
-    #[error(
-        "--register=yes is not supported yet by nixrun (it never registers with systemd-machined)"
-    )]
-    RegisterYes,
+    #[error("invalid --register={0:?}: expected yes, no or auto")]
+    BadRegister(String),
     #[error("invalid --link-journal={0:?}: expected no, auto, guest or try-guest (host modes are not supported yet)")]
     BadLinkJournal(String),
     #[error("invalid --console={0:?}: expected interactive, read-only, passive or pipe")]
@@ -171,6 +169,16 @@ pub enum Exec {
     Command(Vec<String>),
 }
 
+/// Registration with systemd-machined (--register=).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Register {
+    No,
+    /// Failing to register is fatal.
+    Yes,
+    /// Register where machined is reachable; otherwise say so once and go on.
+    Auto,
+}
+
 /// The user's changes to the default capability set (policy/caps.rs).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CapsChange {
@@ -200,6 +208,7 @@ pub struct Plan {
     /// --setenv, in order; applied last, so they win.
     pub setenv: Vec<(String, String)>,
     pub keep_unit: bool,
+    pub register: Register,
     pub notify_ready: bool,
     /// None: SIGTERM/SIGINT kill the container right away.
     pub kill_signal: Option<i32>,
@@ -231,6 +240,7 @@ impl Plan {
             tmpfs: vec![],
             setenv: vec![],
             keep_unit: false,
+            register: Register::Auto,
             notify_ready: false,
             kill_signal: Some(crate::signal::sigrtmin_plus(3)),
             link_journal: LinkJournal::Auto,

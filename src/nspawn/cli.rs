@@ -68,8 +68,9 @@ pub struct Cli {
     #[arg(long = "keep-unit")]
     pub keep_unit: bool,
 
-    /// Register with systemd-machined; only "no" is supported (nixrun never registers)
-    #[arg(long = "register", value_name = "BOOL")]
+    /// Register with systemd-machined: yes (a failure is fatal), no, or auto (the
+    /// default: register where machined runs, else say so once and go on)
+    #[arg(long = "register", value_name = "yes|no|auto")]
     pub register: Option<String>,
 
     /// yes: report READY=1 to $NOTIFY_SOCKET when the guest does; no: as soon as its init runs

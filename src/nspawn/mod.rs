@@ -9,7 +9,7 @@ pub mod cli;
 use crate::plan::{
     container_path, is_hostname, is_machine_name, machine_from_dir, parse_uuid, user_mount_target,
     validate_root, Bind, BindSource, CapsChange, Console, Exec, LinkJournal, Plan, PlanError,
-    SourceKind, SyscallChange, Tmpfs,
+    Register, SourceKind, SyscallChange, Tmpfs,
 };
 use crate::signal::parse_signal;
 use cli::Cli;
@@ -74,11 +74,14 @@ pub fn plan(cli: Cli, stdin_is_tty: bool, stdout_is_tty: bool) -> Result<Plan, P
         .map(|s| parse_setenv(s))
         .collect::<Result<Vec<_>, _>>()?;
 
-    if let Some(r) = &cli.register {
-        if parse_bool("register", r)? {
-            return Err(PlanError::RegisterYes);
-        }
-    }
+    let register = match cli.register.as_deref() {
+        None | Some("auto") => Register::Auto,
+        Some(r) => match parse_bool("register", r) {
+            Ok(true) => Register::Yes,
+            Ok(false) => Register::No,
+            Err(_) => return Err(PlanError::BadRegister(r.to_string())),
+        },
+    };
     let notify_ready = match &cli.notify_ready {
         Some(v) => parse_bool("notify-ready", v)?,
         None => false,
@@ -153,6 +156,7 @@ pub fn plan(cli: Cli, stdin_is_tty: bool, stdout_is_tty: bool) -> Result<Plan, P
         tmpfs,
         setenv,
         keep_unit: cli.keep_unit,
+        register,
         notify_ready,
         kill_signal,
         link_journal,

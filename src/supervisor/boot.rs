@@ -8,6 +8,7 @@
 
 use super::console::{Console, Request};
 use super::lifecycle::{Action, Event, Lifecycle, Outcome};
+use super::machined::{self, Registrar};
 use super::mountguard::MountGuard;
 use super::notify;
 use super::poll::{PollSet, Token};
@@ -16,7 +17,7 @@ use super::SupervisorError;
 use crate::cgroup::Cgroups;
 use crate::container::{self, Setup};
 use crate::plan::Plan;
-use crate::policy::Policy;
+use crate::policy::{Facts, Policy};
 use crate::protocol::{self, FromChild, SupervisorEnd, ToChild};
 use crate::state::{self, MachineState};
 use nix::errno::Errno;
@@ -57,9 +58,12 @@ pub struct Boot<'a> {
 }
 
 impl<'a> Boot<'a> {
+    #[allow(clippy::too_many_arguments)]
     pub fn run(
         plan: &'a Plan,
         state: &'a MachineState,
+        facts: &Facts,
+        registrar: &mut Registrar,
         policy: &Policy,
         cgroups: &Cgroups,
         sigfd: &mut SignalFd,
@@ -110,18 +114,31 @@ impl<'a> Boot<'a> {
             guard: None,
         };
         boot.act(life.handle(Event::Cloned, Instant::now()));
-        // Sync point 1: the child waits in its namespaces until it is in its cgroup.
+        // Sync point 1: the child waits in its namespaces until it is in its
+        // cgroup (and registered: machined finds the unit from that cgroup).
         cgroups.attach(pid.as_raw() as u32)?;
+        if registrar.wanted() {
+            match machined::register(&plan.machine, &facts.uuid, pid.as_raw(), &plan.root, &[]) {
+                Ok(()) => {
+                    let name = plan.machine.clone();
+                    undo.push("unregistering from systemd-machined", move || {
+                        machined::unregister(&name).map_err(|e| e.to_string())
+                    })
+                }
+                Err(e) => registrar.failed(&e.to_string())?,
+            }
+        }
         if let Some(ch) = &boot.channel {
             ch.send(&ToChild::Go)?;
         }
-        boot.event_loop(sigfd, life)
+        boot.event_loop(sigfd, life, registrar)
     }
 
     fn event_loop(
         &mut self,
         sigfd: &mut SignalFd,
         life: &mut Lifecycle,
+        registrar: &mut Registrar,
     ) -> Result<Next, SupervisorError> {
         loop {
             let timeout = life
@@ -180,7 +197,11 @@ impl<'a> Boot<'a> {
                 events.push(Event::Tick);
             }
             for ev in events {
-                if let Some(next) = self.act(life.handle(ev, Instant::now())) {
+                let actions = life.handle(ev, Instant::now());
+                if actions.iter().any(|a| matches!(a, Action::Started { .. })) {
+                    registrar.flush_notice();
+                }
+                if let Some(next) = self.act(actions) {
                     return next;
                 }
             }

@@ -24,6 +24,7 @@ pub mod console;
 pub mod identity;
 pub mod lifecycle;
 pub mod locks;
+pub mod machined;
 pub mod mountguard;
 pub mod notify;
 pub mod output;
@@ -31,7 +32,7 @@ pub mod poll;
 pub mod teardown;
 
 use crate::cgroup::{CgroupError, Cgroups};
-use crate::plan::{Console as ConsoleMode, Plan};
+use crate::plan::{Console as ConsoleMode, Plan, Register};
 use crate::policy::{seccomp::SeccompError, Policy};
 use crate::protocol::ChannelError;
 use lifecycle::{Config, Lifecycle};
@@ -127,9 +128,21 @@ pub fn run(plan: &Plan) -> Result<i32, SupervisorError> {
 
     let facts = identity::facts(plan)?;
     let policy = Policy::compute(plan, &facts)?;
+
+    // Started by hand on a systemd host: a scope of its own in machine.slice,
+    // as nspawn makes, so that the container is a unit machined can name; in
+    // it, the layout is that of --keep-unit (payload/ and supervisor/).
+    let mut registrar = machined::Registrar::new(plan.register, plan.quiet);
+    let mut scope = None;
+    if !plan.keep_unit && plan.register != Register::No && machined::systemd_booted() {
+        match machined::start_scope(&plan.machine) {
+            Ok(unit) => scope = Some(unit),
+            Err(e) => registrar.failed(&format!("creating its scope unit: {e}"))?,
+        }
+    }
     let cgroups = Cgroups::plan(
         &plan.machine,
-        plan.keep_unit,
+        plan.keep_unit || scope.is_some(),
         policy.devices.clone(),
         plan.tasks_max,
     )?;
@@ -152,7 +165,9 @@ pub fn run(plan: &Plan) -> Result<i32, SupervisorError> {
         supervisor_start: crate::state::start_time(me).unwrap_or(0),
         uuid: facts.uuid.hyphenated().to_string(),
         root: plan.root.clone(),
-        unit: plan.keep_unit.then(|| cgroups.unit_name()).flatten(),
+        unit: (plan.keep_unit || scope.is_some())
+            .then(|| cgroups.unit_name())
+            .flatten(),
         capabilities: caps,
         syscalls_allow: plan.syscalls.allow.iter().copied().collect(),
         syscalls_deny: plan.syscalls.deny.iter().copied().collect(),
@@ -199,6 +214,8 @@ pub fn run(plan: &Plan) -> Result<i32, SupervisorError> {
         let next = boot::Boot::run(
             plan,
             &machine_state,
+            &facts,
+            &mut registrar,
             &policy,
             &cgroups,
             &mut sigfd,
