@@ -12,10 +12,11 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 usage() {
     cat <<EOF
-usage: $0 [--runtime nixrun|nspawn] [--bin PATH] [--interactive]
+usage: $0 [--runtime nixrun|nspawn] [--bin PATH] [--ctl-bin PATH] [--interactive]
   --runtime   runtime in container@.service's ExecStart (env NIXRUN_VM_RUNTIME, default nixrun)
   --bin       nixrun binary to test (env NIXRUN_BIN; default: the newer of
               target/<arch>-unknown-linux-gnu/release/nixrun and target/release/nixrun)
+  --ctl-bin   nixrunctl binary (env NIXRUN_CTL_BIN; default: nixrunctl next to --bin)
   --interactive  console on this terminal, VM stays up after the tests (env NIXRUN_VM_INTERACTIVE=1)
 env: NIXRUN_VM_ACCEL=auto|kvm|tcg  NIXRUN_VM_CACHE (default /var/cache/nixrun-vm)
      NIXRUN_VM_TIMEOUT (whole run, seconds)  NIXRUN_VM_OUT (log directory)
@@ -36,6 +37,7 @@ default_bin() {
 }
 runtime=${NIXRUN_VM_RUNTIME:-nixrun}
 bin=${NIXRUN_BIN:-$(default_bin)}
+ctl_bin=${NIXRUN_CTL_BIN:-}
 interactive=${NIXRUN_VM_INTERACTIVE:-0}
 while [ $# -gt 0 ]; do
     case $1 in
@@ -43,6 +45,8 @@ while [ $# -gt 0 ]; do
         --runtime=*) runtime=${1#*=}; shift ;;
         --bin) bin=${2:?}; shift 2 ;;
         --bin=*) bin=${1#*=}; shift ;;
+        --ctl-bin) ctl_bin=${2:?}; shift 2 ;;
+        --ctl-bin=*) ctl_bin=${1#*=}; shift ;;
         --interactive) interactive=1; shift ;;
         -h | --help) usage; exit 0 ;;
         *) usage >&2; exit 3 ;;
@@ -72,6 +76,10 @@ check_prereqs() {
         nixrun)
             if [ ! -f "$bin" ] || [ ! -x "$bin" ]; then
                 setup_error "nixrun binary not found or not executable: $bin (cargo build --release, or set NIXRUN_BIN / --bin; --runtime nspawn tests the harness)"
+            fi
+            ctl_bin=${ctl_bin:-$(dirname "$bin")/nixrunctl}
+            if [ ! -f "$ctl_bin" ] || [ ! -x "$ctl_bin" ]; then
+                setup_error "nixrunctl binary not found or not executable: $ctl_bin (set NIXRUN_CTL_BIN / --ctl-bin)"
             fi ;;
         nspawn) ;;
         *) setup_error "unknown runtime '$runtime' (nixrun or nspawn)" ;;
@@ -171,11 +179,21 @@ cleanup() {
 trap cleanup EXIT
 
 case $runtime in
-    nixrun) exe=/usr/local/bin/nixrun; install -m 0755 "$bin" "$stage/nixrun" ;;
-    nspawn) exe=/usr/bin/systemd-nspawn ;;
+    nixrun)
+        exe=/usr/local/bin/nixrun
+        install -m 0755 "$bin" "$stage/nixrun"
+        install -m 0755 "$ctl_bin" "$stage/nixrunctl"
+        # NixOS's ExecReload runs switch-to-configuration in the guest; with
+        # nixrun that is nixrunctl's job.
+        reload="/usr/local/bin/nixrunctl reload %i" ;;
+    nspawn)
+        exe=/usr/bin/systemd-nspawn
+        # What nixos-container run does: nsenter into machined's leader.
+        reload="/bin/sh -c 'exec nsenter -t \$\$(machinectl show %i -p Leader --value) -m -u -i -n -p -- /nix/var/nix/profiles/system/bin/switch-to-configuration test'" ;;
 esac
 extra=${NIXRUN_VM_EXTRA_ARGS:-}
 sed -e "s|@RUNTIME@|$exe|" -e "s|@START_TIMEOUT@|$boot_timeout|" -e "s|@EXTRA_ARGS@|${extra:+$extra }|" \
+    -e "s|@RELOAD@|$reload|" \
     "$here/guest/container@.service.in" >"$stage/container@.service"
 install -m 0755 "$here/guest/vmtest.sh" "$here/guest/cgroup-probe.sh" "$stage/"
 install -m 0644 "$here/guest/nrvm-marker.service" "$stage/"
@@ -223,6 +241,7 @@ show() { # a VMTEST line -> human-readable line
 }
 
 : >"$out/results.log"
+: >"$out/results.times"
 t_boot=$(date +%s)
 if [ "$interactive" = 1 ]; then
     say "interactive: console below (Ctrl-a x quits QEMU); results go to $out/results.log"
@@ -236,8 +255,13 @@ else
     # Results are shown as they come. Both run in the background because only
     # "wait" lets a SIGINT/SIGTERM to this script through at once (and take QEMU
     # down with it, by way of timeout).
+    # Each line is shown and kept with the time it arrived: the host shutdown
+    # is timed from the VM's "shutdown-begin" line to QEMU's exit.
     (tail -n +1 -F --pid="$qpid" "$out/results.log" 2>/dev/null |
-        while IFS= read -r line; do show "$line"; done) &
+        while IFS= read -r line; do
+            printf '%s %s\n' "$(date +%s.%N)" "${line%$'\r'}" >>"$out/results.times"
+            show "$line"
+        done) &
     tpid=$!
     trap 'kill "$qpid" "$tpid" 2>/dev/null; cleanup' EXIT
     trap 'exit 130' INT TERM
@@ -247,6 +271,7 @@ else
     trap cleanup EXIT
 fi
 t_end=$(date +%s)
+t_end_ns=$(date +%s.%N)
 
 # ---------------------------------------------------------------- verdict
 
@@ -272,6 +297,24 @@ if ! grep -q '^VMTEST DONE' "$out/results.txt"; then
     fi
     exit 2
 fi
+# The VM's last act: a normal poweroff (systemd stops every unit) with several
+# containers running. NixOS hosts have waited 90 s per container for stop jobs
+# (nixpkgs#6212); the runtime must stop its guest when the host goes down.
+shut=$(awk '$2 == "VMTEST" && $3 == "info" && $4 == "shutdown-begin" { t = $1; n = $5 } END { if (t) print t, n }' "$out/results.times")
+if [ "$interactive" != 1 ] && [ -n "$shut" ]; then
+    took=$(awk -v a="${shut% *}" -v b="$t_end_ns" 'BEGIN { printf "%.1f", b - a }')
+    if awk -v t="$took" 'BEGIN { exit !(t < 90) }'; then
+        npass=$((npass + 1))
+        show "VMTEST ok host-shutdown: poweroff with ${shut#* } running took ${took}s"
+    else
+        nfail=$((nfail + 1))
+        show "VMTEST FAIL host-shutdown: poweroff with ${shut#* } running took ${took}s (a stop job hung)"
+    fi
+elif [ "$interactive" != 1 ]; then
+    nfail=$((nfail + 1))
+    show "VMTEST FAIL host-shutdown: not run (no shutdown-begin line from the VM)"
+fi
+
 if [ "$nfail" != 0 ]; then
     say "FAILED: $nfail of $((npass + nfail)) checks failed (runtime $runtime, accel $accel; $timing; logs: $out)"
     exit 1

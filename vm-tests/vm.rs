@@ -15,6 +15,7 @@ fn container_service_on_a_cgroup2_systemd_host() {
     let out = Command::new("bash")
         .arg(format!("{repo}/vm-tests/run.sh"))
         .args(["--bin", env!("CARGO_BIN_EXE_nixrun")])
+        .args(["--ctl-bin", env!("CARGO_BIN_EXE_nixrunctl")])
         .env("NIXRUN_VM_RUNTIME", "nixrun")
         .output()
         .expect("running vm-tests/run.sh");

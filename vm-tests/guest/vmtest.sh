@@ -144,6 +144,7 @@ setup() {
     case $RUNTIME in
         nixrun)
             install -m 0755 "$inject/nixrun" /usr/local/bin/nixrun || return 1
+            install -m 0755 "$inject/nixrunctl" /usr/local/bin/nixrunctl || return 1
             exe=/usr/local/bin/nixrun ;;
         nspawn) exe=/usr/bin/systemd-nspawn ;;
         *) echo "unknown RUNTIME=$RUNTIME"; return 1 ;;
@@ -302,6 +303,65 @@ else
     not_run "${checks_running[@]}"
 fi
 
+# ---------------------------------------------------------------- machined
+
+# The container is a machine that machined knows (the runtime registered it):
+# found, entered and asked the way NixOS's tools and a user do.
+checks_machined=(machine-registered machinectl-status machinectl-shell systemctl-M journalctl-M reload)
+if [ "$running" = 1 ]; then
+    ml=$(machinectl list --no-legend --no-pager 2>&1)
+    munit=$(machinectl show "$m" -p Unit --value 2>&1)
+    mleader=$(machinectl show "$m" -p Leader --value 2>&1)
+    if echo "$ml" | grep -q "^$m " && [ "$munit" = "$unit" ] && [ "$mleader" = "$leader" ]; then
+        ok machine-registered "machinectl list shows $m; Unit $munit, Leader $mleader"
+    else
+        fail machine-registered "list: '$ml'; Unit '$munit' (want $unit); Leader '$mleader' (want $leader)"
+    fi
+
+    out=$(timeout 120 machinectl status "$m" --no-pager 2>&1)
+    rc=$?
+    if [ "$rc" = 0 ] && echo "$out" | grep -q "Leader: $leader"; then
+        ok machinectl-status "$(echo "$out" | grep -m1 'Unit:' | sed 's/^ *//')"
+    else
+        fail machinectl-status "rc=$rc: $(echo "$out" | head -c 300)"
+    fi
+
+    out=$(timeout 120 machinectl shell "$m" /bin/sh -c 'echo shell-ok-$((20 + 22))' 2>&1)
+    rc=$?
+    if [ "$rc" = 0 ] && echo "$out" | grep -q shell-ok-42; then
+        ok machinectl-shell "machinectl shell $m ran a command in the guest"
+    else
+        fail machinectl-shell "rc=$rc: $(echo "$out" | head -c 300)"
+    fi
+
+    st=$(timeout 120 systemctl -M "$m" is-system-running 2>&1)
+    if [ "$st" = running ]; then ok systemctl-M "systemctl -M $m is-system-running: running"
+    else fail systemctl-M "systemctl -M $m is-system-running: $st"; fi
+
+    jl=$(timeout 120 journalctl -M "$m" -n1 --no-pager -q 2>&1)
+    rc=$?
+    if [ "$rc" = 0 ] && [ -n "$jl" ]; then ok journalctl-M "journalctl -M $m -n1: $jl"
+    else fail journalctl-M "rc=$rc: '$jl'"; fi
+
+    # A stand-in for a NixOS system's switch-to-configuration records its run.
+    sw=$root/nix/var/nix/profiles/system/bin/switch-to-configuration
+    mkdir -p "$(dirname "$sw")"
+    printf '#!/bin/sh\necho "reloaded $*" >>/var/lib/nrvm-reload\n' >"$sw"
+    chmod 0755 "$sw"
+    rm -f "$root/var/lib/nrvm-reload"
+    out=$(timeout 120 systemctl reload "$unit" 2>&1)
+    rc=$?
+    got=$(cat "$root/var/lib/nrvm-reload" 2>/dev/null)
+    if [ "$rc" = 0 ] && [ "$got" = "reloaded test" ]; then
+        ok reload "systemctl reload $unit ran switch-to-configuration test in the guest"
+    else
+        fail reload "rc=$rc, recorded '$got': $out"
+    fi
+else
+    why_not=${why_not:-container not running}
+    not_run "${checks_machined[@]}"
+fi
+
 # ---------------------------------------------------------------- guest reboot
 
 marker_tail() { tail -n "$1" "$root/var/lib/nrvm-marker" 2>/dev/null | tr '\n' ' ' | sed 's/ $//'; }
@@ -450,9 +510,71 @@ if [ "$running" = 1 ]; then
     else
         fail stop-clean "$(printf '%s; ' "${problems[@]}")"
     fi
+    if machinectl list --no-legend --no-pager 2>&1 | grep -q "^$m "; then
+        fail unregistered "machinectl still lists $m after the stop"
+    else
+        ok unregistered "machinectl no longer lists $m"
+    fi
 else
     why_not=${why_not:-container not running}
-    not_run stop stop-guest-shutdown stop-clean
+    not_run stop stop-guest-shutdown stop-clean unregistered
+fi
+
+# ---------------------------------------------------------------- machinectl poweroff
+
+# machined asks the guest's PID 1 (SIGRTMIN+4); the runtime sees the guest power
+# off, exits 0, and the unit ends without a restart.
+if [ "$started_once" = 1 ]; then
+    systemctl reset-failed "$unit" >/dev/null 2>&1
+    n_exits=$(exits_seen)
+    if timeout "$BOOT_TIMEOUT" systemctl start "$unit" >/dev/null 2>&1 && mp=$(main_pid) &&
+        find_leader "$mp" && booted "$(guest_wait_running)"; then
+        t0=$(now)
+        timeout 60 machinectl poweroff "$m" >/dev/null 2>&1
+        deadline=$(( $(date +%s) + STOP_TIMEOUT ))
+        while [ "$(systemctl is-active "$unit")" != inactive ] && [ "$(date +%s)" -lt "$deadline" ]; do
+            sleep 0.5
+        done
+        ends=$(exits_since "$n_exits")
+        if [ "$(systemctl is-active "$unit")" = inactive ] && [ "$ends" = "success exited 0" ]; then
+            ok machinectl-poweroff "the guest powered off, the runtime exited 0 after $(since "$t0")"
+        else
+            fail machinectl-poweroff "unit $(systemctl is-active "$unit"), exits '${ends:-none}' after $(since "$t0")"
+        fi
+    else
+        fail machinectl-poweroff "not run: the container did not start again"
+    fi
+else
+    why_not=${why_not:-container never started}
+    not_run machinectl-poweroff
+fi
+
+# ---------------------------------------------------------------- started by hand
+
+# Without --keep-unit on a systemd host the runtime makes a scope of its own in
+# machine.slice (machined then names it), as nspawn does.
+if [ "$RUNTIME" = nixrun ] && [ "$started_once" = 1 ]; then
+    /usr/local/bin/nixrun -D "$root" -M bar --notify-ready=yes -b >/run/nrvm/bar.log 2>&1 &
+    bpid=$!
+    deadline=$(( $(date +%s) + BOOT_TIMEOUT ))
+    bunit=
+    while [ "$(date +%s)" -lt "$deadline" ] && kill -0 "$bpid" 2>/dev/null; do
+        bunit=$(machinectl show bar -p Unit --value 2>/dev/null)
+        [ -z "$bunit" ] || break
+        sleep 0.5
+    done
+    bcg=$(cat "/proc/$bpid/cgroup" 2>/dev/null)
+    kill -TERM "$bpid" 2>/dev/null
+    timeout "$STOP_TIMEOUT" tail --pid="$bpid" -f /dev/null
+    wait "$bpid"
+    brc=$?
+    left=$(systemctl is-active 'machine-bar.scope' 2>/dev/null)
+    if [ "$bunit" = machine-bar.scope ] && [ "$bcg" = "0::/machine.slice/machine-bar.scope/supervisor" ] &&
+        [ "$brc" = 0 ] && [ "$left" != active ]; then
+        ok hand-started-scope "registered as machine-bar.scope, runtime in its supervisor/, exit 0, scope gone"
+    else
+        fail hand-started-scope "unit '$bunit', cgroup '$bcg', exit $brc, scope afterwards '$left'; log: $(tail -n 3 /run/nrvm/bar.log | tr '\n' ' ')"
+    fi
 fi
 
 # ---------------------------------------------------------------- device policy
@@ -478,11 +600,43 @@ if [ "$RUNTIME" = nixrun ] && [ -x /usr/local/bin/nixrun ]; then
     esac
 fi
 
+# ---------------------------------------------------------------- host shutdown
+
+# The last act: five containers running, then a normal poweroff of the VM
+# (every unit stopped in order). run.sh times it from the shutdown-begin line to
+# QEMU's exit. The containers run on overlays of the one root.
+shut_n=0
+if [ "$started_once" = 1 ] && [ "${INTERACTIVE:-0}" != 1 ]; then
+    for i in 1 2 3 4 5; do
+        mkdir -p "/run/nrvm/ovl/c$i/upper" "/run/nrvm/ovl/c$i/work" "/var/lib/containers/c$i"
+        mount -t overlay overlay -o "lowerdir=$root,upperdir=/run/nrvm/ovl/c$i/upper,workdir=/run/nrvm/ovl/c$i/work" \
+            "/var/lib/containers/c$i" && systemctl start --no-block "container@c$i.service"
+    done
+    deadline=$(( $(date +%s) + BOOT_TIMEOUT ))
+    while [ "$(date +%s)" -lt "$deadline" ]; do
+        shut_n=$(systemctl list-units --no-legend --plain --state=active 'container@c*.service' | wc -l)
+        [ "$shut_n" -lt 5 ] || break
+        sleep 1
+    done
+    say "info $shut_n of 5 containers running for the host shutdown"
+fi
+
 [ "$nfail" = 0 ] || diagnose
 say "DONE pass=$npass fail=$nfail"
 finished=1
 
 if [ "${INTERACTIVE:-0}" = 1 ]; then
     echo "nrvm: tests finished; the VM stays up (root shell on the console, 'poweroff' to end)"
+    exec sleep infinity
+fi
+
+if [ "$shut_n" -gt 0 ]; then
+    # A normal poweroff, not the test unit's poweroff-force, so that the
+    # containers' units are stopped as on a real host.
+    mkdir -p /run/systemd/system/nrvm-test.service.d
+    printf '[Unit]\nSuccessAction=none\nFailureAction=none\n' >/run/systemd/system/nrvm-test.service.d/shutdown.conf
+    systemctl daemon-reload
+    say "info shutdown-begin $shut_n-containers"
+    systemctl poweroff
     exec sleep infinity
 fi
