@@ -138,23 +138,45 @@ impl MachineState {
     /// Whether the supervisor and the guest's PID 1 are the processes that
     /// wrote this (not dead, not a reused pid).
     pub fn alive(&self) -> bool {
+        self.supervisor_alive() && start_time(self.leader) == Some(self.leader_start)
+    }
+
+    /// Whether the supervisor that wrote this still runs: then the entry is
+    /// its, even while the guest reboots (the leader is gone for a moment,
+    /// and the supervisor writes the new one once it runs).
+    pub fn supervisor_alive(&self) -> bool {
         start_time(self.supervisor) == Some(self.supervisor_start)
-            && start_time(self.leader) == Some(self.leader_start)
     }
 }
 
 /// A process's start time (clock ticks after boot), if it exists and is not a
 /// zombie.
 pub fn start_time(pid: i32) -> Option<u64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    start_time_in(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// The start time in the text of a /proc/PID/stat, unless it is a zombie's.
+pub fn start_time_in(stat: &str) -> Option<u64> {
     // comm (field 2) may contain spaces and parentheses: fields after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 2..];
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
     let fields: Vec<&str> = rest.split(' ').collect();
     // rest starts at field 3 (state); field 22 is starttime.
     if fields.first() == Some(&"Z") {
         return None;
     }
     fields.get(22 - 3)?.parse().ok()
+}
+
+/// Whether `name` can be a state file's name: one path component, not a
+/// temporary file. Anything else would make `read` (which removes what it
+/// cannot parse) reach outside the directory.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && name != "."
+        && name != ".."
+        && !name.starts_with(".#")
+        && !name.contains(['/', '\0'])
 }
 
 pub fn path_of(dir: &Path, name: &str) -> PathBuf {
@@ -183,12 +205,19 @@ pub fn remove(dir: &Path, name: &str, supervisor: i32) {
 
 /// One machine, if it runs; a stale entry is removed.
 pub fn read(dir: &Path, name: &str) -> Option<MachineState> {
+    if !valid_name(name) {
+        return None;
+    }
     let p = path_of(dir, name);
     let text = fs::read_to_string(&p).ok()?;
     match MachineState::from_text(&text) {
-        Some(s) if s.alive() => Some(s),
+        Some(s) if s.supervisor_alive() => Some(s),
         _ => {
-            let _ = fs::remove_file(&p);
+            // Only if it is still the stale one: a new run of the same name
+            // may have just put its own in place.
+            if fs::read_to_string(&p).is_ok_and(|now| now == text) {
+                let _ = fs::remove_file(&p);
+            }
             None
         }
     }
@@ -254,6 +283,10 @@ mod tests {
         assert!(s.alive());
         s.leader_start += 1;
         assert!(!s.alive(), "a reused pid is not the leader");
+        assert!(
+            s.supervisor_alive(),
+            "a rebooting guest's machine is still there"
+        );
         s.leader = i32::MAX;
         assert!(!s.alive());
     }
@@ -279,6 +312,20 @@ mod tests {
         let names: Vec<String> = list(&dir).into_iter().map(|s| s.name).collect();
         assert_eq!(names, vec!["live"]);
         assert!(!dir.join("dead").exists(), "the stale entry stays");
+        // A name that is not one component never reaches (and never removes)
+        // a file outside the directory.
+        let outside = dir.join("outside");
+        fs::create_dir_all(&outside).unwrap();
+        fs::write(outside.join("victim"), "not a state file").unwrap();
+        let inner = dir.join("inner");
+        fs::create_dir_all(&inner).unwrap();
+        for bad in ["../outside/victim", "..", ".", "", ".#x", "a\0b"] {
+            assert_eq!(read(&inner, bad), None);
+        }
+        assert!(
+            outside.join("victim").exists(),
+            "read() removed a file outside its directory"
+        );
         remove(&dir, "live", me + 1);
         assert!(dir.join("live").exists(), "removed by another supervisor");
         remove(&dir, "live", me);

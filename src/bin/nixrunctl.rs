@@ -1,6 +1,7 @@
-//! nixrunctl: the control front end over nixrun's runtime state.
-fn main() {
-    let _ = nixrun::ctl::cli::command().get_matches();
-    eprintln!("nixrunctl: not implemented yet");
-    std::process::exit(1);
+//! nixrunctl: the control front end over nixrun's runtime state (src/ctl/).
+fn main() -> std::process::ExitCode {
+    // Fds leaked by our caller would reach into the machine with the process
+    // that enters it; nothing of ours is open yet.
+    let _ = nixrun::sys::fd::close_from(3);
+    nixrun::ctl::main()
 }

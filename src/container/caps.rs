@@ -7,14 +7,11 @@ use caps::{CapSet, CapsHashSet};
 #[error("{0}: {1}")]
 pub struct ApplyError(&'static str, String);
 
-/// The highest capability number this kernel knows; caps newer than the caps crate
-/// must go from the bounding set too.
-fn last_cap() -> u8 {
-    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(40)
-}
+/// Every capability number there can be (the sets are 64 bits wide): caps newer
+/// than the caps crate must go from the bounding set too. Not read from
+/// /proc/sys/kernel/cap_last_cap: nixrunctl applies this set inside a running
+/// guest, whose root could bind a file saying "3" over it.
+const CAP_NUMBERS: std::ops::RangeInclusive<u8> = 0..=63;
 
 /// Applies the set to the calling thread: bounding set first (needs CAP_SETPCAP,
 /// which is still effective then), then inheritable and ambient cleared (the
@@ -28,7 +25,7 @@ pub fn apply(retain: &CapsHashSet) -> Result<(), ApplyError> {
     let retain: CapsHashSet = retain.intersection(&have).copied().collect();
     let retain = &retain;
     let keep: Vec<u8> = retain.iter().map(|c| c.index()).collect();
-    for n in 0..=last_cap() {
+    for n in CAP_NUMBERS {
         if keep.contains(&n) {
             continue;
         }

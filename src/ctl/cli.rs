@@ -23,6 +23,7 @@ pub enum Verb {
     },
     /// Show one machine
     Status {
+        /// The machine's name (see `list`)
         name: String,
         /// Print JSON instead of text
         #[arg(long)]
@@ -31,31 +32,49 @@ pub enum Verb {
     /// Run a command in a machine (all its namespaces, its root, its capability
     /// bounding set and system call filter); its exit status is passed back
     Exec {
+        /// The machine's name
         name: String,
         /// The command and its arguments (after --)
         #[arg(last = true, required = true, value_name = "COMMAND")]
         command: Vec<String>,
     },
     /// Open a login shell in a machine on a new pty
-    Shell { name: String, user: Option<String> },
+    Shell {
+        /// The machine's name
+        name: String,
+        /// The guest user to log in as (a name or uid of its /etc/passwd) [default: root]
+        user: Option<String>,
+    },
     /// Shut a machine down cleanly and wait for its supervisor to exit
     Stop {
+        /// The machine's name
         name: String,
         /// Seconds to wait before killing it
         #[arg(long, default_value_t = 90)]
         timeout: u64,
     },
     /// Ask the guest's init to power off
-    Poweroff { name: String },
+    Poweroff {
+        /// The machine's name
+        name: String,
+    },
     /// Ask the guest's init to reboot
-    Reboot { name: String },
+    Reboot {
+        /// The machine's name
+        name: String,
+    },
     /// Send a signal to the guest's init [default: SIGTERM]
     Kill {
+        /// The machine's name
         name: String,
+        /// A signal name or number (SIGTERM, TERM, 15, SIGRTMIN+3)
         signal: Option<String>,
     },
     /// Apply the guest's NixOS configuration again (switch-to-configuration test)
-    Reload { name: String },
+    Reload {
+        /// The machine's name
+        name: String,
+    },
 }
 
 /// The clap command, for completions and man pages.

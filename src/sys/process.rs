@@ -10,6 +10,7 @@ use nix::errno::Errno;
 use nix::sched::CloneFlags;
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 use nix::unistd::{ForkResult, Pid};
+use std::os::fd::{AsRawFd, BorrowedFd};
 
 /// The number of threads of this process (from /proc/self/status).
 pub fn thread_count() -> Option<usize> {
@@ -61,6 +62,24 @@ pub fn fork_run(child: impl FnOnce() -> i32) -> nix::Result<Pid> {
 pub fn kill(pid: Pid, sig: i32) -> nix::Result<()> {
     // SAFETY: kill takes integers only.
     Errno::result(unsafe { libc::kill(pid.as_raw(), sig) }).map(drop)
+}
+
+/// pidfd_send_signal(2) with a signal number (real-time signals included,
+/// which rustix's `Signal` only makes with unsafe): the signal reaches the
+/// process the pidfd was opened for, never one that took its pid after it died.
+pub fn pidfd_send_signal(pidfd: BorrowedFd<'_>, sig: i32) -> nix::Result<()> {
+    // SAFETY: integers and a null siginfo, with which the kernel fills in what
+    // kill(2) would send.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            sig,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    Errno::result(r).map(drop)
 }
 
 /// `set` plus every real-time signal, which nix's `Signal` cannot name.
@@ -118,5 +137,12 @@ mod tests {
         // Signal 0 checks existence without sending anything.
         kill(nix::unistd::getpid(), 0).unwrap();
         assert_eq!(kill(Pid::from_raw(i32::MAX), 0), Err(Errno::ESRCH));
+        let me = rustix::process::pidfd_open(
+            rustix::process::getpid(),
+            rustix::process::PidfdFlags::empty(),
+        )
+        .unwrap();
+        use std::os::fd::AsFd;
+        pidfd_send_signal(me.as_fd(), 0).unwrap();
     }
 }
