@@ -1,0 +1,135 @@
+# NixOS module: `virtualisation.nixrun.enable = true;` runs NixOS's containers
+# (`containers.<name>`, and imperative ones through the `container@` template)
+# with nixrun instead of systemd-nspawn. Everything else of NixOS's container
+# units stays: the conf in /etc/nixos-containers, preStart/postStart, Slice,
+# Delegate, KillMode, DeviceAllow, restart on exit 133, autoStart.
+#
+# How: the units' ExecStart becomes nixrun's start script
+# (packaging/nixrun-container-start), which reads the same conf fields as
+# NixOS's script and execs nixrun with the command line NixOS would give
+# nspawn. Not a `systemd-nspawn` shim in the unit's PATH: NixOS's script
+# execs nspawn by its store path (${config.systemd.package}/bin/systemd-nspawn),
+# so PATH is never consulted; a shim bound over that path (BindReadOnlyPaths=)
+# would put every container unit in a mount namespace of its own and still
+# hand nixrun flags it must not get (NixOS always passes --private-users=no,
+# which nixrun's parser refuses; "no" is what nixrun does anyway). Owning the
+# script instead means one start script for NixOS and for nixrun@.service,
+# tested in this repository (integration/packaging.rs). What it costs: the
+# options NixOS bakes into its script rather than the conf are read here and
+# passed to the script as flags (flagsFor), and NixOS's container-init wrapper
+# is not used (it configures the network nixrun does not create yet, and
+# nixrun itself makes sure an early stop is not lost).
+{
+  config,
+  lib,
+  pkgs,
+  ...
+}:
+
+let
+  cfg = config.virtualisation.nixrun;
+
+  startScript = "${cfg.package}/lib/nixrun/nixrun-container-start";
+
+  # The same flags, at the same place, as NixOS's script gives nspawn for these
+  # options (nixrun refuses --ephemeral and --network-veth-extra by name).
+  flagsFor =
+    c:
+    let
+      caps = c.additionalCapabilities ++ lib.optional c.enableTun "CAP_NET_ADMIN";
+    in
+    lib.optional c.ephemeral "--ephemeral"
+    ++ lib.optional (caps != [ ]) "--capability=${lib.concatStringsSep "," caps}"
+    ++ map (t: "--tmpfs=${t}") c.tmpfs
+    ++ map (v: "--network-veth-extra=${v}") (lib.attrNames c.extraVeths);
+
+  # A wrapper script rather than arguments on the ExecStart line: shell quoting
+  # is what escapeShellArgs produces; systemd's line would also expand % and $.
+  execStart =
+    name: flags:
+    if flags == [ ] then
+      startScript
+    else
+      "${pkgs.writeShellScript "nixrun-container-${name}-start" ''
+        exec ${startScript} ${lib.escapeShellArgs flags}
+      ''}";
+
+  override = name: flags: {
+    serviceConfig = {
+      ExecStart = lib.mkForce (execStart name flags);
+      # NixOS's reload finds the guest through machined (nixos-container run
+      # asks machinectl for its leader); nixrunctl finds it through nixrun's
+      # own state, so a reload works with or without a registration. NixOS
+      # switches to ${SYSTEM_PATH:-<profile>}; nixrunctl gets this unit's
+      # environment, the conf re-read, so SYSTEM_PATH is there for it.
+      ExecReload = lib.mkForce "${cfg.package}/bin/nixrunctl reload %i";
+    };
+    environment = {
+      NIXRUN = "${cfg.package}/bin/nixrun";
+      # For FLAKE= containers' first start, as NixOS's script runs it; this is
+      # the one NixOS installs, configured with its state directories.
+      NIXOS_CONTAINER = "/run/current-system/sw/bin/nixos-container";
+    };
+  };
+
+  # Container options whose nspawn flags nixrun refuses ("not supported yet"):
+  # said at evaluation, not only when the unit fails to start.
+  unsupported =
+    c:
+    lib.optional c.privateNetwork "privateNetwork"
+    ++ lib.optional (c.privateUsers != "no") "privateUsers"
+    ++ lib.optional c.ephemeral "ephemeral"
+    ++ lib.optional (c.networkNamespace != null) "networkNamespace"
+    ++ lib.optional (c.interfaces != [ ]) "interfaces"
+    ++ lib.optional (c.macvlans != [ ]) "macvlans"
+    ++ lib.optional (c.extraVeths != { }) "extraVeths";
+in
+{
+  options.virtualisation.nixrun = {
+    enable = lib.mkEnableOption "running NixOS containers (containers.<name>, container@.service) with nixrun instead of systemd-nspawn";
+
+    package = lib.mkOption {
+      type = lib.types.package;
+      default = pkgs.callPackage ../default.nix { };
+      defaultText = lib.literalExpression "pkgs.callPackage <nixrun>/default.nix { }";
+      description = "The nixrun package (nixrun, nixrunctl, the start script and nixrun@.service).";
+    };
+  };
+
+  config = lib.mkIf cfg.enable {
+    environment.systemPackages = [ cfg.package ];
+
+    # nixrun@.service, for roots that are not NixOS containers (a Debian tree
+    # in /var/lib/containers/NAME, /etc/nixrun/NAME.conf).
+    systemd.packages = [ cfg.package ];
+
+    warnings = lib.concatLists (
+      lib.mapAttrsToList (
+        name: c:
+        let
+          opts = unsupported c;
+        in
+        lib.optional (opts != [ ])
+          "containers.${name}: nixrun does not support ${lib.concatStringsSep ", " opts} yet; container@${name} will fail to start until these are unset or virtualisation.nixrun is disabled."
+      ) config.containers
+    );
+
+    systemd.services = lib.mkMerge [
+      {
+        # A drop-in on the packaged unit: its start script needs coreutils,
+        # which a unit from systemd.packages does not get on its PATH.
+        "nixrun@".path = [ pkgs.coreutils ];
+      }
+      # Only where NixOS defines the units: an override alone would be a unit
+      # with nothing but ExecStart.
+      (lib.mkIf config.boot.enableContainers (
+        {
+          "container@" = override "template" [ ];
+        }
+        // lib.mapAttrs' (
+          name: c: lib.nameValuePair "container@${name}" (override name (flagsFor c))
+        ) config.containers
+      ))
+    ];
+  };
+}
