@@ -179,27 +179,32 @@ pub fn machine_cgroups(machine: &str) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Our own cgroup in cgroup2 (first) and the named systemd hierarchy, as dirs.
+/// Our own cgroup in cgroup2 (first) and in each v1 hierarchy nixrun manages
+/// on hybrid hosts (systemd's named one, devices, pids), as dirs.
 pub fn cgroup_dirs_of_self() -> Vec<PathBuf> {
     let cg = fs::read_to_string("/proc/self/cgroup").unwrap();
     let mi = fs::read_to_string("/proc/self/mountinfo").unwrap();
     let mut out = Vec::new();
-    for (want_v2, key) in [(true, "0::"), (false, "name=systemd:")] {
+    for key in ["", "name=systemd", "devices", "pids"] {
+        // Our line in /proc/self/cgroup: "0::PATH" for cgroup2, else
+        // "N:CONTROLLERS:PATH" with the key among the controllers.
         let own = cg.lines().find_map(|l| {
-            let rest = if want_v2 {
-                l.strip_prefix("0::")
+            let mut p = l.splitn(3, ':');
+            let (_, ctrls, path) = (p.next()?, p.next()?, p.next()?);
+            let hit = if key.is_empty() {
+                ctrls.is_empty()
             } else {
-                l.split_once(':').and_then(|(_, r)| r.strip_prefix(key))
+                ctrls.split(',').any(|c| c == key)
             };
-            rest.map(str::to_string)
+            hit.then(|| path.to_string())
         });
         let mount = mi.lines().find_map(|l| {
             let (left, right) = l.split_once(" - ")?;
             let r: Vec<&str> = right.split(' ').collect();
-            let ok = if want_v2 {
+            let ok = if key.is_empty() {
                 r[0] == "cgroup2"
             } else {
-                r[0] == "cgroup" && r[2].split(',').any(|o| o == "name=systemd")
+                r[0] == "cgroup" && r[2].split(',').any(|o| o == key)
             };
             ok.then(|| left.split(' ').nth(4).unwrap().to_string())
         });

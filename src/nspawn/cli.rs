@@ -217,11 +217,21 @@ pub fn command() -> Command {
     cmd
 }
 
+/// Values of unsupported flags that ask for what nixrun does anyway:
+/// `--private-users=no` is nspawn's default, and NixOS passes it to every
+/// container.
+fn harmless(long: &str, m: &ArgMatches) -> bool {
+    long == "private-users"
+        && m.get_many::<String>(long).is_some_and(|mut vs| {
+            vs.all(|v| matches!(v.as_str(), "no" | "false" | "0" | "off" | "n" | "f"))
+        })
+}
+
 fn unsupported_given(m: &ArgMatches) -> Option<&'static str> {
     UNSUPPORTED.iter().find_map(|&(long, _, takes)| {
         let given = match takes {
             Takes::Nothing => m.get_flag(long),
-            _ => m.contains_id(long) && m.value_source(long).is_some(),
+            _ => m.contains_id(long) && m.value_source(long).is_some() && !harmless(long, m),
         };
         given.then_some(long)
     })
@@ -346,6 +356,19 @@ mod tests {
         assert_eq!(
             usage(&["-D", "/r", "-x", "-b"]),
             "--ephemeral is not supported yet by nixrun"
+        );
+        // What nixrun does anyway is accepted.
+        ok(&["-D", "/r", "--private-users=no", "-b"]);
+        ok(&["-D", "/r", "--private-users=false", "-b"]);
+        assert_eq!(
+            usage(&[
+                "-D",
+                "/r",
+                "--private-users=no",
+                "--private-users=pick",
+                "-b"
+            ]),
+            "--private-users is not supported yet by nixrun"
         );
     }
 
