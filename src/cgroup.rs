@@ -122,7 +122,7 @@ pub fn discover(mountinfo: &str, proc_cgroup: &str) -> Result<Vec<Hierarchy>, Cg
         if l.len() < 5 || r.len() < 3 {
             continue;
         }
-        let (mount_root, mount_point) = (unescape(l[3]), unescape(l[4]));
+        let (mount_root, mount_point) = (unescape_mountinfo(l[3]), unescape_mountinfo(l[4]));
         let superopts: Vec<&str> = r[2].split(',').collect();
         let found = match r[0] {
             "cgroup2" => own
@@ -162,8 +162,9 @@ pub fn discover(mountinfo: &str, proc_cgroup: &str) -> Result<Vec<Hierarchy>, Cg
     Ok(out)
 }
 
-/// mountinfo escapes space, tab, newline and backslash as octal.
-fn unescape(s: &str) -> String {
+/// A path field of /proc/PID/mountinfo: space, tab, newline and backslash are
+/// escaped as octal there.
+pub fn unescape_mountinfo(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

@@ -81,29 +81,6 @@ pub struct CgroupMount {
     pub mount_point: PathBuf,
 }
 
-/// mountinfo escapes space, tab, newline and backslash as \ooo.
-fn unescape(field: &str) -> String {
-    let b = field.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            let v = b[i + 1..i + 4]
-                .iter()
-                .fold(0u32, |acc, c| acc * 8 + u32::from(c - b'0'));
-            out.push(v as u8);
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 pub fn parse_mountinfo(text: &str) -> Vec<CgroupMount> {
     text.lines()
         .filter_map(|l| {
@@ -121,8 +98,8 @@ pub fn parse_mountinfo(text: &str) -> Vec<CgroupMount> {
             Some(CgroupMount {
                 v2,
                 options: options.split(',').map(String::from).collect(),
-                root: unescape(f.get(3)?),
-                mount_point: PathBuf::from(unescape(f.get(4)?)),
+                root: crate::cgroup::unescape_mountinfo(f.get(3)?),
+                mount_point: PathBuf::from(crate::cgroup::unescape_mountinfo(f.get(4)?)),
             })
         })
         .collect()

@@ -71,13 +71,7 @@ pub fn shell(st: MachineState, who: &str) -> Result<u8> {
         ("SHELL", &shell),
         ("TERM", &term),
     ]);
-    let (ours, theirs) = rustix::net::socketpair(
-        AddressFamily::UNIX,
-        SocketType::SEQPACKET,
-        SocketFlags::CLOEXEC,
-        None,
-    )
-    .map_err(|e| Failure::sys("socketpair", crate::sys::errno(e)))?;
+    let (ours, theirs) = pty_channel()?;
     let login = Login {
         uid: Uid::from_raw(account.uid),
         gid: Gid::from_raw(account.gid),
@@ -110,13 +104,7 @@ pub fn exec_on_pty(st: MachineState, argv: &[String]) -> Result<u8> {
     drop(leader);
     let term = std::env::var("TERM").unwrap_or_else(|_| "vt220".into());
     let env = enter::guest_env(&[("TERM", &term)]);
-    let (ours, theirs) = rustix::net::socketpair(
-        AddressFamily::UNIX,
-        SocketType::SEQPACKET,
-        SocketFlags::CLOEXEC,
-        None,
-    )
-    .map_err(|e| Failure::sys("socketpair", crate::sys::errno(e)))?;
+    let (ours, theirs) = pty_channel()?;
     let child = crate::sys::process::fork_run(move || {
         let run = || -> Result<(u8, String)> {
             enter::prepare_exec()?;
@@ -130,6 +118,17 @@ pub fn exec_on_pty(st: MachineState, argv: &[String]) -> Result<u8> {
     })
     .map_err(|e| Failure::sys("fork", e))?;
     attach(ours, child, &sigfd, &st.name, false)
+}
+
+/// The socketpair the child sends the pty master back over.
+fn pty_channel() -> Result<(OwnedFd, OwnedFd)> {
+    rustix::net::socketpair(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC,
+        None,
+    )
+    .map_err(|e| Failure::sys("socketpair", crate::sys::errno(e)))
 }
 
 /// Receives the child's pty master and relays until it ends. The child's

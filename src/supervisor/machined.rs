@@ -20,6 +20,11 @@ const SYSTEMD: &str = "org.freedesktop.systemd1";
 const SYSTEMD_PATH: &str = "/org/freedesktop/systemd1";
 const SYSTEMD_IFACE: &str = "org.freedesktop.systemd1.Manager";
 
+/// A call of machined's Manager interface.
+fn manager(bus: &mut Bus, member: &str, args: &[Value]) -> Result<Option<String>, DbusError> {
+    bus.call(MACHINED, MACHINED_PATH, MACHINED_IFACE, member, args)
+}
+
 /// Whether the host runs systemd (sd_booted(3)'s test).
 pub fn systemd_booted() -> bool {
     Path::new("/run/systemd/system").is_dir()
@@ -39,14 +44,7 @@ pub fn register(
     let mut bus = Bus::system()?;
     match register_on(&mut bus, name, uuid, leader, root, ifindices) {
         Err(e) if e.remote_name() == Some("org.freedesktop.machine1.MachineExists") => {
-            let path = bus
-                .call(
-                    MACHINED,
-                    MACHINED_PATH,
-                    MACHINED_IFACE,
-                    "GetMachine",
-                    &[Value::Str(name.into())],
-                )?
+            let path = manager(&mut bus, "GetMachine", &[Value::Str(name.into())])?
                 .ok_or(DbusError::Protocol("GetMachine returned no object"))?;
             let old = bus.get_u32(
                 MACHINED,
@@ -57,13 +55,7 @@ pub fn register(
             if old != 0 && Path::new(&format!("/proc/{old}")).exists() {
                 return Err(e);
             }
-            bus.call(
-                MACHINED,
-                MACHINED_PATH,
-                MACHINED_IFACE,
-                "UnregisterMachine",
-                &[Value::Str(name.into())],
-            )?;
+            manager(&mut bus, "UnregisterMachine", &[Value::Str(name.into())])?;
             register_on(&mut bus, name, uuid, leader, root, ifindices)
         }
         r => r,
@@ -78,10 +70,8 @@ fn register_on(
     root: &Path,
     ifindices: &[i32],
 ) -> Result<(), DbusError> {
-    bus.call(
-        MACHINED,
-        MACHINED_PATH,
-        MACHINED_IFACE,
+    manager(
+        bus,
         "RegisterMachineWithNetwork",
         &[
             Value::Str(name.into()),
@@ -103,13 +93,7 @@ fn register_on(
 /// is gone; this makes it immediate).
 pub fn unregister(name: &str) -> Result<(), DbusError> {
     let mut bus = Bus::system()?;
-    match bus.call(
-        MACHINED,
-        MACHINED_PATH,
-        MACHINED_IFACE,
-        "UnregisterMachine",
-        &[Value::Str(name.into())],
-    ) {
+    match manager(&mut bus, "UnregisterMachine", &[Value::Str(name.into())]) {
         Ok(_) => Ok(()),
         Err(e) if e.remote_name() == Some("org.freedesktop.machine1.NoSuchMachine") => Ok(()),
         Err(e) => Err(e),
