@@ -19,6 +19,7 @@ pub mod cgroup;
 pub mod container;
 pub mod ctl;
 pub mod dbus;
+pub mod net;
 pub mod nspawn;
 pub mod plan;
 pub mod policy;

@@ -1,0 +1,10 @@
+//! Networking building blocks for private networks: nspawn's interface names
+//! and MAC addresses (`names`), a synchronous rtnetlink client (`rtnl`) and
+//! the nftables port forwarding (`nft`).
+
+pub mod names;
+pub mod nft;
+pub mod rtnl;
+
+/// An Ethernet (MAC) address.
+pub type Mac = [u8; 6];
