@@ -328,8 +328,8 @@ fn unsupported_nspawn_flag() {
     assert_refused(
         "bad-flag",
         &t.base,
-        &["-D", root.to_str().unwrap(), "--private-network", "-b"],
-        &["--private-network", "not supported yet"],
+        &["-D", root.to_str().unwrap(), "--personality=x86", "-b"],
+        &["--personality", "not supported yet"],
     );
 }
 

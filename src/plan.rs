@@ -54,6 +54,14 @@ pub enum PlanError {
         #[source]
         err: io::Error,
     },
+    #[error("invalid --{flag}={spec:?}: {why}")]
+    BadNetwork {
+        flag: &'static str,
+        spec: String,
+        why: String,
+    },
+    #[error("{0}")]
+    Network(String),
     #[error("invalid --property={0:?}: {1}")]
     BadProperty(String, String),
     #[error("invalid --setenv={0:?}: expected NAME=VALUE with a valid variable name")]
@@ -169,6 +177,79 @@ pub enum Exec {
     Command(Vec<String>),
 }
 
+/// A link the container gets: its name on the host and in the container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IfPair {
+    pub host: String,
+    pub container: String,
+}
+
+/// What the host side of the main veth is attached to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VethAttach {
+    /// Nothing: `ve-NAME`, configured (or not) on its own.
+    None,
+    /// `vb-NAME` enslaved to an existing bridge (--network-bridge=).
+    Bridge(String),
+    /// `vb-NAME` enslaved to the zone's bridge `vz-ZONE`, made on demand and
+    /// removed with its last member (--network-zone=).
+    Zone(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+/// A port of the host forwarded to the container (-p/--port=).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Port {
+    pub proto: Proto,
+    pub host: u16,
+    pub container: u16,
+}
+
+/// An address with its prefix length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNet {
+    pub addr: std::net::IpAddr,
+    pub prefix: u8,
+}
+
+impl IpNet {
+    /// The prefix of a single address: 32 or 128.
+    pub fn host_prefix(addr: std::net::IpAddr) -> u8 {
+        if addr.is_ipv4() {
+            32
+        } else {
+            128
+        }
+    }
+}
+
+/// The container's network. The default is the host's (nothing of its own).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Network {
+    /// A network namespace of its own (--private-network and every link option).
+    pub private: bool,
+    /// Join this network namespace instead (--network-namespace-path=).
+    pub netns_path: Option<PathBuf>,
+    /// The main veth pair: host side `ve-NAME`/`vb-NAME`, container side `host0`.
+    pub veth: Option<VethAttach>,
+    pub veth_extra: Vec<IfPair>,
+    /// Host interfaces moved into the container (and back at the end).
+    pub interfaces: Vec<IfPair>,
+    pub macvlans: Vec<IfPair>,
+    pub ipvlans: Vec<IfPair>,
+    pub ports: Vec<Port>,
+    /// nixrun's own: addresses of the host side of the main veth, and of host0,
+    /// configured before the guest's init runs (NixOS's hostAddress and
+    /// localAddress).
+    pub host_addresses: Vec<IpNet>,
+    pub local_addresses: Vec<IpNet>,
+}
+
 /// Registration with systemd-machined (--register=).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Register {
@@ -221,9 +302,7 @@ pub struct Plan {
     pub syscalls: SyscallChange,
     /// The container's limit on tasks (pids.max); None: none.
     pub tasks_max: Option<u64>,
-    /// The guest gets a network namespace of its own. No front end sets it
-    /// yet; the policy already knows what it implies (policy/mod.rs).
-    pub private_network: bool,
+    pub network: Network,
 }
 
 impl Plan {
@@ -250,7 +329,7 @@ impl Plan {
             caps: CapsChange::default(),
             syscalls: SyscallChange::default(),
             tasks_max: Some(crate::cgroup::DEFAULT_TASKS_MAX),
-            private_network: false,
+            network: Network::default(),
         }
     }
 

@@ -166,6 +166,9 @@ fn mount_table() -> BTreeSet<String> {
             let sep = f.iter().position(|x| *x == "-").unwrap_or(f.len());
             format!("{} {} {} {}", f[3], f[4], f[5], f[sep..].join(" "))
         })
+        // Network namespaces the tests themselves pin (`ip netns add`), made
+        // and removed by tests running alongside.
+        .filter(|m| !(m.contains(" /run/netns/") && m.contains(" - nsfs ")))
         .collect()
 }
 
@@ -517,6 +520,7 @@ impl Spawned {
                 "-m",
                 "-u",
                 "-i",
+                "-n",
                 "-p",
                 "-C",
                 "--",

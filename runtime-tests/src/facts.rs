@@ -27,7 +27,14 @@ const ENV_KEYS: &[&str] = &[
     "TERM",
     "container_host_id",
 ];
-const RO_PATHS: &[&str] = &["/", "/sys", "/proc/sys", "/nix/store", "/run/host"];
+const RO_PATHS: &[&str] = &[
+    "/",
+    "/sys",
+    "/proc/sys",
+    "/proc/sys/net",
+    "/nix/store",
+    "/run/host",
+];
 const FSTYPE_PATHS: &[&str] = &[
     "/sys/fs/cgroup",
     "/proc",
@@ -118,6 +125,32 @@ pub fn collect() -> Vec<(String, String)> {
             .join(","),
     );
     put("dev", value(sorted_names("/dev").map(|n| n.join(","))));
+    // The network: the links of our namespace (from the kernel's own list),
+    // those our /sys shows, and whether lo is up (IFF_UP in its flags).
+    put(
+        "net.links",
+        value(fs::read_to_string("/proc/self/net/dev").map(|t| {
+            let mut v: Vec<&str> = t
+                .lines()
+                .skip(2)
+                .filter_map(|l| l.split(':').next())
+                .map(str::trim)
+                .collect();
+            v.sort();
+            v.join(",")
+        })),
+    );
+    put(
+        "net.sys_class_net",
+        value(sorted_names("/sys/class/net").map(|n| n.join(","))),
+    );
+    put(
+        "net.lo_up",
+        value(fs::read_to_string("/sys/class/net/lo/flags").map(|f| {
+            let flags = u32::from_str_radix(f.trim().trim_start_matches("0x"), 16).unwrap_or(0);
+            (flags & 1).to_string()
+        })),
+    );
     let status = fs::read_to_string("/proc/self/status");
     for (field, key) in STATUS_FIELDS {
         let v = match &status {

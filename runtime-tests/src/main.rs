@@ -14,6 +14,7 @@ mod errno;
 mod escape;
 mod facts;
 mod fstype;
+mod net;
 mod notify;
 mod signals;
 mod stress;
@@ -47,6 +48,8 @@ usage: nixrun-probe COMMAND [ARGS]
                     'mounts=K failed=F max_ms=M first_error=NAME|none' to OUTFILE, wait for
                     a signal; prints nothing
   spawn-max N       fork N idle children; print 'spawned K' or 'spawned K errno=NAME'
+  connect ADDR PORT TCP: send a line, print 'connected REPLY' or the errno name
+  listen PORT COUNT print 'listening', answer COUNT connections with 'pong PEER'
   statfs PATH...    per PATH: 'PATH size=BYTES inodes=N' or 'PATH error=NAME'";
 
 const EXIT_FAILED: u8 = 1;
@@ -149,6 +152,16 @@ fn main() -> ExitCode {
             Some(n) => stress::spawn_max(n),
             None => return usage("spawn-max: N must be a number"),
         },
+        (Some("connect"), [addr, port]) => {
+            let (code, line) = net::connect(&addr.to_string_lossy(), &port.to_string_lossy());
+            say(&line);
+            code
+        }
+        (Some("listen"), [port, count]) => {
+            let (code, line) = net::listen(&port.to_string_lossy(), &count.to_string_lossy());
+            say(&line);
+            code
+        }
         (Some("statfs"), paths) if !paths.is_empty() => {
             for p in paths {
                 say(&stress::statfs_line(p));

@@ -106,6 +106,15 @@ fn prepare_and_exec(setup: &Setup<'_>, channel: &ChildEnd) -> Result<Never, Step
     let (plan, policy) = (setup.plan, setup.policy);
     rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
         .map_err(|e| StepError::Sys("PR_SET_PDEATHSIG", crate::sys::errno(e)))?;
+    if let Some(path) = &plan.network.netns_path {
+        // Still in the host's mount namespace: the path means what it meant
+        // to the caller.
+        let ns = std::fs::File::open(path).map_err(|e| {
+            StepError::Init(format!("--network-namespace-path={}: {e}", path.display()))
+        })?;
+        nix::sched::setns(ns, CloneFlags::CLONE_NEWNET)
+            .map_err(sys("joining --network-namespace-path"))?;
+    }
     // Sync point 1; also the guard against an early supervisor death: the
     // channel then reads end-of-file.
     let ToChild::Go = channel.expect()?;

@@ -111,6 +111,56 @@ pub struct Cli {
     #[arg(long = "system-call-filter", value_name = "[~]CALLS")]
     pub system_call_filter: Vec<String>,
 
+    /// Give the container a network namespace of its own, with only a loopback device
+    #[arg(long = "private-network")]
+    pub private_network: bool,
+
+    /// A veth pair: ve-NAME on the host, host0 in the container (implies --private-network)
+    #[arg(short = 'n', long = "network-veth")]
+    pub network_veth: bool,
+
+    /// Like --network-veth, with the host side (vb-NAME) added to this existing bridge
+    #[arg(long = "network-bridge", value_name = "BRIDGE")]
+    pub network_bridge: Option<String>,
+
+    /// Like --network-bridge, with the bridge vz-ZONE made on demand and removed with its last member
+    #[arg(long = "network-zone", value_name = "ZONE")]
+    pub network_zone: Option<String>,
+
+    /// Another veth pair, named HOST on the host and CONT (default HOST) in the container
+    #[arg(long = "network-veth-extra", value_name = "HOST[:CONT]")]
+    pub network_veth_extra: Vec<String>,
+
+    /// Move host interfaces into the container (renamed to CONT), and back at the end
+    #[arg(long = "network-interface", value_name = "HOST[:CONT]")]
+    pub network_interface: Vec<String>,
+
+    /// A macvlan link on a host interface, named CONT (default mv-HOST) in the container
+    #[arg(long = "network-macvlan", value_name = "HOST[:CONT]")]
+    pub network_macvlan: Vec<String>,
+
+    /// An ipvlan link on a host interface, named CONT (default iv-HOST) in the container
+    #[arg(long = "network-ipvlan", value_name = "HOST[:CONT]")]
+    pub network_ipvlan: Vec<String>,
+
+    /// Run in this existing network namespace (e.g. /run/netns/NAME)
+    #[arg(long = "network-namespace-path", value_name = "PATH")]
+    pub network_namespace_path: Option<PathBuf>,
+
+    /// Forward a host port to the container: [tcp:|udp:]HOST[:CONT] (needs a private network)
+    #[arg(short = 'p', long = "port", value_name = "[PROTO:]HOST[:CONT]")]
+    pub port: Vec<String>,
+
+    /// nixrun: an address (ADDR[/PREFIX]) for the host side of the veth, configured with a
+    /// route to the --local-address before the guest's init runs (NixOS's hostAddress)
+    #[arg(long = "host-address", value_name = "ADDR[/PREFIX]")]
+    pub host_address: Vec<String>,
+
+    /// nixrun: an address for host0, with routes to the --host-address and a default route
+    /// via it, configured before the guest's init runs (NixOS's localAddress)
+    #[arg(long = "local-address", value_name = "ADDR[/PREFIX]")]
+    pub local_address: Vec<String>,
+
     /// Set a property of the container's cgroup: TasksMax=N|infinity (default 16384)
     #[arg(long = "property", value_name = "NAME=VALUE")]
     pub property: Vec<String>,
@@ -150,16 +200,6 @@ const UNSUPPORTED: &[(&str, Option<char>, Takes)] = &[
     ("private-users", Some('U'), Takes::OptionalValue),
     ("private-users-ownership", None, Takes::Value),
     ("private-users-chown", None, Takes::Nothing),
-    ("private-network", None, Takes::Nothing),
-    ("network-interface", None, Takes::Value),
-    ("network-macvlan", None, Takes::Value),
-    ("network-ipvlan", None, Takes::Value),
-    ("network-veth", Some('n'), Takes::Nothing),
-    ("network-veth-extra", None, Takes::Value),
-    ("network-bridge", None, Takes::Value),
-    ("network-zone", None, Takes::Value),
-    ("network-namespace-path", None, Takes::Value),
-    ("port", Some('p'), Takes::Value),
     ("ambient-capability", None, Takes::Value),
     ("no-new-privileges", None, Takes::Value),
     ("rlimit", None, Takes::Value),
@@ -338,12 +378,12 @@ mod tests {
     #[test]
     fn unsupported_nspawn_flags_are_named() {
         assert_eq!(
-            usage(&["-D", "/r", "--private-network", "-b"]),
-            "--private-network is not supported yet by nixrun"
+            usage(&["-D", "/r", "--volatile=yes", "-b"]),
+            "--volatile is not supported yet by nixrun"
         );
         assert_eq!(
-            usage(&["-D", "/r", "--port", "80", "-b"]),
-            "--port is not supported yet by nixrun"
+            usage(&["-D", "/r", "--overlay", "/a:/b", "-b"]),
+            "--overlay is not supported yet by nixrun"
         );
         assert_eq!(
             usage(&["-D", "/r", "-U", "-b"]),
@@ -406,6 +446,7 @@ mod tests {
             assert!(help.contains(flag), "help lacks {flag}");
         }
         assert!(help.contains("--system-call-filter") && help.contains("--drop-capability"));
-        assert!(!help.contains("--private-network"));
+        assert!(help.contains("--private-network") && help.contains("--network-zone"));
+        assert!(!help.contains("--volatile"));
     }
 }

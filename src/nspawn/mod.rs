@@ -5,6 +5,7 @@
 //! knows how nspawn spells them (`--bind=SRC:DST:OPTS`, `-j`, `yes`/`no`).
 
 pub mod cli;
+mod network;
 
 use crate::plan::{
     container_path, is_hostname, is_machine_name, machine_from_dir, parse_uuid, user_mount_target,
@@ -20,6 +21,7 @@ use std::path::PathBuf;
 /// default console mode, as in nspawn.
 pub fn plan(cli: Cli, stdin_is_tty: bool, stdout_is_tty: bool) -> Result<Plan, PlanError> {
     let root = validate_root(cli.directory.as_deref().ok_or(PlanError::NoRoot)?)?;
+    let network = network::network(&cli)?;
 
     let machine = match cli.machine {
         Some(m) => {
@@ -166,7 +168,7 @@ pub fn plan(cli: Cli, stdin_is_tty: bool, stdout_is_tty: bool) -> Result<Plan, P
         caps,
         syscalls,
         tasks_max,
-        private_network: false,
+        network,
     })
 }
 

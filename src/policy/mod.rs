@@ -58,7 +58,7 @@ impl Policy {
         let mut binds = plan.binds.clone();
         binds.extend(facts.extra_binds.iter().cloned());
         Ok(Policy {
-            capabilities: caps::retained(&plan.caps, plan.private_network),
+            capabilities: caps::retained(&plan.caps, plan.network.private),
             seccomp: seccomp::filters(&seccomp::denied(&plan.syscalls))?,
             devices: devices::rules(&binds),
             env: env::guest_env(plan, facts),

@@ -203,7 +203,7 @@ pub struct Mode {
 impl Mode {
     pub fn of(plan: &Plan) -> Mode {
         Mode {
-            private_network: plan.private_network,
+            private_network: plan.network.private,
             // No front end creates user namespaces yet.
             uid_shift: None,
         }
@@ -745,7 +745,7 @@ mod tests {
             .any(|op| op.path() == Some(Path::new("/proc/sys/net"))));
         assert!(all.iter().any(|op| matches!(op, Op::Mount { fstype: "devpts", data: Some(d), .. } if d.ends_with("gid=5"))));
 
-        pl.private_network = true;
+        pl.network.private = true;
         let net = table(&pl, &facts());
         let ops = net.all();
         let sys = position(&ops, mount_at("/proc/sys"));

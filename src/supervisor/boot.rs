@@ -10,6 +10,7 @@ use super::console::{Console, Request};
 use super::lifecycle::{Action, Event, Lifecycle, Outcome};
 use super::machined::{self, Registrar};
 use super::mountguard::MountGuard;
+use super::network;
 use super::notify;
 use super::poll::{PollSet, Token};
 use super::teardown::Teardown;
@@ -55,6 +56,8 @@ pub struct Boot<'a> {
     console: Option<Console>,
     notify: Option<OwnedFd>,
     guard: Option<MountGuard>,
+    /// The container's own network, if it has one.
+    net: Option<network::Net>,
 }
 
 impl<'a> Boot<'a> {
@@ -75,10 +78,16 @@ impl<'a> Boot<'a> {
         let setup = Setup { plan, policy };
         // Written to only by the child, in its copy of our memory; not resident here.
         let mut stack = vec![0u8; 1 << 20];
-        let flags = CloneFlags::CLONE_NEWNS
+        let mut flags = CloneFlags::CLONE_NEWNS
             | CloneFlags::CLONE_NEWPID
             | CloneFlags::CLONE_NEWUTS
             | CloneFlags::CLONE_NEWIPC;
+        // Born in a network namespace of its own: the supervisor can put links
+        // into it right away, before the child goes on.
+        let own_netns = plan.network.private && plan.network.netns_path.is_none();
+        if own_netns {
+            flags |= CloneFlags::CLONE_NEWNET;
+        }
         let child = Box::new(|| {
             // Our copy of the supervisor's end would hide the supervisor's death.
             let _ = nix::unistd::close(sup_raw);
@@ -112,13 +121,24 @@ impl<'a> Boot<'a> {
             console: None,
             notify: None,
             guard: None,
+            net: None,
         };
         boot.act(life.handle(Event::Cloned, Instant::now()));
         // Sync point 1: the child waits in its namespaces until it is in its
         // cgroup (and registered: machined finds the unit from that cgroup).
         cgroups.attach(pid.as_raw() as u32)?;
+        if own_netns {
+            boot.net = Some(network::setup(plan, pid.as_raw(), undo)?);
+        }
+        let ifindices = boot.net.as_ref().map_or(vec![], |n| n.ifindices.clone());
         if registrar.wanted() {
-            match machined::register(&plan.machine, &facts.uuid, pid.as_raw(), &plan.root, &[]) {
+            match machined::register(
+                &plan.machine,
+                &facts.uuid,
+                pid.as_raw(),
+                &plan.root,
+                &ifindices,
+            ) {
                 Ok(()) => {
                     let name = plan.machine.clone();
                     undo.push("unregistering from systemd-machined", move || {
@@ -166,6 +186,9 @@ impl<'a> Boot<'a> {
                 if let Some(g) = &self.guard {
                     set.add(Token::MountGuard, g.fd());
                 }
+                if let Some(w) = self.net.as_ref().and_then(|n| n.watch_fd()) {
+                    set.add(Token::Addresses, w);
+                }
                 set.wait(timeout)
                     .map_err(|e| SupervisorError::Sys("poll", e))?
             };
@@ -191,6 +214,11 @@ impl<'a> Boot<'a> {
                         }
                     }
                     Token::Signals => events.extend(self.on_signals(sigfd)),
+                    Token::Addresses => {
+                        if let Some(n) = self.net.as_mut() {
+                            n.on_address_change(&self.plan.machine);
+                        }
+                    }
                 }
             }
             if life.next_deadline().is_some_and(|d| Instant::now() >= d) {

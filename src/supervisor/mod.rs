@@ -26,6 +26,7 @@ pub mod lifecycle;
 pub mod locks;
 pub mod machined;
 pub mod mountguard;
+pub mod network;
 pub mod notify;
 pub mod output;
 pub mod poll;
@@ -171,7 +172,7 @@ pub fn run(plan: &Plan) -> Result<i32, SupervisorError> {
         capabilities: caps,
         syscalls_allow: plan.syscalls.allow.iter().copied().collect(),
         syscalls_deny: plan.syscalls.deny.iter().copied().collect(),
-        private_network: plan.private_network,
+        private_network: plan.network.private,
         ..Default::default()
     };
     run_undo.push("removing the machine's runtime state", move || {

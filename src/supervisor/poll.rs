@@ -19,6 +19,8 @@ pub enum Token {
     Stdin,
     /// Our stdout, while console output waits for it (POLLOUT).
     Stdout,
+    /// Address changes inside the container (for forwarded ports).
+    Addresses,
     Signals,
 }
 

@@ -92,6 +92,17 @@ pub fn capbset_drop(n: u8) -> nix::Result<()> {
     Errno::result(r).map(drop)
 }
 
+/// The kind of namespace `fd` refers to (a `CLONE_NEW*` flag), by the nsfs
+/// ioctl NS_GET_NSTYPE: a bind-mounted namespace file's /proc link shows its
+/// path, not its type. Fails with ENOTTY for anything that is not a namespace.
+pub fn ns_type(fd: BorrowedFd<'_>) -> nix::Result<libc::c_int> {
+    // _IO(0xb7, 0x3) from <linux/nsfs.h>.
+    const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
+    // SAFETY: NS_GET_NSTYPE takes no argument and returns the type; fd is open.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), NS_GET_NSTYPE as _) };
+    Errno::result(r)
+}
+
 /// nix's `Errno` for one of rustix's: the crate reports system errors as nix's.
 pub fn errno(e: rustix::io::Errno) -> Errno {
     Errno::from_raw(e.raw_os_error())
