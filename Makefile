@@ -44,7 +44,8 @@ install:
 		$(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(DOCDIR) $(DESTDIR)$(CONFDIR) \
 		$(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(ZSHCOMPDIR) $(DESTDIR)$(FISHCOMPDIR)
 	$(INSTALL) -m 0755 $(BINS:%=$(RELEASE_DIR)/%) $(DESTDIR)$(BINDIR)/
-	$(INSTALL) -m 0755 packaging/nixrun-container-start $(DESTDIR)$(PKGLIBDIR)/
+	$(INSTALL) -m 0755 packaging/nixrun-container-start packaging/nixrun-container-init \
+		$(DESTDIR)$(PKGLIBDIR)/
 	sed -e 's|/usr/lib/nixrun/|$(PKGLIBDIR)/|g' -e 's|/usr/bin/|$(BINDIR)/|g' \
 		packaging/nixrun@.service >$(DESTDIR)$(UNITDIR)/nixrun@.service
 	chmod 0644 $(DESTDIR)$(UNITDIR)/nixrun@.service
@@ -64,6 +65,7 @@ install:
 uninstall:
 	rm -f $(BINS:%=$(DESTDIR)$(BINDIR)/%) \
 		$(DESTDIR)$(PKGLIBDIR)/nixrun-container-start \
+		$(DESTDIR)$(PKGLIBDIR)/nixrun-container-init \
 		$(DESTDIR)$(UNITDIR)/nixrun@.service \
 		$(DESTDIR)$(MANDIR)/man1/nixrun.1 $(DESTDIR)$(MANDIR)/man1/nixrunctl.1 \
 		$(DESTDIR)$(MANDIR)/man1/nixrunctl-*.1 \

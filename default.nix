@@ -56,6 +56,7 @@ rustPlatform.buildRustPackage {
 
   postInstall = ''
     install -Dm755 packaging/nixrun-container-start $out/lib/nixrun/nixrun-container-start
+    install -Dm755 packaging/nixrun-container-init $out/lib/nixrun/nixrun-container-init
     install -Dm644 packaging/nixrun@.service $out/lib/systemd/system/nixrun@.service
     substituteInPlace $out/lib/systemd/system/nixrun@.service \
       --replace-fail /usr/lib/nixrun/ $out/lib/nixrun/ \

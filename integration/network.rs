@@ -6,88 +6,10 @@
 
 mod common;
 
+use common::netns::Netns;
 use common::*;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
-
-/// A network namespace of the test's own, removed (with what is in it) on drop.
-struct Netns {
-    name: String,
-}
-
-static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-
-impl Netns {
-    fn new(tag: &str) -> Netns {
-        require_tool("ip", "iproute2");
-        require_tool("nsenter", "util-linux");
-        let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let name = format!("nrt-{tag}-{}-{n}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &name]).status();
-        let ok = Command::new("ip")
-            .args(["netns", "add", &name])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "ip netns add {name} failed");
-        let ns = Netns { name };
-        ns.ip(&["link", "set", "lo", "up"]);
-        ns
-    }
-
-    fn path(&self) -> PathBuf {
-        PathBuf::from("/run/netns").join(&self.name)
-    }
-
-    /// `ip ARGS` in this namespace; panics on failure.
-    fn ip(&self, args: &[&str]) -> String {
-        let out = self.run("ip", args);
-        assert!(
-            out.status.success(),
-            "ip {args:?} in {}: {}",
-            self.name,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn run(&self, prog: &str, args: &[&str]) -> Output {
-        Command::new("nsenter")
-            .arg(format!("--net={}", self.path().display()))
-            .arg(prog)
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("nsenter")
-    }
-
-    /// nixrun inside this namespace (nsenter --net: `ip netns exec` would
-    /// remount /sys and hide /sys/fs/cgroup).
-    fn nixrun(&self, args: &[&str]) -> Command {
-        let mut c = Command::new("nsenter");
-        c.arg(format!("--net={}", self.path().display()))
-            .arg(&*NIXRUN)
-            .args(args);
-        c
-    }
-
-    fn links(&self) -> Vec<String> {
-        self.ip(&["-o", "link", "show"])
-            .lines()
-            .filter_map(|l| l.split(": ").nth(1))
-            .map(|n| n.split('@').next().unwrap().to_string())
-            .collect()
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
-}
 
 fn minimal_copy(tag: &str) -> (TempRoot, PathBuf) {
     TempRoot::copy_of(tag, &fixture("minimal"), tag)
@@ -116,28 +38,6 @@ fn assert_clean(ns: &Netns, machine: &str, keep: &[&str]) {
         "links left in the test's namespace: {links:?}"
     );
     assert!(!journal(machine).exists(), "network journal left behind");
-}
-
-/// The probe, run in a namespace of the test (it is static, so it runs on the
-/// host as well): a listener standing in for a service on the host side.
-fn probe_in(ns: &Netns, args: &[&str]) -> std::process::Child {
-    let mut c = Command::new("nsenter")
-        .arg(format!("--net={}", ns.path().display()))
-        .arg(probe_binary())
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn the probe");
-    if args.first() == Some(&"listen") {
-        use std::io::BufRead;
-        let mut line = String::new();
-        let mut r = std::io::BufReader::new(c.stdout.as_mut().unwrap());
-        r.read_line(&mut line).unwrap();
-        assert_eq!(line.trim(), "listening", "the listener did not start");
-    }
-    c
 }
 
 /// `probe connect ADDR PORT` from a namespace: its output line.
@@ -178,6 +78,10 @@ fn wait_line(sp: &mut Spawned, line: &str) {
 fn the_guest_sees_its_own_network() {
     let ns = Netns::new("view");
     let (_t, root) = minimal_copy("net-view");
+    // nspawn's --resolv-conf=auto is "off" with a private network: the
+    // guest's file stays as it is.
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::write(root.join("etc/resolv.conf"), "nameserver 192.0.2.53\n").unwrap();
     let snap = HostSnapshot::take("net-view");
     let (code, out, err) = run_in(
         &ns,
@@ -196,6 +100,12 @@ fn the_guest_sees_its_own_network() {
     assert_eq!(f["net.links"], "host0,lo", "{out}");
     assert_eq!(f["net.sys_class_net"], "host0,lo", "{out}");
     assert_eq!(f["net.lo_up"], "1");
+    // Its own sysfs, read-only as the container interface asks.
+    assert_eq!(f["ro./sys"], "1");
+    assert_eq!(
+        std::fs::read_to_string(root.join("etc/resolv.conf")).unwrap(),
+        "nameserver 192.0.2.53\n"
+    );
     // /proc/sys/net is the guest's to write; the rest of /proc/sys is not.
     assert_eq!(f["ro./proc/sys"], "1");
     assert_eq!(f["ro./proc/sys/net"], "0");
@@ -225,7 +135,7 @@ fn the_network_is_up_before_the_guests_init() {
     // here nixrun does it, before the guest's PID 1 runs. The listener must
     // bind the host address, which exists only once nixrun made it: listen on
     // all addresses.
-    let mut listener = probe_in(&ns, &["listen", "7070", "1"]);
+    let mut listener = ns.probe(&["listen", "7070", "1"]);
     let (code, out, err) = run_in(
         &ns,
         &[
@@ -251,7 +161,7 @@ fn the_network_is_up_before_the_guests_init() {
     );
     assert_eq!(out.trim(), "connected pong 10.233.1.2");
     // The same over IPv6.
-    let mut listener = probe_in(&ns, &["listen", "7071", "1"]);
+    let mut listener = ns.probe(&["listen", "7071", "1"]);
     let (code, out, err) = run_in(
         &ns,
         &[

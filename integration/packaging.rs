@@ -367,7 +367,13 @@ AUTO_START=1
         let tmp = TempDir::new("imp");
         fs::create_dir_all(tmp.path("state/profiles/per-container/imp/system")).unwrap();
         let root = tmp.s("root");
-        let r = Start::new(&tmp, "imp", conf).env("root", &root).run(shell);
+        let r = Start::new(&tmp, "imp", conf)
+            .env("root", &root)
+            .env(
+                "NIXRUN_CONTAINER_INIT",
+                "/nix/store/x-nixrun-container-imp-init",
+            )
+            .run(shell);
         assert!(r.ok, "{}", r.dump);
         let mut want = strs(&[
             "--keep-unit",
@@ -378,6 +384,8 @@ AUTO_START=1
             "--private-network",
             "--private-users=pick",
             "--network-veth",
+            "--host-address=10.233.1.1",
+            "--local-address=10.233.1.2",
             "--port=tcp:8080:80",
             "--port=udp:5353:53",
             "--network-interface=eth1",
@@ -395,26 +403,43 @@ AUTO_START=1
             ("LOCAL_ADDRESS", "10.233.1.2"),
             ("HOST_PORT", "tcp:8080:80,udp:5353:53"),
         ]));
+        // The module's container-init runs first, with the system's init as
+        // its argument.
+        want.push("/nix/store/x-nixrun-container-imp-init".into());
         want.push("/nix/var/nix/profiles/system/init".into());
         assert_eq!(r.argv, want, "{}", r.dump);
 
-        let e = nixrun_parse(&r.argv).expect_err("nixrun accepted networking it lacks");
-        assert!(e.ends_with("is not supported yet by nixrun"), "{e}");
+        let e = nixrun_parse(&r.argv).expect_err("nixrun accepted a user namespace");
+        assert_eq!(e, "--private-users is not supported yet by nixrun");
     }
 }
 
 #[test]
-fn network_fields_become_the_flags_nixrun_refuses_by_name() {
-    for (conf, flag) in [
-        ("PRIVATE_NETWORK=1\n", "--private-network"),
-        ("HOST_BRIDGE=br0\n", "--network-bridge=br0"),
-        ("LOCAL_MAC_ADDRESS=de:b7:73:01:10:90\n", "--network-veth"),
-        ("HOST_ADDRESS6=fc00::1\n", "--network-veth"),
+fn network_fields_become_nspawns_flags_and_nixruns_addresses() {
+    for (conf, flags) in [
+        ("PRIVATE_NETWORK=1\n", &["--private-network"][..]),
+        ("HOST_BRIDGE=br0\n", &["--network-bridge=br0"]),
+        ("LOCAL_MAC_ADDRESS=de:b7:73:01:10:90\n", &["--network-veth"]),
+        (
+            "HOST_ADDRESS6=fc00::1\nLOCAL_ADDRESS6=fc00::2/64\n",
+            &[
+                "--network-veth",
+                "--host-address=fc00::1",
+                "--local-address=fc00::2/64",
+            ],
+        ),
+        (
+            "HOST_BRIDGE=br0\nLOCAL_ADDRESS=192.168.1.20/24\n",
+            &[
+                "--network-veth",
+                "--local-address=192.168.1.20/24",
+                "--network-bridge=br0",
+            ],
+        ),
         (
             "NETWORK_NAMESPACE_PATH=/run/netns/x\n",
-            "--network-namespace-path=/run/netns/x",
+            &["--network-namespace-path=/run/netns/x"],
         ),
-        ("PRIVATE_USERS=identity\n", "--private-users=identity"),
     ] {
         let tmp = TempDir::new("netflag");
         fs::create_dir(tmp.path("deb")).unwrap();
@@ -422,15 +447,34 @@ fn network_fields_become_the_flags_nixrun_refuses_by_name() {
             .env("root", tmp.s("deb"))
             .run("sh");
         assert!(r.ok, "{}", r.dump);
-        assert!(r.argv.iter().any(|a| a == flag), "{conf}: {:?}", r.argv);
-        let e = nixrun_parse(&r.argv).expect_err(conf);
-        let name = flag.split('=').next().unwrap();
-        assert_eq!(
-            e,
-            format!("{name} is not supported yet by nixrun"),
-            "{conf}"
-        );
+        let net: Vec<&String> = r
+            .argv
+            .iter()
+            .filter(|a| {
+                [
+                    "--network",
+                    "--private-network",
+                    "--host-address",
+                    "--local-address",
+                ]
+                .iter()
+                .any(|p| a.starts_with(p))
+            })
+            .collect();
+        assert_eq!(net, flags, "{conf}");
+        nixrun_parse(&r.argv).unwrap_or_else(|e| panic!("{conf}: {e}"));
     }
+    // A user namespace other than "no" is passed on, and nixrun refuses it.
+    let tmp = TempDir::new("userns");
+    fs::create_dir(tmp.path("deb")).unwrap();
+    let r = Start::new(&tmp, "deb", "PRIVATE_USERS=identity\n")
+        .env("root", tmp.s("deb"))
+        .run("sh");
+    assert!(r.argv.iter().any(|a| a == "--private-users=identity"));
+    assert_eq!(
+        nixrun_parse(&r.argv).unwrap_err(),
+        "--private-users is not supported yet by nixrun"
+    );
 }
 
 #[test]
@@ -803,6 +847,141 @@ fn start_script_boots_a_nixos_root_with_nixrun() {
     snap.assert_unchanged();
 }
 
+/// NixOS's privateNetwork container, started by the start script in a test
+/// network namespace: nixrun configures both ends of the veth before the
+/// guest's init, so a unit at the very start of the guest's boot reaches the
+/// host (under NixOS's own scripts, the host side is configured only once
+/// the guest has finished booting); then the module's container init renames
+/// host0 to eth0 and configures it again, as NixOS's does, without failing on
+/// what is already there.
+#[test]
+fn start_script_boots_a_nixos_root_with_a_private_network() {
+    let _serial = one_container_at_a_time();
+    let machine = "pkg-nixnet";
+    let ns = common::netns::Netns::new("pkgnet");
+    let fx = common::fixture("nixos");
+    let info = fs::read_to_string(fx.join("info")).unwrap();
+    let field = |k: &str| {
+        info.lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}=")).map(str::to_string))
+            .unwrap_or_else(|| panic!("no {k}= in the nixos fixture's info"))
+    };
+    let (system, busybox, userland) = (field("system"), field("busybox"), field("userland"));
+    let (dir, root) = common::TempRoot::copy_of(machine, &fx.join("root"), machine);
+    let state = dir.path("state");
+    for d in ["db", "daemon-socket"] {
+        fs::create_dir_all(state.join(d)).unwrap();
+    }
+    // A unit at the start of the guest's boot, before sysinit.target: under
+    // /usr/local, the one unit directory the activation leaves to the root.
+    let units = root.join("usr/local/lib/systemd/system");
+    fs::create_dir_all(units.join("sysinit.target.wants")).unwrap();
+    fs::write(
+        units.join("early-net.service"),
+        "[Unit]\nDefaultDependencies=no\nBefore=sysinit.target\n\
+         [Service]\nType=oneshot\nExecStart=/nixrun-probe connect 10.233.9.1 7090\n\
+         StandardOutput=file:/run/early-net.result\n",
+    )
+    .unwrap();
+    symlink(
+        "../early-net.service",
+        units.join("sysinit.target.wants/early-net.service"),
+    )
+    .unwrap();
+    // What the module's wrapper is, with the fixture's dash and ip(8). The
+    // fixture's userland is Debian's, linked against /lib64's loader, which
+    // the root has only after the system's activation: the wrapper names the
+    // store's loader itself, as a Nix store program's ELF header would.
+    let tmp = TempDir::new("real-nixnet");
+    let bin = tmp.path("bin");
+    fs::create_dir(&bin).unwrap();
+    let libs = format!("{userland}/usr/lib/x86_64-linux-gnu");
+    let run = format!("{libs}/ld-linux-x86-64.so.2 --library-path {libs}");
+    for (name, text) in [
+        (
+            "container-init",
+            format!(
+                "#!{busybox}/bin/sh\nPATH=/nixrun-test-bin:{busybox}/bin\nexport PATH\n\
+                 exec {run} {userland}/usr/bin/dash /nixrun-container-init \"$@\"\n"
+            ),
+        ),
+        (
+            "ip",
+            format!("#!{busybox}/bin/sh\nexec {run} {userland}/usr/bin/ip \"$@\"\n"),
+        ),
+    ] {
+        fs::write(bin.join(name), text).unwrap();
+        fs::set_permissions(bin.join(name), fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    // nixrun in the test's namespace, as the unit would run it on the host.
+    let in_ns = tmp.path("nixrun-in-netns");
+    fs::write(
+        &in_ns,
+        format!(
+            "#!/bin/sh\nexec nsenter --net={} {} \"$@\"\n",
+            ns.path().display(),
+            &*common::NIXRUN
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&in_ns, fs::Permissions::from_mode(0o755)).unwrap();
+
+    let conf = format!(
+        "SYSTEM_PATH={system}\nCOPY_RESOLV_CONF=0\nPRIVATE_USERS=no\nPRIVATE_NETWORK=1\n\
+         HOST_ADDRESS=10.233.9.1\nLOCAL_ADDRESS=10.233.9.2\n\
+         HOST_ADDRESS6=fd00:233:9::1\nLOCAL_ADDRESS6=fd00:233:9::2\n\
+         EXTRA_NSPAWN_FLAGS=\"--bind-ro={}:/nixrun-test-bin --bind-ro={}:/nixrun-container-init \
+         --bind-ro={}:/nixrun-probe\"\n",
+        bin.display(),
+        repo().join("packaging/nixrun-container-init").display(),
+        common::probe_binary().display(),
+    );
+    let snap = common::HostSnapshot::take(machine);
+    let unit = common::UnitCgroup::new(machine);
+    let mut listener = ns.probe(&["listen", "7090", "1"]);
+    let start = Start::new(&tmp, machine, &conf)
+        .env("root", root.display().to_string())
+        .env("NIX_STATE_DIR", state.display().to_string())
+        .env("NIX_STORE_DIR", fx.join("store").display().to_string())
+        .env("NIXRUN_CONTAINER_INIT", "/nixrun-test-bin/container-init");
+    let mut cmd = start.command("sh");
+    cmd.env("NIXRUN", &in_ns);
+    unit.enter(&mut cmd);
+    let mut c = common::Spawned::start_cmd(cmd);
+    c.wait_ready(common::BOOT_TIMEOUT);
+    let _ = listener.kill();
+    let _ = listener.wait();
+
+    assert_eq!(
+        c.sh("cat /run/early-net.result").trim(),
+        "connected pong 10.233.9.2",
+        "a unit early in the guest's boot could not reach the host"
+    );
+    // The container init's work, on top of nixrun's: eth0, no host0, the
+    // addresses and routes once each.
+    let links = c.sh("ip -o link show | cut -d: -f2 | tr -d ' ' | sort | tr '\\n' ,");
+    assert_eq!(links, "eth0@if2,lo,", "{links}");
+    let addrs =
+        c.sh("ip -o addr show dev eth0 scope global | awk '{print $4}' | sort | tr '\\n' ,");
+    assert_eq!(addrs, "10.233.9.2/32,fd00:233:9::2/128,");
+    assert_eq!(
+        c.sh("ip route show default").trim(),
+        "default via 10.233.9.1 dev eth0"
+    );
+    let host = ns.ip(&["-o", "addr", "show", "dev", "ve-pkg-nixnet"]);
+    assert!(
+        host.contains("10.233.9.1/32") && host.contains("fd00:233:9::1/128"),
+        "{host}"
+    );
+    stop_and_unlink_journal(&mut c, &root);
+    assert!(
+        !ns.links().iter().any(|l| l.starts_with("ve-")),
+        "the veth outlived the container"
+    );
+    drop(dir);
+    snap.assert_unchanged();
+}
+
 // ---------------------------------------------------------------------------
 // Builds and installs
 
@@ -882,6 +1061,7 @@ fn make_install_and_uninstall() {
         "etc/systemd/system/nixrun@.service",
         "usr/local/bin/nixrun",
         "usr/local/bin/nixrunctl",
+        "usr/local/lib/nixrun/nixrun-container-init",
         "usr/local/lib/nixrun/nixrun-container-start",
         "usr/local/share/bash-completion/completions/nixrun",
         "usr/local/share/bash-completion/completions/nixrunctl",
@@ -910,6 +1090,7 @@ fn make_install_and_uninstall() {
         ("usr/local/bin/nixrun", 0o755),
         ("usr/local/bin/nixrunctl", 0o755),
         ("usr/local/lib/nixrun/nixrun-container-start", 0o755),
+        ("usr/local/lib/nixrun/nixrun-container-init", 0o755),
         ("etc/systemd/system/nixrun@.service", 0o644),
         ("usr/local/share/man/man1/nixrun.1", 0o644),
     ] {
@@ -1127,13 +1308,16 @@ fn gendoc_writes_completions_and_man_pages() {
     };
     for f in ["bash/nixrun", "zsh/_nixrun", "man1/nixrun.1"] {
         let text = read(f);
-        for flag in ["--directory", "--bind-ro", "--keep-unit"] {
+        for flag in [
+            "--directory",
+            "--bind-ro",
+            "--keep-unit",
+            "--private-network",
+            "--host-address",
+        ] {
             assert!(text.contains(flag), "{f} lacks {flag}");
         }
-        assert!(
-            !text.contains("--private-network"),
-            "{f} offers a refused flag"
-        );
+        assert!(!text.contains("--personality"), "{f} offers a refused flag");
     }
     for f in [
         "bash/nixrunctl",
@@ -1229,10 +1413,11 @@ const NIX_STUBS: &str = r#"
 { repo }:
 let
   inherit (builtins) attrNames concatStringsSep concatLists listToAttrs replaceStrings foldl';
+  concatStrings = concatStringsSep "";
   mapAttrsToList = f: s: map (n: f n s.${n}) (attrNames s);
   escapeShellArg = a: "'" + replaceStrings [ "'" ] [ "'\\''" ] a + "'";
   lib = {
-    inherit attrNames concatStringsSep concatLists mapAttrsToList;
+    inherit attrNames concatStrings concatStringsSep concatLists mapAttrsToList;
     mkIf = c: v: if c then v else { };
     mkMerge = foldl' (a: b: a // b) { };
     mkOverride = priority: content: { _type = "override"; inherit priority content; };
@@ -1245,6 +1430,7 @@ let
     optionalString = c: s: if c then s else "";
     nameValuePair = name: value: { inherit name value; };
     "mapAttrs'" = f: s: listToAttrs (mapAttrsToList f s);
+    inherit escapeShellArg;
     escapeShellArgs = xs: concatStringsSep " " (map escapeShellArg xs);
     importTOML = p: builtins.fromTOML (builtins.readFile p);
     cleanSource = src: { cleaned = src; };
@@ -1255,6 +1441,8 @@ let
   stdenv = { buildPlatform.canExecute = _: true; hostPlatform = { }; };
   pkgs = {
     coreutils = "/nix/store/stub-coreutils";
+    iproute2 = "/nix/store/stub-iproute2";
+    runtimeShell = "/nix/store/stub-bash/bin/bash";
     writeShellScript = name: text: "SCRIPT ${name}: ${text}";
     callPackage = f: args: import f ({
       inherit lib stdenv;
@@ -1279,7 +1467,18 @@ let
           additionalCapabilities = [ "CAP_SYS_TIME" ];
           tmpfs = [ "/var" "/tmp:mode=1777" ];
         };
-        net = container { privateNetwork = true; privateUsers = "pick"; extraVeths.ve2 = { }; };
+        net = container {
+          privateNetwork = true;
+          privateUsers = "pick";
+          extraVeths.ve2 = {
+            hostBridge = null; hostAddress = "10.1.0.1"; hostAddress6 = null;
+            localAddress = "10.1.0.2"; localAddress6 = "fd01::2/64";
+          };
+          extraVeths.ve3 = {
+            hostBridge = "br1"; hostAddress = null; hostAddress6 = null;
+            localAddress = null; localAddress6 = null;
+          };
+        };
       };
     };
   };
@@ -1292,6 +1491,7 @@ in
     execReload = u.serviceConfig.ExecReload or null;
     environment = u.environment or { };
     path = u.path or [ ];
+    postStart = u.postStart or null;
   }) on.config.systemd.services;
   warnings = on.config.warnings;
   packages = on.config.systemd.packages;
@@ -1384,7 +1584,48 @@ fn nixos_module_switches_containers_to_nixrun() {
     );
     assert_eq!(
         svc["container@net"]["execStart"]["content"],
-        format!("SCRIPT nixrun-container-net-start: exec {start} '--network-veth-extra=ve2'\n")
+        format!(
+            "SCRIPT nixrun-container-net-start: exec {start} \
+             '--network-veth-extra=ve2' '--network-veth-extra=ve3'\n"
+        )
+    );
+    // NixOS's container-init and postStart are replaced: nixrun configures
+    // the main veth; what remains (extra veths) uses replace, not add.
+    let init = "/nix/store/stub-nixrun/lib/nixrun/nixrun-container-init";
+    for (name, inside) in [
+        ("container@", ""),
+        ("container@web", ""),
+        (
+            "container@net",
+            "ip link set dev 've2' up\n\
+             ip addr replace '10.1.0.2' dev 've2'\n\
+             ip -6 addr replace 'fd01::2/64' dev 've2' nodad\n\
+             ip route replace '10.1.0.1' dev 've2'\n\
+             ip link set dev 've3' up\n",
+        ),
+    ] {
+        let short = name.strip_prefix("container@").unwrap();
+        let short = if short.is_empty() { "template" } else { short };
+        assert_eq!(
+            svc[name]["environment"]["NIXRUN_CONTAINER_INIT"],
+            format!(
+                "SCRIPT nixrun-container-{short}-init: set -eu\n\
+                 export PATH=/nix/store/stub-iproute2/bin${{PATH:+:$PATH}}\n\
+                 {inside}\n\
+                 exec /nix/store/stub-bash/bin/bash {init} \"$@\"\n"
+            ),
+            "{name}"
+        );
+    }
+    assert_eq!(svc["container@web"]["postStart"]["priority"], 50);
+    assert_eq!(svc["container@web"]["postStart"]["content"], "");
+    assert_eq!(
+        svc["container@net"]["postStart"]["content"],
+        "ip link set dev 've2' up\n\
+         ip addr replace '10.1.0.1' dev 've2'\n\
+         ip route replace '10.1.0.2' dev 've2'\n\
+         ip -6 route replace 'fd01::2/64' dev 've2'\n\
+         ip link set dev 've3' master 'br1' up\n"
     );
     assert_eq!(
         svc["nixrun@"]["path"],
@@ -1396,9 +1637,7 @@ fn nixos_module_switches_containers_to_nixrun() {
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     let w = warnings[0].as_str().unwrap();
     assert!(
-        w.starts_with(
-            "containers.net: nixrun does not support privateNetwork, privateUsers, extraVeths yet"
-        ),
+        w.starts_with("containers.net: nixrun does not support privateUsers yet"),
         "{w}"
     );
     assert_eq!(v["packages"], serde_json::json!(["/nix/store/stub-nixrun"]));
@@ -1435,6 +1674,7 @@ fn nix_package_builds_both_crates_dynamically() {
     let post = p["postInstall"].as_str().unwrap();
     for part in [
         "$out/lib/nixrun/nixrun-container-start",
+        "$out/lib/nixrun/nixrun-container-init",
         "$out/lib/systemd/system/nixrun@.service",
         "--replace-fail /usr/lib/nixrun/ $out/lib/nixrun/",
         "--replace-fail /usr/bin/ $out/bin/",

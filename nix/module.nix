@@ -16,9 +16,11 @@
 # script instead means one start script for NixOS and for nixrun@.service,
 # tested in this repository (integration/packaging.rs). What it costs: the
 # options NixOS bakes into its script rather than the conf are read here and
-# passed to the script as flags (flagsFor), and NixOS's container-init wrapper
-# is not used (it configures the network nixrun does not create yet, and
-# nixrun itself makes sure an early stop is not lost).
+# passed to the script as flags (flagsFor), and NixOS's container-init and
+# postStart are replaced: nixrun configures the veth's addresses on both
+# sides before the guest's init runs (NixOS's postStart did the host side
+# only after the guest had booted), so what remains of them must not fail
+# on addresses already there (packaging/nixrun-container-init).
 {
   config,
   lib,
@@ -32,7 +34,7 @@ let
   startScript = "${cfg.package}/lib/nixrun/nixrun-container-start";
 
   # The same flags, at the same place, as NixOS's script gives nspawn for these
-  # options (nixrun refuses --ephemeral and --network-veth-extra by name).
+  # options (nixrun refuses --ephemeral by name).
   flagsFor =
     c:
     let
@@ -54,7 +56,65 @@ let
         exec ${startScript} ${lib.escapeShellArgs flags}
       ''}";
 
-  override = name: flags: {
+  arg = lib.escapeShellArg;
+
+  # Inside the guest, before NixOS's stage 2: what NixOS's container-init
+  # does for the extra veths (it bakes them in per container), with replace
+  # instead of add, then the shipped init for eth0. ip(8) as NixOS's has it.
+  extraVethInside =
+    name: v:
+    ''
+      ip link set dev ${arg name} up
+    ''
+    + lib.optionalString (v.localAddress != null) ''
+      ip addr replace ${arg v.localAddress} dev ${arg name}
+    ''
+    + lib.optionalString (v.localAddress6 != null) ''
+      ip -6 addr replace ${arg v.localAddress6} dev ${arg name} nodad
+    ''
+    + lib.optionalString (v.hostAddress != null) ''
+      ip route replace ${arg v.hostAddress} dev ${arg name}
+    ''
+    + lib.optionalString (v.hostAddress6 != null) ''
+      ip -6 route replace ${arg v.hostAddress6} dev ${arg name}
+    '';
+
+  containerInit =
+    name: extraVeths:
+    pkgs.writeShellScript "nixrun-container-${name}-init" ''
+      set -eu
+      export PATH=${pkgs.iproute2}/bin''${PATH:+:$PATH}
+      ${lib.concatStrings (lib.mapAttrsToList extraVethInside extraVeths)}
+      exec ${pkgs.runtimeShell} ${cfg.package}/lib/nixrun/nixrun-container-init "$@"
+    '';
+
+  # NixOS's postStart, less what nixrun did before the guest's init (the
+  # main veth's host side): the extra veths' host sides, idempotent.
+  extraVethHost =
+    name: v:
+    if v.hostBridge != null then
+      ''
+        ip link set dev ${arg name} master ${arg v.hostBridge} up
+      ''
+    else
+      ''
+        ip link set dev ${arg name} up
+      ''
+      + lib.optionalString (v.hostAddress != null) ''
+        ip addr replace ${arg v.hostAddress} dev ${arg name}
+      ''
+      + lib.optionalString (v.hostAddress6 != null) ''
+        ip -6 addr replace ${arg v.hostAddress6} dev ${arg name} nodad
+      ''
+      + lib.optionalString (v.localAddress != null) ''
+        ip route replace ${arg v.localAddress} dev ${arg name}
+      ''
+      + lib.optionalString (v.localAddress6 != null) ''
+        ip -6 route replace ${arg v.localAddress6} dev ${arg name}
+      '';
+
+  override = name: flags: extraVeths: {
+    postStart = lib.mkForce (lib.concatStrings (lib.mapAttrsToList extraVethHost extraVeths));
     serviceConfig = {
       ExecStart = lib.mkForce (execStart name flags);
       # NixOS's reload finds the guest through machined (nixos-container run
@@ -69,20 +129,14 @@ let
       # For FLAKE= containers' first start, as NixOS's script runs it; this is
       # the one NixOS installs, configured with its state directories.
       NIXOS_CONTAINER = "/run/current-system/sw/bin/nixos-container";
+      NIXRUN_CONTAINER_INIT = "${containerInit name extraVeths}";
     };
   };
 
   # Container options whose nspawn flags nixrun refuses ("not supported yet"):
   # said at evaluation, not only when the unit fails to start.
   unsupported =
-    c:
-    lib.optional c.privateNetwork "privateNetwork"
-    ++ lib.optional (c.privateUsers != "no") "privateUsers"
-    ++ lib.optional c.ephemeral "ephemeral"
-    ++ lib.optional (c.networkNamespace != null) "networkNamespace"
-    ++ lib.optional (c.interfaces != [ ]) "interfaces"
-    ++ lib.optional (c.macvlans != [ ]) "macvlans"
-    ++ lib.optional (c.extraVeths != { }) "extraVeths";
+    c: lib.optional (c.privateUsers != "no") "privateUsers" ++ lib.optional c.ephemeral "ephemeral";
 in
 {
   options.virtualisation.nixrun = {
@@ -124,10 +178,10 @@ in
       # with nothing but ExecStart.
       (lib.mkIf config.boot.enableContainers (
         {
-          "container@" = override "template" [ ];
+          "container@" = override "template" [ ] { };
         }
         // lib.mapAttrs' (
-          name: c: lib.nameValuePair "container@${name}" (override name (flagsFor c))
+          name: c: lib.nameValuePair "container@${name}" (override name (flagsFor c) c.extraVeths)
         ) config.containers
       ))
     ];

@@ -3,8 +3,10 @@
 
 use super::cli::Cli;
 use crate::net::names::ifname_valid;
+use crate::net::udev::{self, LinkState};
 use crate::plan::{IfPair, IpNet, Network, PlanError, Port, Proto, VethAttach};
 use std::net::IpAddr;
+use std::path::Path;
 
 fn bad(flag: &'static str, spec: &str, why: impl Into<String>) -> PlanError {
     PlanError::BadNetwork {
@@ -201,8 +203,22 @@ pub fn network(cli: &Cli) -> Result<Network, PlanError> {
         ("network-ipvlan", &n.ipvlans),
     ] {
         for p in list {
-            if !interface_exists(&p.host) {
+            let Ok(index) = nix::net::if_::if_nametoindex(p.host.as_str()) else {
                 return Err(bad(flag, &p.host, "no such network interface"));
+            };
+            // nspawn's refusals, where udevd runs and is not done with it.
+            match udev::link_state(Path::new(udev::RUN_UDEV), index) {
+                LinkState::NoUdev | LinkState::Initialized => {}
+                LinkState::NotInitialized => {
+                    return Err(bad(
+                        flag,
+                        &p.host,
+                        "network interface is not initialized yet (by udev)",
+                    ))
+                }
+                LinkState::Renaming => {
+                    return Err(bad(flag, &p.host, "interface is being renamed (by udev)"))
+                }
             }
         }
     }

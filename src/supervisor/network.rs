@@ -328,11 +328,14 @@ pub fn setup(plan: &Plan, leader: i32, undo: &mut Teardown<'_>) -> Result<Net, S
     }
 
     // 5. Addresses and routes, before the guest's init runs (nixrun's own).
+    // A bridged veth's host side is a bridge port: the host's addresses are
+    // the bridge's business (NixOS's hostBridge puts none on it either).
     if let Some(idx) = veth_index {
+        let bridged = n.veth.as_ref().is_some_and(|a| *a != VethAttach::None);
         configure_addresses(
             &mut host,
             &mut guest,
-            idx,
+            (!bridged).then_some(idx),
             &n.host_addresses,
             &n.local_addresses,
         )?;
@@ -396,19 +399,19 @@ fn push_delete_inside(
     Ok(())
 }
 
-/// The host side gets the host addresses and routes to the local ones; host0
-/// gets the local addresses, routes to the host addresses and, per family, a
-/// default route via the first host address. Idempotent (replace): a guest
-/// init that adds the same again (NixOS's containerInit, made idempotent) is
-/// not disturbed.
+/// The host side (unless bridged) gets the host addresses and routes to the
+/// local ones; host0 gets the local addresses, routes to the host addresses
+/// and, per family, a default route via the first host address. Idempotent
+/// (replace): a guest init that adds the same again (NixOS's containerInit,
+/// made idempotent) is not disturbed.
 fn configure_addresses(
     host: &mut Rtnl,
     guest: &mut Rtnl,
-    veth: u32,
+    host_side: Option<u32>,
     host_addrs: &[IpNet],
     local_addrs: &[IpNet],
 ) -> Result<(), SupervisorError> {
-    if !host_addrs.is_empty() {
+    if let (Some(veth), false) = (host_side, host_addrs.is_empty()) {
         host.set_up(veth)
             .map_err(|e| fail("setting the veth up", e))?;
         for a in host_addrs {
