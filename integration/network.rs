@@ -9,6 +9,7 @@ mod common;
 use common::netns::Netns;
 use common::*;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 fn minimal_copy(tag: &str) -> (TempRoot, PathBuf) {
@@ -220,7 +221,7 @@ fn ports_are_forwarded_locally_and_from_another_namespace() {
         "/nixrun-probe",
         "listen",
         "80",
-        "2",
+        "3",
     ]));
     wait_line(&mut sp, "listening");
     let el = nat_elements(&a);
@@ -236,6 +237,39 @@ fn ports_are_forwarded_locally_and_from_another_namespace() {
         Some("connected")
     );
     // Forwarded: from the client namespace, through the host namespace.
+    assert_eq!(
+        connect_from(&c, "192.0.2.1", "8080"),
+        "connected pong 192.0.2.2"
+    );
+    // The guest gets an address that sorts first (nspawn's choice): the port
+    // follows it.
+    let leader = sp.leader().to_string();
+    let add = Command::new("nsenter")
+        .args([
+            "-t",
+            &leader,
+            "-n",
+            "ip",
+            "addr",
+            "add",
+            "10.0.0.5/8",
+            "dev",
+            "host0",
+        ])
+        .status()
+        .unwrap();
+    assert!(add.success(), "ip addr add in the guest");
+    a.ip(&["route", "add", "10.0.0.5", "dev", "ve-net-port"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut el = nat_elements(&a);
+    while !el.contains("tcp . 8080 : 10.0.0.5 . 80") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        el = nat_elements(&a);
+    }
+    assert!(
+        el.contains("tcp . 8080 : 10.0.0.5 . 80") && !el.contains("10.233.2.2"),
+        "the port did not follow the guest's new address: {el}"
+    );
     assert_eq!(
         connect_from(&c, "192.0.2.1", "8080"),
         "connected pong 192.0.2.2"
