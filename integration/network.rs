@@ -216,12 +216,14 @@ fn ports_are_forwarded_locally_and_from_another_namespace() {
         "-n",
         "--host-address=10.233.2.1/24",
         "--local-address=10.233.2.2/24",
+        "--host-address=fd00:233:2::1/64",
+        "--local-address=fd00:233:2::2/64",
         "-p",
         "tcp:8080:80",
         "/nixrun-probe",
         "listen",
         "80",
-        "3",
+        "4",
     ]));
     wait_line(&mut sp, "listening");
     let el = nat_elements(&a);
@@ -230,6 +232,11 @@ fn ports_are_forwarded_locally_and_from_another_namespace() {
     assert_eq!(
         connect_from(&a, "10.233.2.1", "8080"),
         "connected pong 10.233.2.1"
+    );
+    // IPv6 too, in the ip6 table.
+    assert_eq!(
+        connect_from(&a, "fd00:233:2::1", "8080"),
+        "connected pong fd00:233:2::1"
     );
     // Loopback is not forwarded (nspawn's rule).
     assert_ne!(
