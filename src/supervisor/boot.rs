@@ -11,7 +11,7 @@ use super::lifecycle::{Action, Event, Lifecycle, Outcome};
 use super::machined::{self, Registrar};
 use super::mountguard::MountGuard;
 use super::network;
-use super::notify;
+use super::notify::{self, HostNotifier};
 use super::poll::{PollSet, Token};
 use super::teardown::Teardown;
 use super::SupervisorError;
@@ -72,6 +72,7 @@ impl<'a> Boot<'a> {
         sigfd: &mut SignalFd,
         life: &mut Lifecycle,
         undo: &mut Teardown<'_>,
+        host: &mut HostNotifier,
     ) -> Result<Next, SupervisorError> {
         let (sup, child_end) = protocol::pair()?;
         let sup_raw = sup.as_fd().as_raw_fd();
@@ -123,7 +124,7 @@ impl<'a> Boot<'a> {
             guard: None,
             net: None,
         };
-        boot.act(life.handle(Event::Cloned, Instant::now()));
+        boot.act(life.handle(Event::Cloned, Instant::now()), host);
         // Sync point 1: the child waits in its namespaces until it is in its
         // cgroup (and registered: machined finds the unit from that cgroup).
         cgroups.attach(pid.as_raw() as u32)?;
@@ -151,7 +152,7 @@ impl<'a> Boot<'a> {
         if let Some(ch) = &boot.channel {
             ch.send(&ToChild::Go)?;
         }
-        boot.event_loop(sigfd, life, registrar)
+        boot.event_loop(sigfd, life, registrar, host)
     }
 
     fn event_loop(
@@ -159,6 +160,7 @@ impl<'a> Boot<'a> {
         sigfd: &mut SignalFd,
         life: &mut Lifecycle,
         registrar: &mut Registrar,
+        host: &mut HostNotifier,
     ) -> Result<Next, SupervisorError> {
         loop {
             let timeout = life
@@ -188,6 +190,9 @@ impl<'a> Boot<'a> {
                 }
                 if let Some(w) = self.net.as_ref().and_then(|n| n.watch_fd()) {
                     set.add(Token::Addresses, w);
+                }
+                if let Some(h) = host.blocked() {
+                    set.add_writable(Token::HostNotify, h);
                 }
                 set.wait(timeout)
                     .map_err(|e| SupervisorError::Sys("poll", e))?
@@ -219,6 +224,7 @@ impl<'a> Boot<'a> {
                             n.on_address_change(&self.plan.machine);
                         }
                     }
+                    Token::HostNotify => host.flush(),
                 }
             }
             if life.next_deadline().is_some_and(|d| Instant::now() >= d) {
@@ -229,7 +235,7 @@ impl<'a> Boot<'a> {
                 if actions.iter().any(|a| matches!(a, Action::Started { .. })) {
                     registrar.flush_notice();
                 }
-                if let Some(next) = self.act(actions) {
+                if let Some(next) = self.act(actions, host) {
                     return next;
                 }
             }
@@ -237,7 +243,11 @@ impl<'a> Boot<'a> {
     }
 
     /// Carries out the lifecycle's actions; Some once the boot is over.
-    fn act(&mut self, actions: Vec<Action>) -> Option<Result<Next, SupervisorError>> {
+    fn act(
+        &mut self,
+        actions: Vec<Action>,
+        host: &mut HostNotifier,
+    ) -> Option<Result<Next, SupervisorError>> {
         for a in actions {
             match a {
                 Action::Started { leader } => self.publish(leader),
@@ -246,7 +256,7 @@ impl<'a> Boot<'a> {
                         eprintln!("{line}");
                     }
                 }
-                Action::Host(m) => notify::to_host(&m),
+                Action::Host(m) => host.tell(m),
                 Action::Signal(sig) => {
                     let _ = self.signal(sig);
                 }

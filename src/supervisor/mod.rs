@@ -192,6 +192,7 @@ pub fn run(plan: &Plan) -> Result<i32, SupervisorError> {
         keep_unit: plan.keep_unit,
         interactive: plan.console == ConsoleMode::Interactive,
     });
+    let mut host = notify::HostNotifier::from_env();
     loop {
         // Undone at the end of every boot, however it ends.
         let mut undo = Teardown::new();
@@ -222,8 +223,11 @@ pub fn run(plan: &Plan) -> Result<i32, SupervisorError> {
             &mut sigfd,
             &mut life,
             &mut undo,
+            &mut host,
         );
         undo.finish();
+        // What the manager has not taken yet, once more (without waiting).
+        host.flush();
         match next? {
             boot::Next::Restart => continue,
             boot::Next::Exit(code) => return Ok(code),
