@@ -884,6 +884,47 @@ class Bench:
 
     def bench_exec(self, rounds, warmup):
         self.results["exec"] = self.exec_rounds(self.exec_commands(), rounds, warmup, "exec")
+        self.results["phases"] = self.exec_phases(max(20, rounds // 2))
+
+    def exec_phases(self, runs):
+        """Where nixrun's `/bin/true` start goes: RUNS runs with
+        NIXRUN_PHASE_TIMES=1 (src/phase.rs: one `nixrun-phase NAME NS` line per
+        phase boundary, CLOCK_MONOTONIC), each phase = its mark minus the one
+        before (the first minus the spawn; `exit` = the last mark to the exit).
+        Medians per phase, in the order nixrun passes them."""
+        argv = self.exec_commands()["nixrun"](0)
+        env = dict(self.env, NIXRUN_PHASE_TIMES="1")
+        phases = {}
+        log(f"exec phases: {runs} runs of nixrun with NIXRUN_PHASE_TIMES=1")
+        for _ in range(runs + 3):
+            slot = self.cg.slot(f"p{time.monotonic_ns()}")
+            r, w = os.pipe()
+            self.cg._enter(slot)
+            try:
+                t0 = time.monotonic_ns()
+                pid = os.posix_spawn(argv[0], argv, env, file_actions=[
+                    (os.POSIX_SPAWN_DUP2, self.devnull, 0), (os.POSIX_SPAWN_DUP2, self.devnull, 1),
+                    (os.POSIX_SPAWN_DUP2, w, 2)])
+            finally:
+                self.cg._enter(self.cg.home)
+            os.close(w)
+            with os.fdopen(r, errors="replace") as f:
+                text = f.read()
+            os.waitpid(pid, 0)
+            t1 = time.monotonic_ns()
+            self.cg.remove(slot)
+            prev, row = t0, []
+            for line in text.splitlines():
+                parts = line.split()
+                if len(parts) == 3 and parts[0] == "nixrun-phase":
+                    row.append((parts[1], (int(parts[2]) - prev) / 1e9))
+                    prev = int(parts[2])
+            row.append(("exit", (t1 - prev) / 1e9))
+            row.append(("total", (t1 - t0) / 1e9))
+            if _ >= 3:  # warm-up
+                for name, dt in row:
+                    phases.setdefault(name, []).append(dt)
+        return {name: statistics.median(v) for name, v in phases.items()}
 
     def exec_rounds(self, cmds, rounds, warmup, part):
         """ROUNDS interleaved rounds (after WARMUP untimed ones) of CMDS (name ->
@@ -1877,6 +1918,29 @@ def report(results, args, plot_name):
                  "bwrap --unshare-all: the same with `--unshare-all` (adds network and user namespaces)")
         L.append("- runc / crun: `runc --root STATE run --bundle B ID` (create, start, wait, delete)")
         L.append("- floor: `unshare -m -p -u -i --fork chroot ROOT /bin/true`\n")
+        ph = r.get("phases")
+        if ph:
+            L.append("### Where nixrun's start goes\n")
+            L.append("Median time per phase of `nixrun -D ROOT -q --console=pipe /bin/true` "
+                     "(`NIXRUN_PHASE_TIMES=1`: nixrun's own timestamps, separate runs from the "
+                     "table above). Supervisor: `main` = spawn → nixrun's `main` (exec and libc "
+                     "start-up), `plan` = flags → plan, `locks`, `facts`, `policy`, `cgroups` = "
+                     "cgroups planned and made, `clone`, `attach` = the child put into its "
+                     "cgroups (and the network set up). Child: `child-go` = sync point 1 "
+                     "received, `child-mounts` = the mount table applied, `child-pivot` = "
+                     "pivot_root, the mount tree locked, `child-setup` = hostname, console, "
+                     "`child-seccomp-caps` = init found, filters and capabilities, `child-exec` "
+                     "= signals reset, fds closed. Supervisor again: `exec-seen` = the guest's "
+                     "exec seen, `reaped` = `/bin/true` ran and was reaped, `teardown` = the "
+                     "boot undone (cgroups removed), `exit` = the run's undo (locks, state) "
+                     "and nixrun's exit.\n")
+            L.append("| phase | median | share |\n|---|---|---|")
+            total = ph.get("total")
+            for name, v in ph.items():
+                if name == "total":
+                    continue
+                L.append(f"| {name} | {v * 1e6:.0f} µs | {v / total * 100:.0f} % |")
+            L.append(f"| **total** | {total * 1e6:.0f} µs | |\n")
 
     if r.get("boot"):
         L.append("## 2. Boot and stop; 3. supervisor memory\n")

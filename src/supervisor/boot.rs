@@ -98,6 +98,7 @@ impl<'a> Boot<'a> {
             .map_err(|e| SupervisorError::Sys("clone the container", e))?;
         drop(child_end);
         drop(stack);
+        crate::phase::mark("clone");
 
         let reaped = Rc::new(Cell::new(false));
         let r = reaped.clone();
@@ -149,6 +150,7 @@ impl<'a> Boot<'a> {
                 Err(e) => registrar.failed(&e.to_string())?,
             }
         }
+        crate::phase::mark("attach");
         if let Some(ch) = &boot.channel {
             ch.send(&ToChild::Go)?;
         }
@@ -331,6 +333,7 @@ impl<'a> Boot<'a> {
             None => {
                 // Sync point 3, if the child got that far: its end is
                 // close-on-exec. Otherwise it died; its exit status tells how.
+                crate::phase::mark("exec-seen");
                 self.channel = None;
                 Ok(
                     (self.endpoints_received && !self.setup_failed).then_some(Event::Exec {
@@ -395,6 +398,7 @@ impl<'a> Boot<'a> {
                             Err(_) => self.channel = None,
                         }
                     }
+                    crate::phase::mark("reaped");
                     events.push(Event::Exited(outcome));
                 }
                 Ok(_) => {}

@@ -127,8 +127,11 @@ pub fn run(plan: &Plan) -> Result<i32, SupervisorError> {
         });
     }
 
+    crate::phase::mark("locks");
     let facts = identity::facts(plan)?;
+    crate::phase::mark("facts");
     let policy = Policy::compute(plan, &facts)?;
+    crate::phase::mark("policy");
 
     // Started by hand on a systemd host: a scope of its own in machine.slice,
     // as nspawn makes, so that the container is a unit machined can name; in
@@ -201,6 +204,7 @@ pub fn run(plan: &Plan) -> Result<i32, SupervisorError> {
                 eprintln!("nixrun: warning: {warning}");
             }
         }
+        crate::phase::mark("cgroups");
         undo.push("removing the container's cgroups", || {
             let errors = cgroups.remove();
             if errors.is_empty() {
@@ -226,6 +230,7 @@ pub fn run(plan: &Plan) -> Result<i32, SupervisorError> {
             &mut host,
         );
         undo.finish();
+        crate::phase::mark("teardown");
         // What the manager has not taken yet, once more (without waiting).
         host.flush();
         match next? {
