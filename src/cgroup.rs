@@ -457,9 +457,10 @@ impl Cgroups {
                 }
             }
             if let Some(sup) = &p.supervisor {
-                // Back into the unit's cgroup, so that "supervisor" can go too. This
-                // fails if the unit's controllers are delegated (no processes in inner
-                // cgroups then); systemd removes the unit's cgroup when it ends anyway.
+                // Back into the unit's cgroup, so that "supervisor" can go too.
+                // A cgroup that passes controllers down may hold no process:
+                // first take back the controllers we enabled for the payload.
+                self.undelegate_controllers(&p.container);
                 if self.attach_pid(&p.container, 0).is_ok() {
                     let _ = self.fs.rmdir(sup);
                 }
@@ -499,6 +500,20 @@ impl Cgroups {
             let _ = self
                 .fs
                 .write(&unit.join("cgroup.subtree_control"), &[&format!("+{c}")]);
+        }
+    }
+
+    /// Undoes `delegate_controllers` once the payload is gone. Best effort:
+    /// what stays enabled only keeps "supervisor" (systemd removes the unit's
+    /// cgroup when the unit ends).
+    fn undelegate_controllers(&self, unit: &Path) {
+        let Ok(avail) = self.fs.read(&unit.join("cgroup.controllers")) else {
+            return;
+        };
+        for c in avail.split_whitespace() {
+            let _ = self
+                .fs
+                .write(&unit.join("cgroup.subtree_control"), &[&format!("-{c}")]);
         }
     }
 
@@ -897,10 +912,19 @@ mod tests {
             sb.writes_to("cgroup.subtree_control"),
             vec!["+cpu", "+memory", "+pids"]
         );
-        // The unit's cgroup is systemd's: only payload and supervisor go.
+        // The unit's cgroup is systemd's: only payload and supervisor go, the
+        // delegation undone so that the supervisor may move back.
         assert!(cg.remove().is_empty());
         assert!(unit.is_dir());
         assert!(!unit.join("payload").exists());
+        assert_eq!(
+            sb.writes_to("cgroup.subtree_control"),
+            vec!["+cpu", "+memory", "+pids", "-cpu", "-memory", "-pids"]
+        );
+        assert_eq!(
+            sb.writes_to("container@web.service/cgroup.procs"),
+            vec!["0"]
+        );
     }
 
     #[test]
