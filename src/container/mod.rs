@@ -115,12 +115,9 @@ fn prepare_and_exec(setup: &Setup<'_>, channel: &ChildEnd) -> Result<Never, Step
         nix::sched::setns(ns, CloneFlags::CLONE_NEWNET)
             .map_err(sys("joining --network-namespace-path"))?;
     }
-    // Sync point 1; also the guard against an early supervisor death: the
-    // channel then reads end-of-file.
-    let ToChild::Go = channel.expect()?;
-    crate::phase::mark("child-go");
-
-    unshare(CloneFlags::CLONE_NEWCGROUP).map_err(sys("unshare cgroup namespace"))?;
+    // The first half of the mount tree (/dev, /run, /tmp, the user's binds)
+    // needs neither our cgroups nor the network: it is built while the
+    // supervisor makes them, on the other CPU.
     mount(
         None::<&str>,
         "/",
@@ -138,11 +135,16 @@ fn prepare_and_exec(setup: &Setup<'_>, channel: &ChildEnd) -> Result<Never, Step
     )
     .map_err(sys("bind the container root onto itself"))?;
     let root = Root::open_dir(&plan.root).map_err(sys("open the container root"))?;
-
     let mut out = mounts::Outputs::default();
-    for phase in [Phase::Outer, Phase::Inner] {
-        mounts::apply(&root, policy.mounts.ops(phase), &mut out)?;
-    }
+    mounts::apply(&root, policy.mounts.ops(Phase::Outer), &mut out)?;
+
+    // Sync point 1: in our cgroups now (the cgroup namespace is rooted where
+    // we are when it is made), the network set up. Also the guard against an
+    // early supervisor death: the channel then reads end-of-file.
+    let ToChild::Go = channel.expect()?;
+    crate::phase::mark("child-go");
+    unshare(CloneFlags::CLONE_NEWCGROUP).map_err(sys("unshare cgroup namespace"))?;
+    mounts::apply(&root, policy.mounts.ops(Phase::Inner), &mut out)?;
 
     crate::phase::mark("child-mounts");
     nix::unistd::fchdir(root.fd().as_raw_fd()).map_err(sys("chdir into the root"))?;

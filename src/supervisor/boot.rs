@@ -126,9 +126,26 @@ impl<'a> Boot<'a> {
             net: None,
         };
         boot.act(life.handle(Event::Cloned, Instant::now()), host);
-        // Sync point 1: the child waits in its namespaces until it is in its
-        // cgroup (and registered: machined finds the unit from that cgroup).
-        cgroups.attach(pid.as_raw() as u32)?;
+        // While the child builds the first half of its mount tree, its cgroups
+        // are made, with it in them. Sync point 1: it goes on (to the cgroup
+        // namespace, /proc, /sys and the exec) only once it is in them (and
+        // registered: machined finds the unit from that cgroup).
+        match cgroups.make(Some(pid.as_raw() as u32)) {
+            Ok(warnings) => {
+                if !plan.quiet {
+                    for w in warnings {
+                        eprintln!("nixrun: warning: {w}");
+                    }
+                }
+            }
+            // A child that failed in its first half has said why on the
+            // channel: that line, not the missing pid, is the error.
+            Err(e) if boot.child_gone() => {
+                drop(e);
+                return boot.event_loop(sigfd, life, registrar, host);
+            }
+            Err(e) => return Err(e.into()),
+        }
         if own_netns {
             boot.net = Some(network::setup(plan, pid.as_raw(), undo)?);
         }
@@ -152,9 +169,24 @@ impl<'a> Boot<'a> {
         }
         crate::phase::mark("attach");
         if let Some(ch) = &boot.channel {
-            ch.send(&ToChild::Go)?;
+            // Only fails if the child has failed meanwhile (its end is
+            // closed): the loop reads its line and reaps it.
+            let _ = ch.send(&ToChild::Go);
         }
         boot.event_loop(sigfd, life, registrar, host)
+    }
+
+    /// Whether PID 1 has exited (a zombie, not reaped yet, or gone).
+    fn child_gone(&self) -> bool {
+        kill(self.pid, 0).is_err()
+            || std::fs::read_to_string(format!("/proc/{}/stat", self.pid))
+                .ok()
+                .and_then(|s| {
+                    s.rsplit(')')
+                        .next()
+                        .map(|r| r.trim_start().starts_with('Z'))
+                })
+                .unwrap_or(true)
     }
 
     fn event_loop(

@@ -199,11 +199,10 @@ pub fn run(plan: &Plan) -> Result<i32, SupervisorError> {
     loop {
         // Undone at the end of every boot, however it ends.
         let mut undo = Teardown::new();
-        for warning in cgroups.create()? {
-            if !plan.quiet {
-                eprintln!("nixrun: warning: {warning}");
-            }
-        }
+        // Made after the clone, while the child sets up its mounts (boot.rs);
+        // their removal goes first on the list, so that it runs after PID 1
+        // is gone.
+        cgroups.prepare()?;
         crate::phase::mark("cgroups");
         undo.push("removing the container's cgroups", || {
             let errors = cgroups.remove();
