@@ -4,9 +4,10 @@
 //! neither nix nor rustix offers safely (or at all): clone/fork of a
 //! single-threaded process, fds received by SCM_RIGHTS, mount_setattr,
 //! close_range, seccomp filters and user notifications, the bpf() calls of the
-//! device policy, the session keyring, and raw signal numbers (real-time ones,
-//! which nix's `Signal` cannot name). The rest of the crate is built with
-//! `unsafe_code = "deny"`; each block here says why it is sound.
+//! device policy, the session keyring, netlink socket options, and raw signal
+//! numbers (real-time ones, which nix's `Signal` cannot name). The rest of the
+//! crate is built with `unsafe_code = "deny"`; each block here says why it is
+//! sound.
 
 #![allow(unsafe_code)]
 
@@ -89,6 +90,24 @@ pub fn join_new_session_keyring() -> nix::Result<()> {
 pub fn capbset_drop(n: u8) -> nix::Result<()> {
     // SAFETY: PR_CAPBSET_DROP takes integers only.
     let r = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, n as libc::c_ulong, 0, 0, 0) };
+    Errno::result(r).map(drop)
+}
+
+/// Turns on the boolean option `option` (NETLINK_EXT_ACK, NETLINK_CAP_ACK…)
+/// of the netlink socket `sock`; nix and rustix know none of these.
+pub fn set_netlink_option(sock: BorrowedFd<'_>, option: libc::c_int) -> nix::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: the value points to a c_int that outlives the call, and the
+    // length passed is its size.
+    let r = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_NETLINK,
+            option,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
     Errno::result(r).map(drop)
 }
 
