@@ -9,7 +9,7 @@
 use super::console::{Console, Request};
 use super::lifecycle::{Action, Event, Lifecycle, Outcome};
 use super::machined::{self, Registrar};
-use super::mountguard::MountGuard;
+use super::mountguard::{GuardConfig, MountGuard};
 use super::network;
 use super::notify;
 use super::poll::{PollSet, Token};
@@ -311,7 +311,10 @@ impl<'a> Boot<'a> {
                 self.endpoints_received = true;
                 self.console = e.pty_master.map(|m| Console::new(m, self.plan.console));
                 self.notify = e.notify;
-                self.guard = e.mount_listener.map(MountGuard::new);
+                let config = GuardConfig {
+                    private_network: self.plan.network.private,
+                };
+                self.guard = e.mount_listener.map(|l| MountGuard::new(l, config.clone()));
                 Ok(None)
             }
             Some(FromChild::Failed(line)) => {
