@@ -634,7 +634,7 @@ mod tests {
         assert!(!c.filters.mount.is_empty());
         assert_eq!(
             c.filters.mount,
-            seccomp::mount_filter_refusing(),
+            seccomp::mount_filter_refusing(&seccomp::denied(&Default::default()).brokered),
             "no supervisor answers for a joining process"
         );
         st.capabilities.push("CAP_FLY".into());

@@ -56,6 +56,7 @@ pub struct Boot<'a> {
     console: Option<Console>,
     notify: Option<OwnedFd>,
     guard: Option<MountGuard>,
+    guard_config: GuardConfig,
     /// The container's own network, if it has one.
     net: Option<network::Net>,
 }
@@ -121,6 +122,10 @@ impl<'a> Boot<'a> {
             console: None,
             notify: None,
             guard: None,
+            guard_config: GuardConfig {
+                private_network: plan.network.private,
+                cgroup_root: Some(cgroups.v2_payload().to_path_buf()),
+            },
             net: None,
         };
         boot.act(life.handle(Event::Cloned, Instant::now()));
@@ -311,10 +316,8 @@ impl<'a> Boot<'a> {
                 self.endpoints_received = true;
                 self.console = e.pty_master.map(|m| Console::new(m, self.plan.console));
                 self.notify = e.notify;
-                let config = GuardConfig {
-                    private_network: self.plan.network.private,
-                };
-                self.guard = e.mount_listener.map(|l| MountGuard::new(l, config.clone()));
+                let config = self.guard_config.clone();
+                self.guard = e.mount_listener.map(|l| MountGuard::new(l, config));
                 Ok(None)
             }
             Some(FromChild::Failed(line)) => {

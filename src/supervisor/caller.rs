@@ -16,7 +16,7 @@
 
 use nix::errno::Errno;
 use std::fs::File;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 
 /// CAP_SYS_ADMIN: what mounting needs in the namespace that owns the mount
@@ -176,6 +176,22 @@ impl Caller {
             Ns::from_file(File::open("/proc/self/ns/user").map_err(|e| crate::sys::io_errno(&e))?)?;
         Ok(ours.id == self.userns.id)
     }
+}
+
+/// A duplicate of the caller's fd `n`, via a pidfd of its process.
+pub fn take_fd(tid: u32, n: i32) -> Result<OwnedFd, Errno> {
+    let status = std::fs::read_to_string(format!("/proc/{tid}/status"))
+        .map_err(|e| crate::sys::io_errno(&e))?;
+    let tgid: i32 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or(Errno::ESRCH)?;
+    let pid = rustix::process::Pid::from_raw(tgid).ok_or(Errno::ESRCH)?;
+    let pidfd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())
+        .map_err(crate::sys::errno)?;
+    rustix::process::pidfd_getfd(&pidfd, n, rustix::process::PidfdGetfdFlags::empty())
+        .map_err(crate::sys::errno)
 }
 
 /// (uids, gids, CapEff) from /proc/PID/status: real, effective, saved, fs.

@@ -22,6 +22,7 @@
 //! settings are applied afresh.
 
 mod boot;
+pub mod bpfbroker;
 pub mod caller;
 pub mod console;
 pub mod freshfs;

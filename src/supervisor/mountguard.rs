@@ -33,7 +33,8 @@
 //! apply to the caller (which file systems may be mounted there, who owns the
 //! new superblock, nodev).
 
-use super::caller::{Caller, Ns};
+use super::bpfbroker::{Answer, Broker};
+use super::caller::{take_fd, Caller, Ns};
 use super::freshfs;
 use crate::sys::seccomp::{self, Notification};
 use nix::errno::Errno;
@@ -81,11 +82,15 @@ pub struct GuardConfig {
     /// The guest has a network namespace of its own: /proc/sys/net stays
     /// writable in its procfs instances, as in its /proc.
     pub private_network: bool,
+    /// The container's payload cgroup on the host's cgroup2 mount: the
+    /// subtree in which the guest may attach device programs.
+    pub cgroup_root: Option<std::path::PathBuf>,
 }
 
 pub struct MountGuard {
     listener: OwnedFd,
     config: GuardConfig,
+    broker: Broker,
 }
 
 /// The arguments of one intercepted mount(2), copied out of the guest.
@@ -101,21 +106,37 @@ struct Request {
 
 impl MountGuard {
     pub fn new(listener: OwnedFd, config: GuardConfig) -> MountGuard {
-        MountGuard { listener, config }
+        let broker = Broker::new(config.cgroup_root.clone());
+        MountGuard {
+            listener,
+            config,
+            broker,
+        }
     }
 
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.listener.as_fd()
     }
 
-    /// Answers one pending notification.
+    /// Answers one pending notification: a mount, or a bpf(2) call for the
+    /// broker (bpfbroker.rs).
     pub fn handle(&self) {
         let Ok(req) = seccomp::recv(self.listener.as_fd()) else {
             return; // ENOENT: the caller died or was interrupted meanwhile
         };
-        let result = self.serve(&req).map(|()| 0);
+        let listener = self.listener.as_fd();
+        let result = if i64::from(req.nr) == libc::SYS_bpf {
+            self.broker
+                .serve(&req, || seccomp::id_valid(listener, req.id))
+        } else {
+            self.serve(&req).map(|()| Answer::Value(0))
+        };
         // A failure means the caller is gone.
-        let _ = seccomp::respond(self.listener.as_fd(), req.id, result);
+        let _ = match result {
+            Ok(Answer::Fd(fd)) => seccomp::respond_with_fd(listener, req.id, fd.as_fd()).map(drop),
+            Ok(Answer::Value(v)) => seccomp::respond(listener, req.id, Ok(v)),
+            Err(e) => seccomp::respond(listener, req.id, Err(e)),
+        };
     }
 
     fn serve(&self, req: &Notification) -> Result<(), Errno> {
@@ -154,7 +175,7 @@ impl MountGuard {
         let cwd = open("cwd")?;
         let target = match caller_fd_number(&r.target) {
             Some(n) => Target::CallerFd(
-                take_caller_fd(r.tid, n)?,
+                take_fd(r.tid, n)?,
                 File::open("/proc/self/fd").map_err(io_errno)?,
             ),
             None => Target::Path,
@@ -269,21 +290,6 @@ fn caller_fd_number(path: &CString) -> Option<i32> {
         .strip_prefix("/proc/self/fd/")
         .or_else(|| s.strip_prefix("/proc/thread-self/fd/"))?;
     n.parse().ok().filter(|n: &i32| *n >= 0)
-}
-
-/// A duplicate of the caller's fd `n`, via a pidfd of its process.
-fn take_caller_fd(tid: u32, n: i32) -> Result<OwnedFd, Errno> {
-    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).map_err(io_errno)?;
-    let tgid: i32 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Tgid:"))
-        .and_then(|v| v.trim().parse().ok())
-        .ok_or(Errno::ESRCH)?;
-    let pid = rustix::process::Pid::from_raw(tgid).ok_or(Errno::ESRCH)?;
-    let pidfd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())
-        .map_err(crate::sys::errno)?;
-    rustix::process::pidfd_getfd(&pidfd, n, rustix::process::PidfdGetfdFlags::empty())
-        .map_err(crate::sys::errno)
 }
 
 /// In the helper: become the caller, as far as path resolution and the mount's

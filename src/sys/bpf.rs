@@ -98,7 +98,6 @@ pub fn load_device_program_named(prog: &[Insn], name: &str) -> Result<OwnedFd, E
     {
         load[48..48 + name.len()].copy_from_slice(name.as_bytes());
     }
-    put_u32(&mut load, 68, BPF_CGROUP_DEVICE);
     let fd = bpf(BPF_PROG_LOAD, &load)?;
     // SAFETY: the kernel returned a new program fd that only we know.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
@@ -151,6 +150,8 @@ pub struct Query {
     pub total: u32,
     /// The ids of the first ones, as many as were asked for.
     pub ids: Vec<u32>,
+    /// The attachment list's revision (Linux 6.6 and later; else 0).
+    pub revision: u64,
 }
 
 /// BPF_PROG_QUERY for the device programs attached directly to `cgroup`
@@ -174,20 +175,32 @@ pub fn query_device_programs(cgroup: BorrowedFd<'_>, room: u32) -> (Query, Resul
             attach_flags: get(12),
             total,
             ids,
+            revision: u64::from_ne_bytes(query[56..64].try_into().expect("8 bytes")),
         },
         res,
     )
 }
 
-/// The type of the BPF program `prog` (BPF_OBJ_GET_INFO_BY_FD).
-pub fn program_type(prog: BorrowedFd<'_>) -> Result<u32, Errno> {
-    // struct bpf_prog_info starts with `__u32 type`; asking for just those 4
-    // bytes is allowed (the kernel copies min(ours, its) bytes).
-    let mut info = [0u8; 4];
+/// The type and id of the BPF program `prog` (BPF_OBJ_GET_INFO_BY_FD).
+pub fn program_type_and_id(prog: BorrowedFd<'_>) -> Result<(u32, u32), Errno> {
+    // struct bpf_prog_info starts with `__u32 type; __u32 id;`; asking for just
+    // those 8 bytes is allowed (the kernel copies min(ours, its) bytes).
+    let mut info = [0u8; 8];
     let mut attr = [0u8; 128];
     put_u32(&mut attr, 0, prog.as_raw_fd() as u32);
     put_u32(&mut attr, 4, info.len() as u32);
     put_u64(&mut attr, 8, info.as_mut_ptr() as u64);
     bpf_mut(BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
-    Ok(u32::from_ne_bytes(info))
+    let word = |o: usize| u32::from_ne_bytes(info[o..o + 4].try_into().expect("4 bytes"));
+    Ok((word(0), word(4)))
+}
+
+/// BPF_PROG_GET_FD_BY_ID: a new fd for the program with id `id`.
+pub fn program_by_id(id: u32) -> Result<OwnedFd, Errno> {
+    const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
+    let mut attr = [0u8; 128];
+    put_u32(&mut attr, 0, id);
+    let fd = bpf(BPF_PROG_GET_FD_BY_ID, &attr)?;
+    // SAFETY: the kernel returned a new program fd that only we know.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
