@@ -31,6 +31,9 @@ usage: nixrun-probe COMMAND [ARGS]
   facts             print key=value lines describing the environment
   write PATH        create/truncate PATH, write one byte; print ok or the errno name
   mkdir PATH        mkdir PATH; print ok or the errno name
+  mount FSTYPE PATH [DATA]
+                    mount(2) a new FSTYPE (source FSTYPE) on PATH, nosuid,nodev,noexec;
+                    print ok or the errno name (the mount stays)
   exit N            exit with status N
   sleep SECS        sleep (fractions allowed)
   notify MSG...     send MSGs joined by newlines to $NOTIFY_SOCKET; print sent or the error
@@ -76,6 +79,10 @@ fn main() -> ExitCode {
         (Some("mkdir"), [path]) => {
             let res = std::fs::DirBuilder::new().mode(0o755).create(path);
             say(&result_word(res));
+            0
+        }
+        (Some("mount"), [fstype, path, data @ ..]) if data.len() <= 1 => {
+            say(&result_word(mount_new(fstype, path, data.first())));
             0
         }
         (Some("exit"), [n]) => match n.to_str().and_then(parse_exit_code) {
@@ -196,6 +203,35 @@ fn write_file(path: &Path) -> std::io::Result<()> {
 }
 
 /// `ok`, or the errno name the test compares against (`EROFS`, `EACCES`, …).
+/// mount(2) of a new file system, straight from the caller (no mount(8),
+/// whose own checks would refuse an unprivileged user before the kernel or a
+/// runtime's mount guard is asked).
+fn mount_new(fstype: &OsString, path: &OsString, data: Option<&OsString>) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let cs = |s: &OsString| {
+        std::ffi::CString::new(s.as_bytes()).map_err(|_| std::io::ErrorKind::InvalidInput)
+    };
+    let (fstype, path) = (cs(fstype)?, cs(path)?);
+    let data = data.map(cs).transpose()?;
+    let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    // SAFETY: valid NUL-terminated strings (or NULL for no data), alive for the call.
+    let rc = unsafe {
+        libc::mount(
+            fstype.as_ptr(),
+            path.as_ptr(),
+            fstype.as_ptr(),
+            flags,
+            data.as_ref()
+                .map_or(std::ptr::null(), |d| d.as_ptr().cast()),
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 fn result_word(res: std::io::Result<()>) -> String {
     match res {
         Ok(()) => "ok".to_string(),
