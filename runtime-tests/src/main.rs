@@ -18,6 +18,7 @@ mod net;
 mod notify;
 mod signals;
 mod stress;
+mod timing;
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -53,7 +54,12 @@ usage: nixrun-probe COMMAND [ARGS]
   spawn-max N       fork N idle children; print 'spawned K' or 'spawned K errno=NAME'
   connect ADDR PORT TCP: send a line, print 'connected REPLY' or the errno name
   listen PORT COUNT print 'listening', answer COUNT connections with 'pong PEER'
-  statfs PATH...    per PATH: 'PATH size=BYTES inodes=N' or 'PATH error=NAME'";
+  statfs PATH...    per PATH: 'PATH size=BYTES inodes=N' or 'PATH error=NAME'
+  time-mount FSTYPE COUNT
+                    mount(2) FSTYPE on /tmp COUNT times in a private mount (and, for
+                    proc, PID) namespace; print each call's microseconds
+  time-exec COUNT CMD...
+                    fork+exec+wait CMD COUNT times; print each run's microseconds";
 
 const EXIT_FAILED: u8 = 1;
 const EXIT_USAGE: u8 = 64;
@@ -84,6 +90,18 @@ fn main() -> ExitCode {
         (Some("mount"), [fstype, path, data @ ..]) if data.len() <= 1 => {
             say(&result_word(mount_new(fstype, path, data.first())));
             0
+        }
+        (Some("time-mount"), [fstype, count]) => {
+            match (fstype.to_str(), count.to_str().and_then(|c| c.parse().ok())) {
+                (Some(f), Some(n)) => timing::time_mount(f, n),
+                _ => return usage("time-mount FSTYPE COUNT"),
+            }
+        }
+        (Some("time-exec"), [count, cmd @ ..]) if !cmd.is_empty() => {
+            match count.to_str().and_then(|c| c.parse().ok()) {
+                Some(n) => timing::time_exec(n, cmd),
+                None => return usage("time-exec COUNT CMD..."),
+            }
         }
         (Some("exit"), [n]) => match n.to_str().and_then(parse_exit_code) {
             Some(n) => n,
