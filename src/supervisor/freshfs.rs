@@ -31,7 +31,7 @@
 //!
 //! The arguments are the guard's own copies, read once from the guest's memory.
 
-use super::mountguard::Target;
+use super::mountguard::{Report, Target};
 use crate::policy::mounts::{ProcProtection, Protect};
 use nix::errno::Errno;
 use nix::mount::MsFlags;
@@ -179,11 +179,13 @@ fn errno(e: rustix::io::Errno) -> Errno {
 
 /// In a helper process (it changes its namespaces): builds the instance for
 /// the caller's PID namespace (`instance_ns` for procfs) or network namespace
-/// (for sysfs), protects it, locks it and moves it onto the caller's target.
+/// (for sysfs), protects it, locks it and moves it onto the caller's target;
+/// `report` gets the result before the locking helper is reaped.
 pub fn build_and_place(
     spec: &Spec,
     instance_ns: &File,
     dest: &Destination<'_>,
+    report: &Report<'_>,
 ) -> Result<(), Errno> {
     if spec.kind == Kind::Sysfs {
         // sysfs shows the network devices of the mounter's network namespace.
@@ -231,8 +233,10 @@ pub fn build_and_place(
     for p in &spec.protections {
         protect(p)?;
     }
-    let tree = lock_and_clone()?;
-    place(&tree, dest)
+    let (tree, locker) = lock_and_clone()?;
+    report.send(place(&tree, dest));
+    drop(tree);
+    reap(locker)
 }
 
 /// A tiny read-only tmpfs with the directory the instance is built on and the
@@ -313,10 +317,10 @@ fn protect(p: &ProcProtection) -> Result<(), Errno> {
 
 /// Copies our mount namespace into a new user namespace (which locks every
 /// mount in the copy) and returns a detached clone of the tree at TREE, its
-/// masks locked to it.
-fn lock_and_clone() -> Result<OwnedFd, Errno> {
+/// masks locked to it, and the helper that made it, still to be reaped (its
+/// exit tears its mount namespace down, which takes a while).
+fn lock_and_clone() -> Result<(OwnedFd, nix::unistd::Pid), Errno> {
     use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
-    use nix::sys::wait::{waitpid, WaitStatus};
     let (ours, theirs) = socketpair(
         AddressFamily::Unix,
         SockType::SeqPacket,
@@ -345,18 +349,24 @@ fn lock_and_clone() -> Result<OwnedFd, Errno> {
     drop(theirs);
     let mut buf = [0u8; 1];
     let got = crate::sys::fd::recv(ours.as_fd(), &mut buf, rustix::net::RecvFlags::empty());
-    let status = loop {
-        match waitpid(child, None) {
-            Err(Errno::EINTR) => continue,
-            other => break other,
-        }
-    };
-    match status {
-        Ok(WaitStatus::Exited(_, 0)) => {}
-        Ok(WaitStatus::Exited(_, code)) => return Err(Errno::from_raw(code)),
-        _ => return Err(Errno::EIO),
+    match got.map(|g| g.fds.into_iter().next()) {
+        Ok(Some(tree)) => Ok((tree, child)),
+        // It failed before sending: its exit status says why.
+        _ => reap(child).and(Err(Errno::EIO)),
     }
-    got?.fds.into_iter().next().ok_or(Errno::EIO)
+}
+
+/// Waits for a helper; its exit status is an errno (0: done).
+fn reap(child: nix::unistd::Pid) -> Result<(), Errno> {
+    use nix::sys::wait::{waitpid, WaitStatus};
+    loop {
+        match waitpid(child, None) {
+            Ok(WaitStatus::Exited(_, 0)) => return Ok(()),
+            Ok(WaitStatus::Exited(_, code)) => return Err(Errno::from_raw(code)),
+            Err(Errno::EINTR) => continue,
+            _ => return Err(Errno::EIO),
+        }
+    }
 }
 
 /// Enters the caller's mount namespace and moves the tree onto its target,

@@ -91,6 +91,36 @@ pub struct MountGuard {
     listener: OwnedFd,
     config: GuardConfig,
     broker: Broker,
+    /// Helpers that answered and may not have exited yet.
+    helpers: std::cell::RefCell<Vec<nix::unistd::Pid>>,
+}
+
+impl Drop for MountGuard {
+    fn drop(&mut self) {
+        self.reap(true);
+    }
+}
+
+/// A helper's result, sent to the supervisor once (as a native-endian errno,
+/// 0 for success) as soon as it is known: what the helper does after that
+/// (reaping its own helper, tearing down its namespaces) does not delay the
+/// answer to the guest.
+pub struct Report<'a> {
+    pipe: BorrowedFd<'a>,
+    sent: std::cell::Cell<bool>,
+}
+
+impl Report<'_> {
+    pub fn send(&self, res: Result<(), Errno>) {
+        if self.sent.replace(true) {
+            return;
+        }
+        let code = match res {
+            Ok(()) => 0i32,
+            Err(e) => e as i32,
+        };
+        let _ = nix::unistd::write(self.pipe, &code.to_ne_bytes());
+    }
 }
 
 /// The arguments of one intercepted mount(2), copied out of the guest.
@@ -111,6 +141,7 @@ impl MountGuard {
             listener,
             config,
             broker,
+            helpers: std::cell::RefCell::new(Vec::new()),
         }
     }
 
@@ -183,26 +214,61 @@ impl MountGuard {
         Ok((root, cwd, target))
     }
 
-    /// Runs `f` in a helper process that exits with an errno (0: done).
-    fn in_helper(&self, r: &Request, f: impl FnOnce() -> Result<(), Errno>) -> Result<(), Errno> {
+    /// Runs `f` in a helper process, which reports its result on a pipe (see
+    /// `Report`); the caller is answered as soon as it has, and the helper is
+    /// reaped later: a helper that made mount namespaces of its own spends
+    /// milliseconds tearing them down as it exits.
+    fn in_helper(
+        &self,
+        r: &Request,
+        f: impl FnOnce(&Report) -> Result<(), Errno>,
+    ) -> Result<(), Errno> {
         // The fds the caller's /proc entry gave us are the caller's only if it
         // still waits for us (its tid could otherwise have been reused).
         if !seccomp::id_valid(self.listener.as_fd(), r.id) {
             return Err(Errno::ENOENT);
         }
-        let child = crate::sys::process::fork_run(|| match f() {
-            Ok(()) => 0,
-            Err(e) => e as i32,
+        self.reap(false);
+        let (rd, wr) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|_| Errno::EAGAIN)?;
+        let child = crate::sys::process::fork_run(|| {
+            let report = Report {
+                pipe: wr.as_fd(),
+                sent: std::cell::Cell::new(false),
+            };
+            let res = f(&report);
+            report.send(res);
+            0
         })
         .map_err(|_| Errno::EAGAIN)?;
-        loop {
-            match waitpid(child, None) {
-                Ok(WaitStatus::Exited(_, 0)) => return Ok(()),
-                Ok(WaitStatus::Exited(_, code)) => return Err(Errno::from_raw(code)),
+        drop(wr);
+        self.helpers.borrow_mut().push(child);
+        let mut code = [0u8; 4];
+        let mut got = 0;
+        while got < code.len() {
+            match nix::unistd::read(rd.as_raw_fd(), &mut code[got..]) {
+                Ok(0) => return Err(Errno::EIO), // it died before saying
+                Ok(n) => got += n,
                 Err(Errno::EINTR) => continue,
-                _ => return Err(Errno::EIO),
+                Err(_) => return Err(Errno::EIO),
             }
         }
+        match i32::from_ne_bytes(code) {
+            0 => Ok(()),
+            e => Err(Errno::from_raw(e)),
+        }
+    }
+
+    /// Reaps helpers that have exited (all of them, waiting, with `wait`).
+    fn reap(&self, wait: bool) {
+        let flags = (!wait).then_some(nix::sys::wait::WaitPidFlag::WNOHANG);
+        self.helpers.borrow_mut().retain(|&pid| loop {
+            match waitpid(pid, flags) {
+                Ok(WaitStatus::StillAlive) => return true,
+                Err(Errno::EINTR) => continue,
+                _ => return false,
+            }
+        });
     }
 
     fn perform_fresh(
@@ -236,8 +302,8 @@ impl MountGuard {
             target: &target,
             target_path: &r.target,
         };
-        self.in_helper(r, || {
-            freshfs::build_and_place(&spec, &instance_ns.file, &dest)
+        self.in_helper(r, |report| {
+            freshfs::build_and_place(&spec, &instance_ns.file, &dest, report)
         })
     }
 
@@ -267,7 +333,7 @@ impl MountGuard {
         let userns = (!caller.in_our_userns()?).then_some(&caller.userns.file);
         let ids = (caller.fsuid, caller.fsgid);
         let (root, cwd, target) = self.destination(r)?;
-        self.in_helper(r, || {
+        self.in_helper(r, |_| {
             let extra = extra_ns.as_ref().map(|(ns, kind)| (&ns.file, *kind));
             mount_as_caller(r, &mnt_ns.file, extra, userns, ids, &root, &cwd, &target)
         })
