@@ -18,7 +18,10 @@
 //! 10. A fresh session keyring (the host's must not be reachable: keyctl is
 //!     filtered next); the seccomp filters (policy/seccomp.rs), then
 //!     capabilities (caps.rs), since installing filters without no_new_privs
-//!     needs CAP_SYS_ADMIN.
+//!     needs CAP_SYS_ADMIN. Inside a nixrun guest (Policy::outer_guard) the
+//!     kernel refuses the mount guard's listener (one per filter chain) and
+//!     the outer supervisor serves our guest instead; keyctl is refused there
+//!     already.
 //! 11. Send the supervisor the console pty, the notify socket and the seccomp
 //!     listener; reset the signal mask and dispositions the supervisor set; mark
 //!     every inherited fd close-on-exec; exec.
