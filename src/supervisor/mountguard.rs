@@ -1,5 +1,6 @@
 //! The supervisor's answer to the guest's mounts of new file systems (seccomp
-//! user notifications from filter 3, see container/seccomp.rs).
+//! user notifications from filter 3, see policy/seccomp.rs). The guest's bpf(2)
+//! calls arrive on the same listener and go to bpfbroker.rs.
 //!
 //! A real-root guest that mounts a fresh procfs or sysfs itself gets them
 //! without our masks and read-only binds: /proc/sysrq-trigger,
