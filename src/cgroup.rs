@@ -452,6 +452,12 @@ impl Cgroups {
             })
     }
 
+    /// The guest's payload cgroup in cgroup2, on the host: the root of its
+    /// cgroup namespace, below which it may attach device programs.
+    pub fn v2_payload(&self) -> &Path {
+        &self.placements[0].payload
+    }
+
     /// The systemd unit whose cgroup is the container's (--keep-unit): the
     /// last component of its cgroup2 path, if it names a unit.
     pub fn unit_name(&self) -> Option<String> {

@@ -115,11 +115,44 @@ pub fn set_netlink_option(sock: BorrowedFd<'_>, option: libc::c_int) -> nix::Res
 /// ioctl NS_GET_NSTYPE: a bind-mounted namespace file's /proc link shows its
 /// path, not its type. Fails with ENOTTY for anything that is not a namespace.
 pub fn ns_type(fd: BorrowedFd<'_>) -> nix::Result<libc::c_int> {
-    // _IO(0xb7, 0x3) from <linux/nsfs.h>.
-    const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
     // SAFETY: NS_GET_NSTYPE takes no argument and returns the type; fd is open.
     let r = unsafe { libc::ioctl(fd.as_raw_fd(), NS_GET_NSTYPE as _) };
     Errno::result(r)
+}
+
+// From <linux/nsfs.h>: _IO(0xb7, 1) to _IO(0xb7, 4).
+const NS_GET_USERNS: libc::c_ulong = 0xb701;
+const NS_GET_PARENT: libc::c_ulong = 0xb702;
+const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
+const NS_GET_OWNER_UID: libc::c_ulong = 0xb704;
+
+fn ns_ioctl_fd(fd: BorrowedFd<'_>, request: libc::c_ulong) -> nix::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: NS_GET_USERNS and NS_GET_PARENT take no argument and return a new
+    // fd (opened close-on-exec by the kernel) that nothing else owns.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), request as _) };
+    // SAFETY: on success r is that new fd.
+    Errno::result(r).map(|fd| unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// The user namespace that owns the namespace `fd` refers to (NS_GET_USERNS).
+pub fn ns_owner(fd: BorrowedFd<'_>) -> nix::Result<std::os::fd::OwnedFd> {
+    ns_ioctl_fd(fd, NS_GET_USERNS)
+}
+
+/// The parent of the user (or PID) namespace `fd` refers to; EPERM when the
+/// parent lies outside our own, i.e. for the initial one.
+pub fn ns_parent(fd: BorrowedFd<'_>) -> nix::Result<std::os::fd::OwnedFd> {
+    ns_ioctl_fd(fd, NS_GET_PARENT)
+}
+
+/// The uid (in our user namespace) of whoever created the user namespace `fd`
+/// refers to.
+pub fn ns_owner_uid(fd: BorrowedFd<'_>) -> nix::Result<u32> {
+    let mut uid: libc::uid_t = 0;
+    // SAFETY: NS_GET_OWNER_UID writes one uid_t to the pointer we pass.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), NS_GET_OWNER_UID as _, &mut uid) };
+    Errno::result(r).map(|_| uid)
 }
 
 /// nix's `Errno` for one of rustix's: the crate reports system errors as nix's.
