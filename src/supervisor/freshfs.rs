@@ -194,7 +194,15 @@ pub fn build_and_place(
     let fs = fsopen(spec.kind.fstype(), FsOpenFlags::FSOPEN_CLOEXEC).map_err(errno)?;
     fsconfig_set_string(&fs, "source", spec.source.as_str()).map_err(errno)?;
     if spec.kind == Kind::Proc {
-        fsconfig_set_fd(&fs, "pidns", instance_ns.as_fd()).map_err(errno)?;
+        // A procfs for another PID namespace without entering it needs the
+        // pidns= option, which older kernels lack (Debian 12's 6.1: EINVAL).
+        // Refused there as before this existed (EPERM): systemd then binds
+        // the /proc it has for ProtectProc= and the like, where an EINVAL
+        // would fail the service (226/NAMESPACE).
+        fsconfig_set_fd(&fs, "pidns", instance_ns.as_fd()).map_err(|e| match errno(e) {
+            Errno::EINVAL => Errno::EPERM,
+            other => other,
+        })?;
     }
     for (k, v) in &spec.options {
         fsconfig_set_string(&fs, k.as_str(), v.as_str()).map_err(errno)?;
