@@ -7,7 +7,9 @@
 //!  3. unshare(CLONE_NEWCGROUP): only now, so that the namespace's root is that
 //!     cgroup and the guest's /sys/fs/cgroup shows nothing above it.
 //!  4. Make every mount a slave, so nothing done here propagates to the host.
-//!  5. Bind the root onto itself (pivot_root needs a mount point), open it.
+//!  5. Bind the root onto itself (pivot_root needs a mount point), open it;
+//!     a volatile root's layer goes over the tree first, and a read-only one
+//!     is made read-only once bound (rootfs.rs).
 //!  6. Apply the mount table (policy/mounts.rs, by mounts.rs) inside the root:
 //!     its outer phase, then its inner one.
 //!  7. pivot_root into the root, drop the old one.
@@ -34,7 +36,9 @@ pub mod caps;
 pub mod dev;
 pub mod lock;
 pub mod mounts;
+pub mod overlay;
 pub mod root;
+pub mod rootfs;
 
 use crate::plan::{Exec, Plan};
 use crate::policy::mounts::Phase;
@@ -74,6 +78,8 @@ enum StepError {
     Mount(#[from] mounts::MountError),
     #[error(transparent)]
     Root(#[from] root::RootError),
+    #[error(transparent)]
+    RootFs(#[from] rootfs::RootFsError),
     #[error(transparent)]
     Channel(#[from] crate::protocol::ChannelError),
     #[error("{0}")]
@@ -129,6 +135,7 @@ fn prepare_and_exec(setup: &Setup<'_>, channel: &ChildEnd) -> Result<Never, Step
         None::<&str>,
     )
     .map_err(sys("make / a slave mount"))?;
+    rootfs::layer(&plan.root, &policy.rootfs)?;
     mount(
         Some(&plan.root),
         &plan.root,
@@ -138,6 +145,7 @@ fn prepare_and_exec(setup: &Setup<'_>, channel: &ChildEnd) -> Result<Never, Step
     )
     .map_err(sys("bind the container root onto itself"))?;
     let root = Root::open_dir(&plan.root).map_err(sys("open the container root"))?;
+    rootfs::protect(&root, &policy.rootfs)?;
     let mut out = mounts::Outputs::default();
     mounts::apply(&root, policy.mounts.ops(Phase::Outer), &mut out)?;
 
