@@ -98,20 +98,33 @@ fn probe_in_booted_guest(c: &mut Spawned, probe_path: &str) -> String {
 
 #[test]
 fn debian_guest_probe_as_a_service() {
-    let (t, root) = TempRoot::copy_of("esc-deb", &fixture("debian"), "esc-deb");
+    debian_guest_attacked("esc-deb", &[]);
+}
+
+/// On an ephemeral root (an overlay over the tree, with a tmpfs upper layer)
+/// the wall is the same, and what the attacks write stays off the tree.
+#[test]
+fn ephemeral_debian_guest_probe_as_a_service() {
+    debian_guest_attacked("esc-deb-eph", &["-x", "-M", "esc-deb-eph"]);
+}
+
+fn debian_guest_attacked(tag: &str, extra: &[&str]) {
+    let (t, root) = TempRoot::copy_of(tag, &fixture("debian"), tag);
     install_probe(&root);
     let store = store_dir(&t);
-    let snap = HostSnapshot::take("esc-deb");
-    let mut c = Spawned::start(&[
+    let snap = HostSnapshot::take(tag);
+    let mut args = vec![
         "-D",
         root.to_str().unwrap(),
         "-b",
         "--notify-ready=yes",
         &store,
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    let mut c = Spawned::start(&args);
     c.wait_ready(BOOT_TIMEOUT);
     let report = probe_in_booted_guest(&mut c, "/usr/local/bin/nixrun-probe");
-    assert_all_blocked(&report, "debian");
+    assert_all_blocked(&report, tag);
     // The guest survived the attacks and still runs cleanly.
     let state = c.exec(&["systemctl", "is-system-running"]);
     assert_eq!(String::from_utf8_lossy(&state.stdout).trim(), "running");
