@@ -528,3 +528,40 @@ fn link_journal_guest_with_a_throw_away_root() {
         &["--link-journal=guest", "--ephemeral"],
     );
 }
+
+/// -U with ownership chown would write the whole tree, which --ephemeral
+/// (and --volatile, --read-only) leave as it is: refused, the range released.
+#[test]
+fn chown_ownership_with_a_throw_away_root() {
+    let (t, root) = minimal("bad-eph-chown");
+    let locks = |_: ()| -> Vec<String> {
+        fs::read_dir("/run/systemd/nspawn/locks")
+            .map(|rd| {
+                rd.filter_map(Result::ok)
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let before = locks(());
+    assert_refused(
+        "bad-eph-chown",
+        &t.base,
+        &[
+            "-D",
+            root.to_str().unwrap(),
+            "-M",
+            "bad-eph-chown",
+            "-U",
+            "--private-users-ownership=chown",
+            "-x",
+            "/nixrun-probe",
+            "exit",
+            "0",
+        ],
+        &["chowned", "--ephemeral"],
+    );
+    let after = locks(());
+    let new: Vec<_> = after.iter().filter(|l| !before.contains(l)).collect();
+    assert!(new.is_empty(), "lock files left: {new:?}");
+}

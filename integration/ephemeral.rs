@@ -84,6 +84,23 @@ fn mounts_naming(path: &Path) -> Vec<String> {
     hits
 }
 
+/// Waits until `pid` is dead (gone or a zombie: this host's PID 1 reaps
+/// slowly); fails after 30 s.
+fn wait_gone(pid: i32) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        if stat.is_empty() || stat.split(") ").nth(1).is_some_and(|s| s.starts_with('Z')) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pid {pid} outlived its supervisor"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn debian_copy(tag: &str) -> (TempRoot, PathBuf) {
     TempRoot::copy_of(tag, &fixture("debian"), tag)
 }
@@ -211,15 +228,7 @@ fn sigkill_of_the_supervisor_during_an_ephemeral_boot_leaves_nothing() {
         std::os::unix::process::ExitStatusExt::signal(&st),
         Some(libc::SIGKILL)
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !gone(leader) && Instant::now() < deadline {
-        // A zombie is dead (this host's PID 1 reaps slowly).
-        let state = fs::read_to_string(format!("/proc/{leader}/stat")).unwrap_or_default();
-        if state.split(") ").nth(1).is_some_and(|s| s.starts_with('Z')) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_gone(leader);
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut left = mounts_naming(&root);
     while !left.is_empty() && Instant::now() < deadline {
@@ -595,4 +604,112 @@ fn inaccessible_paths_are_empty_and_read_only() {
     assert!(fs::metadata(root.join("etc/shadow")).unwrap().len() > 0);
     assert!(!names(&root.join("usr/share/doc")).is_empty());
     snap.assert_unchanged();
+}
+
+/// The first field of `/proc/PID/uid_map`'s line: the host uid of the guest's root.
+fn shift_of(pid: i32) -> u32 {
+    let map = fs::read_to_string(format!("/proc/{pid}/uid_map")).unwrap();
+    let f: Vec<&str> = map.split_whitespace().collect();
+    assert_eq!(f.len(), 3, "one line in {map:?}");
+    assert_eq!(f[0], "0");
+    f[1].parse().unwrap()
+}
+
+/// -U with -x: the tree is mounted ID-mapped under the overlay (overlayfs
+/// cannot be ID-mapped itself on 6.1; its layers can). The guest boots to
+/// `running`, sees its files as its root's, what its root writes is owned by
+/// the shift on the host (seen through /proc/PID/root, the overlay being in
+/// the supervisor's mount namespace only), and the tree is unchanged.
+#[test]
+fn ephemeral_boot_with_a_user_namespace() {
+    let (_t, root) = debian_copy("eph-userns");
+    let before = tree_digest(&root);
+    let snap = HostSnapshot::take("eph-userns");
+    let mut c = boot(&root, "eph-userns", &["-x", "-U"]);
+    c.wait_ready(BOOT_TIMEOUT);
+    // Through nixrunctl exec, which enters the guest's user namespace (its
+    // systemd takes orders from its own root only).
+    let ctl = Path::new(NIXRUN.as_str()).with_file_name("nixrunctl");
+    let in_guest = |script: &str| -> String {
+        let out = Command::new(&ctl)
+            .args(["exec", "eph-userns", "--", "/bin/sh", "-c", script])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("nixrunctl exec");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let state = in_guest("systemctl is-system-running --wait");
+    let failed = in_guest("systemctl --failed --no-legend --plain");
+    assert_eq!(state.trim(), "running", "failed units: {failed}");
+    let leader = c.leader();
+    let shift = shift_of(leader);
+    assert!(shift >= 0x10000, "no user namespace: shift {shift}");
+    assert_eq!(in_guest("stat -c '%u:%g' / /etc/passwd"), "0:0\n0:0\n");
+    // Device nodes are not the guest's root's to make in a user namespace.
+    let writes = WRITES.replace("mknod /root/null c 1 3", "mkfifo /root/fifo");
+    assert_eq!(
+        in_guest(&format!("({writes}) 2>&1 && echo written")),
+        "written\n"
+    );
+    let host_view = PathBuf::from(format!("/proc/{leader}/root/etc/nixrun-ephemeral"));
+    let meta = fs::metadata(&host_view).unwrap();
+    assert_eq!(
+        (
+            std::os::unix::fs::MetadataExt::uid(&meta),
+            std::os::unix::fs::MetadataExt::gid(&meta)
+        ),
+        (shift, shift)
+    );
+    // A SIGKILL of the supervisor takes the guest (and with it the last
+    // mount namespace holding the overlay) along, with a user namespace too.
+    c.signal(libc::SIGKILL);
+    c.wait_exit(STOP_TIMEOUT);
+    wait_gone(leader);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut left = mounts_naming(&root);
+    while !left.is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        left = mounts_naming(&root);
+    }
+    assert!(
+        left.is_empty(),
+        "the killed run's mounts live on:\n{}",
+        left.join("\n")
+    );
+    assert_same_tree(&before, &root);
+    // The next start cleans what the killed one left (its cgroups).
+    let (code, out, err) = sh_in(
+        &root,
+        "eph-userns",
+        &["-x", "-U"],
+        "cat /etc/nixrun-ephemeral || echo gone",
+    );
+    assert_eq!((code, out.as_str()), (0, "gone\n"), "{err}");
+    assert_same_tree(&before, &root);
+    snap.assert_unchanged();
+}
+
+/// Every --volatile mode and --read-only with -U: the guest's root owns its
+/// root and its tmpfs mounts, writes where the mode lets it, and the tree
+/// (ID-mapped below the layer) is unchanged.
+#[test]
+fn volatile_and_read_only_with_a_user_namespace() {
+    let (_t, root) = debian_copy("vol-userns");
+    let before = tree_digest(&root);
+    let script = "read a b c < /proc/self/uid_map; [ $b -ne 0 ] && echo 1; stat -c '%u:%g' / /etc /var /usr/bin/ls;
+        (echo x > /etc/w) 2>/dev/null && echo etc-writable; (echo x > /var/w) 2>/dev/null && echo var-writable; true";
+    let owners = "1\n0:0\n0:0\n0:0\n0:0\n";
+    for (flag, writable) in [
+        ("--volatile=yes", "etc-writable\nvar-writable\n"),
+        ("--volatile=state", "var-writable\n"),
+        ("--volatile=overlay", "etc-writable\nvar-writable\n"),
+        ("--read-only", ""),
+    ] {
+        let snap = HostSnapshot::take("vol-userns");
+        let (code, out, err) = sh_in(&root, "vol-userns", &["-U", flag], script);
+        assert_eq!(code, 0, "{flag}: {err}");
+        assert_eq!(out, format!("{owners}{writable}"), "{flag}");
+        snap.assert_unchanged();
+    }
+    assert_same_tree(&before, &root);
 }

@@ -63,14 +63,16 @@ pub fn layer(dir: &Path, rootfs: &RootFs) -> Result<(), RootFsError> {
             )?;
             Ok(())
         }
-        Layer::TmpfsWithUsr { options } => tmpfs_with_usr(dir, options),
+        Layer::TmpfsWithUsr { options } => {
+            tmpfs_with_usr(dir, options, rootfs.owner.map(|id| (id, id)))
+        }
     }
 }
 
 /// --volatile=yes: an empty tmpfs as the root, the tree's /usr bound into it
 /// read-only, and the top-level links into /usr and directories a merged-/usr
 /// system expects (nspawn's base_filesystem_create makes them too).
-fn tmpfs_with_usr(dir: &Path, options: &str) -> Result<(), RootFsError> {
+fn tmpfs_with_usr(dir: &Path, options: &str, owner: Option<(u32, u32)>) -> Result<(), RootFsError> {
     let tree = Root::open_dir(dir).map_err(sys("open the container root"))?;
     let usr = tree.path_fd(Path::new("/usr"))?;
     let present: Vec<bool> = USR_LINKS
@@ -85,7 +87,9 @@ fn tmpfs_with_usr(dir: &Path, options: &str) -> Result<(), RootFsError> {
         Some(options),
     )
     .map_err(sys("mount a tmpfs as the volatile root"))?;
-    let top = Root::open_dir(dir).map_err(sys("open the volatile root"))?;
+    let top = Root::open_dir(dir)
+        .map_err(sys("open the volatile root"))?
+        .with_owner(owner);
     let point = top.mount_point(Path::new("/usr"), super::root::Kind::Dir)?;
     mount(
         Some(fd_path(usr.as_fd()).as_str()),
@@ -100,8 +104,7 @@ fn tmpfs_with_usr(dir: &Path, options: &str) -> Result<(), RootFsError> {
         .map_err(sys("make the volatile root's /usr read-only"))?;
     for (&(name, target), there) in USR_LINKS.iter().zip(present) {
         if there {
-            rustix::fs::symlinkat(target, top.fd(), name)
-                .map_err(|e| sys("link a top-level directory to /usr")(crate::sys::errno(e)))?;
+            top.symlink(&Path::new("/").join(name), target)?;
         }
     }
     for &(path, mode) in EMPTY_ROOT_DIRS {

@@ -109,7 +109,7 @@ impl Policy {
             devices: devices::rules(&binds),
             env: env::guest_env(plan, facts),
             mounts: mounts::table(plan, facts),
-            rootfs: rootfs::of(plan),
+            rootfs: rootfs::of(plan, facts.userns),
             outer_guard: facts.inside_nixrun,
             userns: facts.userns,
         })

@@ -8,6 +8,7 @@
 //! a guest writing to its throw-away root fills RAM, not a disk, and may take a
 //! quarter of it; the pages are charged to the memory cgroup of the writer.
 
+use super::Userns;
 use crate::plan::{Plan, Volatile};
 
 /// A root tmpfs: a quarter of the host's RAM and a million inodes.
@@ -36,6 +37,9 @@ pub struct RootFs {
     pub read_only: bool,
     /// A tmpfs (these options) on /var of the read-only root.
     pub var_tmpfs: Option<String>,
+    /// With a user namespace: the host uid (and gid) of the guest's root, who
+    /// owns the tmpfs roots and what the runtime makes in an empty root.
+    pub owner: Option<u32>,
 }
 
 /// Where the runtime mounts the API file systems at the top of the root: made
@@ -55,11 +59,18 @@ pub const USR_LINKS: &[(&str, &str)] = &[
 /// Directories an empty root gets besides the mount points: (path, mode).
 pub const EMPTY_ROOT_DIRS: &[(&str, u32)] = &[("/etc", 0o755), ("/var", 0o755), ("/root", 0o700)];
 
-pub fn of(plan: &Plan) -> RootFs {
+pub fn of(plan: &Plan, userns: Option<Userns>) -> RootFs {
     let m = &plan.root_mode;
+    let owner = userns.map(|u| u.host_id(0));
+    // A tmpfs the guest's root writes to is its own, as nspawn mounts it
+    // (uid=, gid= of the shift); a layer-holding one is never seen.
+    let tmpfs = match owner {
+        Some(id) => format!("mode=0755,uid={id},gid={id},{LIMITS_ROOTFS}"),
+        None => format!("mode=0755,{LIMITS_ROOTFS}"),
+    };
     let layer = match m.volatile {
         Volatile::Yes => Layer::TmpfsWithUsr {
-            options: format!("mode=0755,{LIMITS_ROOTFS}"),
+            options: tmpfs.clone(),
         },
         Volatile::Overlay => Layer::Overlay {
             options: format!("mode=0755,{LIMITS_ROOTFS}"),
@@ -72,7 +83,8 @@ pub fn of(plan: &Plan) -> RootFs {
         // A tmpfs root is the guest's to write (nspawn leaves it writable too);
         // an overlay writes nothing to the tree.
         read_only: m.volatile == Volatile::State || (m.read_only && m.volatile == Volatile::No),
-        var_tmpfs: (m.volatile == Volatile::State).then(|| format!("mode=0755,{LIMITS_ROOTFS}")),
+        var_tmpfs: (m.volatile == Volatile::State).then_some(tmpfs),
+        owner,
     }
 }
 
@@ -84,7 +96,7 @@ mod tests {
     fn with(mode: RootMode) -> RootFs {
         let mut plan = Plan::new("/var/lib/containers/foo".into(), "foo");
         plan.root_mode = mode;
-        of(&plan)
+        of(&plan, None)
     }
 
     #[test]
@@ -129,5 +141,26 @@ mod tests {
                 Layer::TmpfsWithUsr { .. } | Layer::Overlay { .. }
             ));
         }
+    }
+
+    #[test]
+    fn with_a_user_namespace_the_guests_tmpfs_belong_to_its_root() {
+        let mut plan = Plan::new("/var/lib/containers/foo".into(), "foo");
+        let u = Userns {
+            shift: 0x80000,
+            range: 0x10000,
+            map_root: true,
+        };
+        for v in [Volatile::Yes, Volatile::State] {
+            plan.root_mode.volatile = v;
+            let r = of(&plan, Some(u));
+            assert_eq!(r.owner, Some(0x80000));
+            let opts = match (&r.layer, &r.var_tmpfs) {
+                (Layer::TmpfsWithUsr { options }, _) | (_, Some(options)) => options.clone(),
+                _ => panic!("{v:?}: no tmpfs"),
+            };
+            assert!(opts.contains("uid=524288,gid=524288"), "{v:?}: {opts}");
+        }
+        assert_eq!(of(&plan, None).owner, None);
     }
 }

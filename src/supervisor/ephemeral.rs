@@ -16,11 +16,21 @@
 //! RAM (bounded to a quarter of it, policy/rootfs.rs), and it sees overlayfs
 //! semantics (st_dev of copied-up files, hard links to lower files broken by a
 //! copy-up).
+//!
+//! With a user namespace whose range maps the root (--private-users with
+//! ownership `map`), overlayfs itself cannot be ID-mapped (not on 6.1), but its
+//! layers can: the tree is first mounted ID-mapped onto itself, here, and the
+//! overlay goes over that, so the guest sees its own owners in the lower layer
+//! and what its root writes lands in the tmpfs owned by the shift; the child
+//! then binds the overlay as it is (container/userns.rs). Chowning the tree
+//! into the range would write to it; that is refused (supervisor/mod.rs).
 
 use super::teardown::Teardown;
 use super::SupervisorError;
+use crate::container::idmap::{self, Mapping};
 use crate::container::overlay::{self, Spec, Upper};
 use crate::plan::Plan;
+use crate::policy::Userns;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{unshare, CloneFlags};
 use rustix::fs::{Mode, OFlags};
@@ -36,6 +46,7 @@ fn fail(what: &str, e: impl std::fmt::Display) -> SupervisorError {
 pub fn make<'a>(
     plan: &'a Plan,
     tmpfs_options: &str,
+    userns: Option<Userns>,
     undo: &mut Teardown<'a>,
 ) -> Result<(), SupervisorError> {
     unshare(CloneFlags::CLONE_NEWNS).map_err(|e| fail("a mount namespace of our own", e))?;
@@ -47,6 +58,11 @@ pub fn make<'a>(
         None::<&str>,
     )
     .map_err(|e| fail("make our mounts slaves of the host's", e))?;
+    let mut mounts = 2;
+    if let Some(u) = userns.filter(|u| u.map_root) {
+        map_tree(plan, u)?;
+        mounts += 1;
+    }
     let tree = rustix::fs::open(
         &plan.root,
         OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
@@ -68,11 +84,44 @@ pub fn make<'a>(
     )
     .map_err(|e| fail("the overlay over the root", e))?;
     undo.push("removing the ephemeral root", move || {
-        // The overlay, then the tmpfs under it (with the tree's bind in it).
-        for _ in 0..2 {
+        // The overlay, then the tmpfs under it (with the tree's bind in it),
+        // then the ID-mapped tree.
+        for _ in 0..mounts {
             umount2(&plan.root, MntFlags::MNT_DETACH).map_err(|e| e.to_string())?;
         }
         Ok(())
     });
     Ok(())
+}
+
+/// Mounts the tree ID-mapped (on-disk 0..range as the guest's range) onto itself.
+fn map_tree(plan: &Plan, u: Userns) -> Result<(), SupervisorError> {
+    let ns = idmap::userns(&Mapping::Range {
+        shift: u.shift,
+        range: u.range,
+    })
+    .map_err(|e| fail("a user namespace for the tree's ID mapping", e))?;
+    let src = rustix::fs::open(
+        &plan.root,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| fail("open the container root", e))?;
+    let tree = idmap::clone_idmapped(src.as_fd(), true, ns.as_fd()).map_err(|e| {
+        fail(
+            &format!(
+                "ID-mapping the tree under the overlay ({})",
+                idmap::fs_type(&plan.root)
+            ),
+            e,
+        )
+    })?;
+    rustix::mount::move_mount(
+        &tree,
+        "",
+        rustix::fs::CWD,
+        &plan.root,
+        rustix::mount::MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+    )
+    .map_err(|e| fail("mount the ID-mapped tree", e))
 }

@@ -142,6 +142,16 @@ pub fn run(plan: &Plan) -> Result<i32, SupervisorError> {
     let resolved = userns::resolve(plan).map_err(SupervisorError::Failed)?;
     let userns = resolved.as_ref().map(|r| r.userns);
     if let Some(r) = resolved {
+        if r.chown && plan.root_mode.keeps_tree() {
+            // As nspawn refuses chown with --read-only; a chowned overlay
+            // would copy the whole tree up into RAM.
+            return Err(SupervisorError::Failed(format!(
+                "--private-users: the tree {} would have to be chowned into the range, \
+                 which --ephemeral, --volatile and --read-only leave as it is; use a file \
+                 system that can be ID-mapped (--private-users-ownership=map)",
+                plan.root.display()
+            )));
+        }
         if r.chown {
             userns::chown_tree(&plan.root, r.userns.shift).map_err(SupervisorError::Failed)?;
         }
@@ -160,7 +170,7 @@ pub fn run(plan: &Plan) -> Result<i32, SupervisorError> {
     crate::phase::mark("policy");
     overlays::prepare(plan, &mut run_undo)?;
     if let Some(options) = &policy.rootfs.ephemeral {
-        ephemeral::make(plan, options, &mut run_undo)?;
+        ephemeral::make(plan, options, policy.userns, &mut run_undo)?;
         crate::phase::mark("ephemeral");
     }
 
