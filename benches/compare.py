@@ -2377,7 +2377,8 @@ def report_ephemeral(L, e, args):
     L.append("| left behind: processes; cgroups; host mounts | "
              + " | ".join(f"{x['leftover_procs']}; {', '.join(x['leftover_cgroups']) or 'none'}; "
                           f"{len(x['leftover_mounts'])}" for x in (a, s)) + " | |")
-    L.append(f"| entries left next to the roots (snapshots) | {', '.join(e['left_beside']) or 'none'} | | |")
+    L.append(f"| entries left next to the roots by either runtime (snapshots, lock files) | "
+             f"{', '.join(e['left_beside']) or 'none'} | | |")
     L.append("")
 
 

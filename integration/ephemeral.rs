@@ -430,10 +430,17 @@ fn read_only_root_refuses_writes_but_binds_and_tmpfs_take_them() {
         "ro",
         &["--read-only", &bind],
         "for p in /etc/x /usr/x /x /var/x; do touch $p 2>&1 | grep -c 'Read-only file system'; done;
-         touch /tmp/x /run/x /mnt/written && echo writable",
+         touch /tmp/x /run/x /mnt/written && echo writable;
+         # The guest's root cannot undo it: the flag is locked with the tree.
+         mount -o remount,rw / 2>/dev/null || echo remount-refused;
+         mount -o remount,bind,rw / 2>/dev/null || echo bind-remount-refused;
+         touch /etc/x 2>/dev/null || echo still-read-only",
     );
     assert_eq!(code, 0, "{err}");
-    assert_eq!(out, "1\n1\n1\n1\nwritable\n");
+    assert_eq!(
+        out,
+        "1\n1\n1\n1\nwritable\nremount-refused\nbind-remount-refused\nstill-read-only\n"
+    );
     assert!(data.join("written").exists());
     assert_same_tree(&before, &root);
     snap.assert_unchanged();
@@ -616,7 +623,7 @@ fn shift_of(pid: i32) -> u32 {
 }
 
 /// -U with -x: the tree is mounted ID-mapped under the overlay (overlayfs
-/// cannot be ID-mapped itself on 6.1; its layers can). The guest boots to
+/// cannot be ID-mapped itself, EINVAL on 6.18; its layers can). The guest boots to
 /// `running`, sees its files as its root's, what its root writes is owned by
 /// the shift on the host (seen through /proc/PID/root, the overlay being in
 /// the supervisor's mount namespace only), and the tree is unchanged.

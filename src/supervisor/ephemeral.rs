@@ -18,7 +18,7 @@
 //! copy-up).
 //!
 //! With a user namespace whose range maps the root (--private-users with
-//! ownership `map`), overlayfs itself cannot be ID-mapped (not on 6.1), but its
+//! ownership `map`), overlayfs itself cannot be ID-mapped (EINVAL, seen on 6.18), but its
 //! layers can: the tree is first mounted ID-mapped onto itself, here, and the
 //! overlay goes over that, so the guest sees its own owners in the lower layer
 //! and what its root writes lands in the tmpfs owned by the shift; the child
