@@ -134,6 +134,13 @@ fn inner(
         .and_then(|()| nix::unistd::setgroups(&[]))
         .and_then(|()| nix::unistd::setresuid(root_id.0, root_id.0, root_id.0))
         .map_err(sys("become root in the user namespace"))?;
+    // The kernel clears the death signal when a process changes its
+    // credentials: without it again, a SIGKILLed supervisor would leave the
+    // whole guest running, orphaned (seen: the guest's systemd reparented to
+    // the host's PID 1). A supervisor that died before this line is seen at
+    // sync point 2, whose send then fails.
+    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+        .map_err(|e| StepError::Sys("PR_SET_PDEATHSIG", crate::sys::errno(e)))?;
     // Changing ids made us non-dumpable, and with a memory the host's root
     // owns (we have not exec'd) that would close our own /proc files to us,
     // and those of the namespace holder that locks the tree. No guest process
