@@ -1,0 +1,561 @@
+//! Guests in a user namespace of their own (-U, --private-users=): booted to
+//! `running` on this host, their ranges and nspawn's lock files, ID-mapped
+//! roots and binds seen from both sides, nixrunctl exec inside the namespace,
+//! and the bad input that must leave nothing behind (no lock file, no mount,
+//! no cgroup).
+
+mod common;
+
+use common::*;
+use nix::fcntl::{fcntl, FcntlArg};
+use nixrun::supervisor::locks::{try_lock, LockFile};
+use std::collections::BTreeSet;
+use std::fs;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::process::Command;
+
+const NIXRUNCTL: &str = env!("CARGO_BIN_EXE_nixrunctl");
+/// nspawn's lock directory, shared with nixrun so that neither hands out a
+/// range the other uses.
+const LOCK_DIR: &str = "/run/systemd/nspawn-uid";
+
+/// `nixrunctl ARGS...`: (exit code, stdout, stderr).
+fn ctl(args: &[&str]) -> (i32, String, String) {
+    let (st, out, err) = run_cmd({
+        let mut c = Command::new(NIXRUNCTL);
+        c.args(args);
+        c
+    });
+    (exit_code(st), out, err)
+}
+
+fn ctl_exec(machine: &str, script: &str) -> String {
+    let (code, out, err) = ctl(&["exec", machine, "--", "/bin/sh", "-c", script]);
+    assert_eq!(code, 0, "nixrunctl exec {machine} `{script}`: {err}");
+    out
+}
+
+/// The single line of /proc/PID/{uid,gid}_map as (inside, outside, count).
+fn id_map(pid: i32, which: &str) -> Vec<(u32, u32, u32)> {
+    fs::read_to_string(format!("/proc/{pid}/{which}"))
+        .unwrap_or_else(|e| panic!("/proc/{pid}/{which}: {e}"))
+        .lines()
+        .map(|l| {
+            let v: Vec<u32> = l.split_whitespace().map(|x| x.parse().unwrap()).collect();
+            (v[0], v[1], v[2])
+        })
+        .collect()
+}
+
+/// PID 1's shift, after checking that its maps are the one line machined's
+/// GetMachineUIDShift accepts, the same for uids and gids, in nspawn's pick range.
+fn shift_of(pid: i32) -> u32 {
+    let uid = id_map(pid, "uid_map");
+    assert_eq!(uid.len(), 1, "uid_map of {pid}: {uid:?}");
+    assert_eq!(id_map(pid, "gid_map"), uid, "gid_map differs from uid_map");
+    let (inside, shift, count) = uid[0];
+    assert_eq!((inside, count), (0, 65536), "uid_map of {pid}: {uid:?}");
+    shift
+}
+
+fn assert_picked(shift: u32) {
+    assert_eq!(shift % 0x10000, 0, "{shift} is not 64K-aligned");
+    assert!(
+        (0x80000..=0x6FFF0000).contains(&shift),
+        "{shift} is outside nspawn's pick range"
+    );
+}
+
+fn lock_files() -> BTreeSet<String> {
+    fs::read_dir(LOCK_DIR)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Whether someone holds nspawn's lock on the file for `base` (an open file
+/// description lock, F_OFD_SETLK, as systemd-nspawn 252 and nixrun take it).
+fn locked(base: u32) -> bool {
+    let Ok(f) = fs::File::open(format!("{LOCK_DIR}/{base}")) else {
+        return false;
+    };
+    let mut probe = libc::flock {
+        l_type: libc::F_WRLCK as libc::c_short,
+        l_whence: libc::SEEK_SET as libc::c_short,
+        l_start: 0,
+        l_len: 0,
+        l_pid: 0,
+    };
+    fcntl(f.as_raw_fd(), FcntlArg::F_OFD_GETLK(&mut probe)).expect("F_OFD_GETLK");
+    probe.l_type != libc::F_UNLCK as libc::c_short
+}
+
+/// Holds nspawn's lock for `base` the way systemd-nspawn does while a guest
+/// runs (nixrun's own lock code is nspawn's protocol; it is unit-tested
+/// against a second open file description in src/supervisor/locks.rs).
+fn nspawn_holds(base: u32) -> LockFile {
+    fs::create_dir_all(LOCK_DIR).unwrap();
+    try_lock(Path::new(&format!("{LOCK_DIR}/{base}")))
+        .unwrap()
+        .unwrap_or_else(|| panic!("{LOCK_DIR}/{base} is locked already"))
+}
+
+fn stop(c: &mut Spawned) {
+    c.signal(libc::SIGTERM);
+    let st = c.wait_exit(STOP_TIMEOUT);
+    assert_eq!(exit_code(st), 0, "stop; log:\n{}", c.log_text());
+}
+
+#[test]
+fn debian_guest_boots_with_u_pick_to_running() {
+    let (_t, root) = TempRoot::copy_of("uns-deb", &fixture("debian"), "uns-deb");
+    let snap = HostSnapshot::take("uns-deb");
+    let locks_before = lock_files();
+    let mut c = Spawned::start(&[
+        "-U",
+        "-D",
+        root.to_str().unwrap(),
+        "-b",
+        "--notify-ready=yes",
+    ]);
+    c.wait_ready(BOOT_TIMEOUT);
+    let leader = c.leader();
+    let shift = shift_of(leader);
+    assert_picked(shift);
+    // nspawn's pick: the name's hash first, when nobody holds it.
+    let hashed = nixrun::supervisor::userns::hashed_candidate("uns-deb");
+    if !locks_before.contains(&hashed.to_string()) {
+        assert_eq!(shift, hashed, "the first free candidate is the name's hash");
+    }
+    assert!(
+        locked(shift),
+        "{LOCK_DIR}/{shift} is not locked while the guest runs"
+    );
+    // The guest's PID 1 is the host's uid SHIFT, not the host's root.
+    let status = fs::read_to_string(format!("/proc/{leader}/status")).unwrap();
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert!(
+        uid_line
+            .split_whitespace()
+            .skip(1)
+            .all(|u| u == shift.to_string()),
+        "PID 1 on the host: {uid_line}"
+    );
+
+    let state = ctl_exec("uns-deb", "systemctl is-system-running --wait || true");
+    let failed = ctl_exec("uns-deb", "systemctl --failed --no-legend --plain");
+    assert_eq!(
+        state.trim(),
+        "running",
+        "failed units: {failed}\nlog:\n{}",
+        c.log_text()
+    );
+    assert_eq!(failed.trim(), "", "failed units in the -U guest");
+    // The guest's systemd manages its own cgroup subtree (chowned to the shift).
+    let cg = ctl_exec("uns-deb", "cat /proc/1/cgroup");
+    assert!(cg.lines().any(|l| l == "0::/init.scope"), "{cg}");
+
+    // The root is ID-mapped, not chowned: the guest's root creates a file that
+    // is root's on disk, and the tree keeps its owners.
+    ctl_exec("uns-deb", "echo x > /root/made-by-guest-root");
+    let made = fs::metadata(root.join("root/made-by-guest-root")).unwrap();
+    assert_eq!((made.uid(), made.gid()), (0, 0));
+    assert_eq!(fs::metadata(root.join("etc/passwd")).unwrap().uid(), 0);
+
+    stop(&mut c);
+    assert!(!locked(shift), "the range is still locked after exit");
+    assert!(
+        !lock_files().contains(&shift.to_string()),
+        "{LOCK_DIR}/{shift} left behind"
+    );
+    snap.assert_unchanged();
+}
+
+#[test]
+fn nixrunctl_exec_enters_the_user_namespace() {
+    let (_t, root) = TempRoot::copy_of("uns-exec", &fixture("debian"), "uns-exec");
+    let snap = HostSnapshot::take("uns-exec");
+    let mut c = Spawned::start(&[
+        "-U",
+        "-D",
+        root.to_str().unwrap(),
+        "-b",
+        "--notify-ready=yes",
+    ]);
+    c.wait_ready(BOOT_TIMEOUT);
+    let shift = shift_of(c.leader());
+    let out = ctl_exec(
+        "uns-exec",
+        "id -u; id -g; cat /proc/self/uid_map; stat -c '%u:%g %U' /etc/shadow /root /dev/null",
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "0", "id -u in the guest: {out}");
+    assert_eq!(lines[1], "0", "id -g in the guest: {out}");
+    let map: Vec<&str> = lines[2].split_whitespace().collect();
+    assert_eq!(map, ["0", &shift.to_string(), "65536"], "{out}");
+    // The guest's own owners, not the host's view (overflow 65534) of them.
+    assert_eq!(&lines[3..6], ["0:42 root", "0:0 root", "0:0 root"], "{out}");
+    // The exec'd process is the host's uid SHIFT, like the guest's PID 1.
+    let mut child = Command::new(NIXRUNCTL)
+        .args([
+            "exec",
+            "uns-exec",
+            "--",
+            "/bin/sh",
+            "-c",
+            "echo $$; exec sleep 30",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut first,
+    )
+    .unwrap();
+    let host_pid = host_pid_of(c.leader(), first.trim());
+    let status = fs::read_to_string(format!("/proc/{host_pid}/status")).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert!(
+        uid_line
+            .split_whitespace()
+            .skip(1)
+            .all(|u| u == shift.to_string()),
+        "nixrunctl exec's process on the host: {uid_line}"
+    );
+    stop(&mut c);
+    snap.assert_unchanged();
+}
+
+/// The host pid of the guest process `guest_pid` (a descendant of the leader
+/// whose NSpid ends in it).
+fn host_pid_of(leader: i32, guest_pid: &str) -> i32 {
+    let leader_ns = fs::read_link(format!("/proc/{leader}/ns/pid")).unwrap();
+    for e in fs::read_dir("/proc").unwrap().filter_map(Result::ok) {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if fs::read_link(format!("/proc/{pid}/ns/pid")).ok() != Some(leader_ns.clone()) {
+            continue;
+        }
+        let st = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let nspid = st.lines().find(|l| l.starts_with("NSpid:"));
+        if nspid.and_then(|l| l.split_whitespace().last()) == Some(guest_pid) {
+            return pid;
+        }
+    }
+    panic!("no host process for guest pid {guest_pid}");
+}
+
+/// A minimal guest whose PID 1 (the probe) sleeps, with -U.
+fn sleeping_guest(tag: &str, extra: &[&str]) -> (TempRoot, Spawned) {
+    let (t, root) = TempRoot::copy_of(tag, &fixture("minimal"), tag);
+    let mut args = vec!["-U", "-D", root.to_str().unwrap(), "-q"];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["/nixrun-probe", "sleep", "120"]);
+    (t, Spawned::start(&args))
+}
+
+#[test]
+fn two_guests_get_different_ranges_and_never_nspawns() {
+    // A range nspawn holds (its lock file, its format) is never handed out:
+    // the first guest's name hash is taken by a "running nspawn".
+    let hashed = nixrun::supervisor::userns::hashed_candidate("uns-two-a");
+    let nspawn_lock = nspawn_holds(hashed);
+    let snap_a = HostSnapshot::take("uns-two-a");
+    let snap_b = HostSnapshot::take("uns-two-b");
+    let (_ta, mut a) = sleeping_guest("uns-two-a", &[]);
+    let (_tb, mut b) = sleeping_guest("uns-two-b", &[]);
+    let (sa, sb) = (shift_of(a.leader()), shift_of(b.leader()));
+    assert_picked(sa);
+    assert_picked(sb);
+    assert_ne!(sa, sb, "two guests share a range");
+    assert_ne!(sa, hashed, "nixrun took the range nspawn's lock holds");
+    assert!(locked(sa) && locked(sb));
+
+    // A fixed range overlapping a running guest's is refused, in one line,
+    // and leaves no lock file of its own.
+    let (_tc, root_c) = TempRoot::copy_of("uns-two-c", &fixture("minimal"), "uns-two-c");
+    let overlap = format!("--private-users={}:65536", sa + 0x1000);
+    assert_refused(
+        "uns-two-c",
+        &[
+            "-D",
+            root_c.to_str().unwrap(),
+            "-q",
+            &overlap,
+            "/nixrun-probe",
+            "facts",
+        ],
+        &[&overlap["--private-users=".len()..], &sa.to_string()],
+    );
+
+    // A SIGKILLed supervisor takes its guest along (the death signal survives
+    // PID 1's change of credentials into the user namespace).
+    let leader_a = a.leader();
+    a.signal(libc::SIGKILL);
+    a.wait_exit(STOP_TIMEOUT);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !gone_or_zombie(leader_a) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(
+        gone_or_zombie(leader_a),
+        "guest PID 1 outlived its SIGKILLed supervisor"
+    );
+    for cg in machine_cgroups("uns-two-a") {
+        assert!(
+            processes_in(&cg).is_empty(),
+            "{} still has processes",
+            cg.display()
+        );
+        remove_cgroup_tree(&cg);
+    }
+    b.signal(libc::SIGTERM);
+    b.wait_exit(STOP_TIMEOUT);
+    // Released at exit, even the killed guest's: the lock went with its
+    // supervisor's open file. Only a clean exit can unlink the file too (a
+    // killed nspawn leaves its file as well); an unlocked file is free to take.
+    assert!(!locked(sa) && !locked(sb), "a range stayed locked");
+    let left = lock_files();
+    assert!(
+        !left.contains(&sb.to_string()),
+        "lock file {sb} left: {left:?}"
+    );
+    let _ = fs::remove_file(format!("{LOCK_DIR}/{sa}"));
+    assert!(locked(hashed), "nspawn's lock was taken from it");
+    drop(nspawn_lock);
+    snap_a.assert_unchanged();
+    snap_b.assert_unchanged();
+}
+
+/// Dead, or dead and waiting for the host's slow PID 1 to reap it.
+fn gone_or_zombie(pid: i32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(s) => {
+            s.rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().next())
+                == Some("Z")
+        }
+    }
+}
+
+/// Removes what a SIGKILLed supervisor could not: its (empty) cgroups.
+fn remove_cgroup_tree(dir: &Path) {
+    if let Ok(rd) = fs::read_dir(dir) {
+        for e in rd.filter_map(Result::ok) {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_cgroup_tree(&e.path());
+            }
+        }
+    }
+    let _ = fs::remove_dir(dir);
+}
+
+/// Runs nixrun expecting a refusal: one line naming `mentions`, non-zero, and
+/// no lock file, mount or cgroup left.
+fn assert_refused(tag: &str, args: &[&str], mentions: &[&str]) {
+    let snap = HostSnapshot::take(tag);
+    let locks = lock_files();
+    let (st, out, err) = run(args);
+    assert!(!st.success(), "nixrun accepted {args:?}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "expected one error line, got: {err:?}");
+    assert!(lines[0].starts_with("nixrun: "), "{err}");
+    for m in mentions {
+        assert!(
+            lines[0].contains(m),
+            "{:?} does not mention {m:?}",
+            lines[0]
+        );
+    }
+    assert!(out.is_empty(), "stdout: {out}");
+    assert_eq!(lock_files(), locks, "lock files changed");
+    snap.assert_unchanged();
+}
+
+#[test]
+fn bad_userns_input_is_refused_and_leaves_nothing() {
+    let (t, root) = TempRoot::copy_of("uns-bad", &fixture("minimal"), "uns-bad");
+    let r = root.to_str().unwrap();
+    let before = fs::read_dir(&root).unwrap().count();
+    // nspawn's chown keeps the low 16 bits of each id: it needs 64K blocks.
+    assert_refused(
+        "uns-bad",
+        &[
+            "-D",
+            r,
+            "--private-users=524289",
+            "--private-users-ownership=chown",
+            "/nixrun-probe",
+        ],
+        &["--private-users-ownership=chown", "64K-aligned"],
+    );
+    assert_refused(
+        "uns-bad",
+        &[
+            "-D",
+            r,
+            "--private-users=524288:65537",
+            "--private-users-ownership=chown",
+            "/nixrun-probe",
+        ],
+        &["64K-aligned"],
+    );
+    // ramfs cannot be ID-mapped (tmpfs can since Linux 6.3, overlayfs cannot
+    // either, see below): named in the line, nothing locked.
+    let ramfs = t.path("ramfs");
+    fs::create_dir(&ramfs).unwrap();
+    let st = Command::new("mount")
+        .args(["-t", "ramfs", "ramfs"])
+        .arg(&ramfs)
+        .status()
+        .unwrap();
+    assert!(st.success(), "mount -t ramfs");
+    let bind = format!("--bind={}:/data:idmap", ramfs.display());
+    let outcome = std::panic::catch_unwind(|| {
+        assert_refused(
+            "uns-bad",
+            &["-D", r, "-U", &bind, "/nixrun-probe"],
+            &[&ramfs.display().to_string(), "ramfs", "cannot be ID-mapped"],
+        );
+    });
+    let _ = Command::new("umount").arg(&ramfs).status();
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e);
+    }
+    // An overlay as the container root, with ownership forced to map.
+    let ov = t.path("ov");
+    for d in ["lower", "upper", "work", "merged"] {
+        fs::create_dir_all(ov.join(d)).unwrap();
+    }
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        root.display(),
+        ov.join("upper").display(),
+        ov.join("work").display()
+    );
+    let merged = ov.join("merged");
+    let st = Command::new("mount")
+        .args(["-t", "overlay", "overlay", "-o", &opts])
+        .arg(&merged)
+        .status()
+        .unwrap();
+    assert!(st.success(), "mount -t overlay");
+    let outcome = std::panic::catch_unwind(|| {
+        assert_refused(
+            "uns-bad",
+            &[
+                "-D",
+                merged.to_str().unwrap(),
+                "-U",
+                "--private-users-ownership=map",
+                "/nixrun-probe",
+            ],
+            &["overlay", "cannot be ID-mapped"],
+        );
+    });
+    let _ = Command::new("umount").arg(&merged).status();
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e);
+    }
+    // ID-mapped binds need a user namespace.
+    assert_refused(
+        "uns-bad",
+        &["-D", r, "--bind=/tmp:/data:idmap", "/nixrun-probe"],
+        &["ID-mapped bind of /tmp", "user namespace"],
+    );
+    assert_eq!(
+        fs::read_dir(&root).unwrap().count(),
+        before,
+        "the root gained entries"
+    );
+}
+
+/// The NixOS-shaped guest as container@.service starts it with privateUsers =
+/// "pick": the store bound `:idmap`, plus writable binds with each idmap option.
+#[test]
+fn nixos_shaped_guest_with_idmapped_store_and_binds() {
+    let fx = fixture("nixos");
+    let (t, root) = TempRoot::copy_of("uns-nixos", &fx.join("root"), "uns-nixos");
+    // Sources as the host has them: root's (like /nix/var/nix/profiles/
+    // per-container/X) and a user's (like a bindMounts entry, nixpkgs#419007).
+    let (by_root, by_user, plain) = (t.path("by-root"), t.path("by-user"), t.path("plain"));
+    for (d, owner) in [(&by_root, 0), (&by_user, 1234), (&plain, 1234)] {
+        fs::create_dir(d).unwrap();
+        std::os::unix::fs::chown(d, Some(owner), Some(owner)).unwrap();
+    }
+    let unit = UnitCgroup::new("uns-nixos");
+    let snap = HostSnapshot::take("uns-nixos");
+    let store = format!("--bind-ro={}:/nix/store:idmap", fx.join("store").display());
+    let probe = format!("--bind-ro={}:/nixrun-probe", probe_binary().display());
+    let b1 = format!("--bind={}:/srv/by-root:idmap", by_root.display());
+    let b2 = format!("--bind={}:/srv/by-user:rootidmap", by_user.display());
+    let b3 = format!("--bind={}:/srv/plain", plain.display());
+    let mut cmd = nixrun_cmd(&[
+        "--keep-unit",
+        "-M",
+        "uns-nixos",
+        "-D",
+        root.to_str().unwrap(),
+        "--private-users=pick",
+        "--notify-ready=yes",
+        "--kill-signal=SIGRTMIN+3",
+        &store,
+        &probe,
+        &b1,
+        &b2,
+        &b3,
+        "/nix/var/nix/profiles/system/init",
+    ]);
+    unit.enter(&mut cmd);
+    let mut c = Spawned::start_cmd(cmd);
+    c.wait_ready(BOOT_TIMEOUT);
+    shift_of(c.leader());
+    let state = ctl_exec("uns-nixos", "systemctl is-system-running --wait || true");
+    let failed = ctl_exec("uns-nixos", "systemctl --failed --no-legend --plain");
+    assert_eq!(state.trim(), "running", "failed: {failed}");
+    assert_eq!(failed.trim(), "");
+    // The store is the guest's root's, read-only.
+    let s = ctl_exec(
+        "uns-nixos",
+        "stat -c %u:%g /nix/store; /nixrun-probe write /nix/store/x",
+    );
+    assert_eq!(s.lines().collect::<Vec<_>>(), ["0:0", "EROFS"], "{s}");
+    let out = ctl_exec(
+        "uns-nixos",
+        "stat -c %u /srv/by-root /srv/by-user /srv/plain; \
+         echo a > /srv/by-root/f; echo b > /srv/by-user/f; \
+         /nixrun-probe write /srv/plain/f",
+    );
+    // by-root: host 0 is the guest's 0; by-user: its owner 1234 is the guest's
+    // root; plain: the user is unmapped, nobody's, and not writable.
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        ["0", "0", "65534", "EACCES"],
+        "{out}"
+    );
+    let owner = |p: &Path| {
+        let m = fs::metadata(p).unwrap();
+        (m.uid(), m.gid())
+    };
+    assert_eq!(owner(&by_root.join("f")), (0, 0), "file in the :idmap bind");
+    assert_eq!(
+        owner(&by_user.join("f")),
+        (1234, 1234),
+        "file in the :rootidmap bind is the source owner's"
+    );
+    assert!(!plain.join("f").exists());
+    stop(&mut c);
+    snap.assert_unchanged();
+}
