@@ -9,11 +9,11 @@ fixture guests:
      `unshare -m -p -u -i --fork chroot ROOT /bin/true`;
   2. boot (spawn -> READY=1 on $NOTIFY_SOCKET) and stop (SIGTERM -> exit) of the
      Debian guest and the NixOS-shaped guest, nixrun vs systemd-nspawn;
+  2a. ephemeral: boot and stop of the Debian guest with `-x` (nixrun's overlay
+     against nspawn's copy of the tree), the trees compared before and after;
   3. the runtime's own memory (RSS, VmHWM, PSS) while a guest runs;
   4. scale: N NixOS-shaped guests started at once (time until all are READY,
      host memory per guest, clean stop), nixrun vs systemd-nspawn;
-  2a. ephemeral: boot and stop of the Debian guest with `-x` (nixrun's overlay
-     against nspawn's copy of the tree), the trees compared before and after;
   5. soak: nixrun alone, 1,000 start/stop cycles of `/bin/true` and 100
      boot/stop cycles of the Debian guest, and what they left on the host
      (mounts, cgroups, processes, lock files, paths in /run);
