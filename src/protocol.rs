@@ -192,6 +192,12 @@ pub type SupervisorEnd = End<ToChild, FromChild>;
 pub type ChildEnd = End<FromChild, ToChild>;
 
 pub fn pair() -> Result<(SupervisorEnd, ChildEnd), ChannelError> {
+    pair_of()
+}
+
+/// A channel for another set of messages: the OCI front end's init speaks
+/// its own sync points (oci/init.rs) over the same framing.
+pub fn pair_of<A: Message, B: Message>() -> Result<(End<A, B>, End<B, A>), ChannelError> {
     let (a, b) = socketpair(
         AddressFamily::Unix,
         SockType::SeqPacket,
