@@ -10,7 +10,7 @@
 //! are the core's (policy/devices.rs, cgroup.rs).
 
 use crate::policy::devices::{self, Kind as DevKind, Rule};
-use oci_spec::runtime::{LinuxDeviceType, LinuxResources};
+use oci_spec::runtime::{LinuxDevice, LinuxDeviceType, LinuxResources};
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -272,7 +272,7 @@ impl Placement {
 
     /// Writes `linux.resources`; any value that cannot be applied is an error
     /// (the spec: the container must not be created then).
-    pub fn apply(&self, r: &LinuxResources) -> Result<(), String> {
+    pub fn apply(&self, r: &LinuxResources, nodes: &[LinuxDevice]) -> Result<(), String> {
         if let Some(m) = r.memory() {
             let v1 = self.dirs.iter().any(|(h, _)| h.has("memory"));
             let d = self.dir_for("memory")?;
@@ -482,13 +482,24 @@ impl Placement {
                 write(&d.join(k), v)?;
             }
         }
-        self.devices(r)
+        self.devices(r, nodes)
     }
 
     /// The device rules: the config's, in order, then the nodes every OCI
-    /// container gets (runc's set, which is the core's default policy).
-    fn devices(&self, r: &LinuxResources) -> Result<(), String> {
-        let list = r.devices().clone().unwrap_or_default();
+    /// container gets (runc's set, which is the core's default policy) and
+    /// the nodes `linux.devices` creates (runc allows those too).
+    fn devices(&self, r: &LinuxResources, nodes: &[LinuxDevice]) -> Result<(), String> {
+        let mut list = r.devices().clone().unwrap_or_default();
+        for n in nodes {
+            let rule = serde_json::json!({
+                "allow": true,
+                "type": if n.typ() == LinuxDeviceType::B { "b" } else { "c" },
+                "major": n.major(),
+                "minor": n.minor(),
+                "access": "rwm",
+            });
+            list.push(serde_json::from_value(rule).map_err(|e| e.to_string())?);
+        }
         if let Some((_, d)) = self.dirs.iter().find(|(h, _)| h.has("devices")) {
             for rule in &list {
                 let typ = match rule.typ() {

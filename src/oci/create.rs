@@ -91,12 +91,6 @@ pub fn create(g: &Global, c: &cli::Create) -> Result<Created, String> {
         }
         has_mnt |= ns.typ() == LinuxNamespaceType::Mount;
         match ns.path() {
-            Some(p) if ns.typ() == LinuxNamespaceType::Mount => {
-                return Err(format!(
-                    "joining a mount namespace ({}) is not supported",
-                    p.display()
-                ))
-            }
             Some(p) if ns.typ() == LinuxNamespaceType::Pid => pid_path = Some(p.clone()),
             Some(p) => {
                 new_uts |= ns.typ() == LinuxNamespaceType::Uts;
@@ -121,6 +115,27 @@ pub fn create(g: &Global, c: &cli::Create) -> Result<Created, String> {
     }
     if spec.hostname().is_some() && !new_uts {
         return Err("hostname is set but the container has no UTS namespace of its own".into());
+    }
+    // Not enforced here, so refused rather than ignored.
+    if process
+        .apparmor_profile()
+        .as_deref()
+        .is_some_and(|p| !p.is_empty())
+    {
+        return Err(
+            "process.apparmorProfile is set: nixrun-oci does not apply AppArmor profiles".into(),
+        );
+    }
+    if process
+        .selinux_label()
+        .as_deref()
+        .is_some_and(|l| !l.is_empty())
+        || linux
+            .mount_label()
+            .as_deref()
+            .is_some_and(|l| !l.is_empty())
+    {
+        return Err("an SELinux label is set: nixrun-oci does not apply SELinux labels".into());
     }
     let prepared = super::process::prepare(process, linux.seccomp().as_ref())?;
 
@@ -156,7 +171,7 @@ pub fn create(g: &Global, c: &cli::Create) -> Result<Created, String> {
     });
     created?;
     if let Some(r) = linux.resources() {
-        placement.apply(r)?;
+        placement.apply(r, linux.devices().as_deref().unwrap_or(&[]))?;
     }
     let cgroup2 = placement
         .dirs
@@ -180,6 +195,7 @@ pub fn create(g: &Global, c: &cli::Create) -> Result<Created, String> {
         prepared: &prepared,
         join,
         new_user,
+        lock_mounts: !new_user && clone_flags.contains(CloneFlags::CLONE_NEWNS),
         new_cgroup,
         new_uts,
         no_pivot: c.no_pivot,

@@ -109,6 +109,10 @@ pub struct Setup<'a> {
     /// runtime itself before the clone).
     pub join: Vec<(CloneFlags, PathBuf)>,
     pub new_user: bool,
+    /// Lock the mount tree (container/lock.rs): for a mount namespace of
+    /// the container's own without a user namespace, where the guest's root
+    /// is the host's.
+    pub lock_mounts: bool,
     pub new_cgroup: bool,
     pub new_uts: bool,
     pub no_pivot: bool,
@@ -279,7 +283,7 @@ fn prepare_and_park(s: &Setup<'_>, ch: &InitEnd) -> Result<Never> {
         )
         .map_err(sys("make the root read-only"))?;
     }
-    if !s.new_user {
+    if s.lock_mounts {
         // nixrun's wall (container/lock.rs): a real-root guest cannot unmount
         // the masks or make read-only mounts writable again.
         crate::container::lock::lock_mount_tree().map_err(|e| e.to_string())?;
