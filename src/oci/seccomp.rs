@@ -148,7 +148,7 @@ pub fn compile(s: &LinuxSeccomp) -> Result<Vec<Insn>, String> {
     ];
     for rule in s.syscalls().iter().flatten() {
         let act = action(rule.action(), rule.errno_ret())?;
-        if act == default && rule.args().as_ref().is_none_or(|a| a.is_empty()) {
+        if act == default && rule.args().as_ref().map_or(true, |a| a.is_empty()) {
             continue;
         }
         for name in rule.names() {
@@ -241,7 +241,7 @@ mod tests {
 
     /// A classic-BPF interpreter for the instructions compile() emits.
     fn run(prog: &[Insn], arch: u32, nr: u32, args: [u64; 6]) -> u32 {
-        let mut data = vec![0u8; 64];
+        let mut data = [0u8; 64];
         data[0..4].copy_from_slice(&nr.to_le_bytes());
         data[4..8].copy_from_slice(&arch.to_le_bytes());
         for (i, a) in args.iter().enumerate() {
