@@ -258,13 +258,24 @@ impl Placement {
                 "the {controller} controller is neither a mounted v1 hierarchy nor available in cgroup2 here"
             ));
         }
+        // Enabled only in cgroups this runtime made (removed at delete);
+        // above them it must be enabled already: turning a controller on
+        // in a cgroup of the host's changes every other cgroup there (and
+        // forbids processes in it).
         let rel = d.strip_prefix(&h.mount).unwrap_or(Path::new(""));
         let mut cur = h.mount.clone();
         for c in rel.components() {
-            write(
-                &cur.join("cgroup.subtree_control"),
-                &format!("+{controller}"),
-            )?;
+            let sc = cur.join("cgroup.subtree_control");
+            let on = fs::read_to_string(&sc).unwrap_or_default();
+            if !on.split_whitespace().any(|x| x == controller) {
+                if !self.made.contains(&cur) {
+                    return Err(format!(
+                        "the {controller} controller is not enabled in {} (cgroup2), and nixrun-oci does not change cgroups it did not make",
+                        sc.display()
+                    ));
+                }
+                write(&sc, &format!("+{controller}"))?;
+            }
             cur.push(c);
         }
         Ok(d)
