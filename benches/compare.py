@@ -15,25 +15,36 @@ fixture guests:
   5. soak: nixrun alone, 1,000 start/stop cycles of `/bin/true` and 100
      boot/stop cycles of the Debian guest, and what they left on the host
      (mounts, cgroups, processes, lock files, paths in /run);
+  6. net: private networking, nixrun vs systemd-nspawn: exec latency of
+     `/bin/true` with `--private-network` (against the floor `unshare -n -m -p
+     -u -i --fork chroot`), boot/stop of both guests with `-n` (a veth pair),
+     and N NixOS-shaped guests with `-n` at once (all READY, and no link
+     left afterwards); all inside a network namespace of the benchmark's own
+     (`ip netns add nxbench-<pid>`), never the machine's;
 
 comparisons always interleaved (A B A B ...), never all of A then all of B:
 the machines are shared and noisy, so only ratios from one interleaved run mean
 much.  It writes docs/benchmarks.md and the plot docs/benchmarks-scale.svg.
 
 Usage (root):
-    python3 benches/compare.py            # full run, ~7 min on 2 cores, writes docs/
-    python3 benches/compare.py --quick    # ~1 min, N=10 only, writes
+    python3 benches/compare.py            # full run, ~10 min on 2 cores, writes docs/
+    python3 benches/compare.py --quick    # ~2 min, N=10 only, writes
                                           # target/bench/quick/ unless --out
+    python3 benches/compare.py --quick --skip exec,boot,scale,soak
+                                          # the net part alone, ~1 min
 Other options: --nixrun PATH (default: build it with cargo into target/bench),
 --out DIR, --scale 10,25,50,100, --exec-rounds K, --boot-cycles K,
---soak-cycles K, --soak-boots K, --skip PARTS (exec,boot,scale,soak; --quick
-skips soak unless a --soak-* count is given), --report-only
-target/bench/results.json (write the report again, measure nothing).
+--soak-cycles K, --soak-boots K, --net-scale N (default 50, quick 10; the net
+part's rounds, cycles and repetitions are --exec-rounds, --boot-cycles,
+--scale-reps), --skip PARTS (exec,boot,scale,net,soak; --quick skips soak
+unless a --soak-* count is given), --report-only target/bench/results.json
+(write the report again, measure nothing).
 
 What it does to the host while it runs, and undoes: cgroups below its own
 (nixrun-bench.<pid>), a 16 GiB sparse ext4 image on a loop device under
-/var/tmp for the guest roots, and higher fs.inotify limits during the scale part
-(--keep-sysctl to leave them).  The raw results stay in target/bench/results.json,
+/var/tmp for the guest roots, higher fs.inotify limits during the scale and
+net parts (--keep-sysctl to leave them), and the network namespace
+nxbench-<pid> during the net part.  The raw results stay in target/bench/results.json,
 the runtimes' output of the last run in target/bench/logs/.
 
 Python standard library only, so it runs on any host the tests run on.
@@ -41,6 +52,8 @@ Python standard library only, so it runs on any host the tests run on.
 
 import argparse
 import collections
+import contextlib
+import ctypes
 import datetime
 import errno
 import json
@@ -249,6 +262,90 @@ class Cgroups:
                     if child.is_dir():
                         self.remove([child])
                 b.rmdir()
+
+
+# ---------------------------------------------------------------------------
+# the net part's network namespace: both runtimes make their veths in a
+# namespace of the benchmark's own, never in the machine's.
+
+CLONE_NEWNET = 0x40000000
+
+
+def setns(fd, nstype):
+    if hasattr(os, "setns"):  # Python 3.12
+        os.setns(fd, nstype)
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.setns(fd, nstype) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, f"setns: {os.strerror(e)}")
+
+
+class NetNs:
+    """`ip netns add nxbench-<pid>`: the net part's "host" network, deleted
+    again by close() (on failure and ^C too: the callers' finally).
+
+    The benchmark's own thread joins it (setns, as `nsenter --net=` does) for
+    the net part, so that every runtime it spawns starts there, and leaves it
+    afterwards.  Not `ip netns exec`: that remounts /sys in a private mount
+    namespace and hides /sys/fs/cgroup, and nspawn then fails.  Not an
+    `nsenter --net=` prefix either: that is one more exec in every timed run
+    (0.6 ms here, against a 3-4 ms floor), which would shrink the exec part's
+    ratios."""
+
+    def __init__(self):
+        self.name = f"nxbench-{os.getpid()}"
+        self.path = Path("/run/netns") / self.name
+        self.fd = self.home = None
+        subprocess.run(["ip", "netns", "add", self.name], check=True)
+        try:
+            self.fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+            self.home = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+            self.run("ip", "link", "set", "lo", "up")
+        except BaseException:
+            self.close()
+            raise
+
+    def run(self, *argv):
+        return subprocess.run(["nsenter", f"--net={self.path}", *argv], capture_output=True, text=True,
+                              check=True).stdout
+
+    @contextlib.contextmanager
+    def entered(self):
+        setns(self.fd, CLONE_NEWNET)
+        try:
+            yield
+        finally:
+            setns(self.home, CLONE_NEWNET)
+
+    def links(self):
+        """The links in the namespace but lo, with their kind."""
+        return sorted(f"{x['ifname']} ({x.get('linkinfo', {}).get('info_kind', '?')})"
+                      for x in json.loads(self.run("ip", "-j", "-d", "link", "show") or "[]")
+                      if x["ifname"] != "lo")
+
+    def wait_no_links(self, timeout):
+        """Polls until no link but lo is left or TIMEOUT passed: (seconds
+        waited, links left)."""
+        t0 = time.perf_counter()
+        left = self.links()
+        while left and time.perf_counter() - t0 < timeout:
+            time.sleep(0.01)
+            left = self.links()
+        return time.perf_counter() - t0, left
+
+    def close(self):
+        for fd in (self.fd, self.home):
+            if fd is not None:
+                os.close(fd)
+        self.fd = self.home = None
+        if self.path.exists():
+            subprocess.run(["ip", "netns", "del", self.name])
+
+
+# nixrun's network journal (src/supervisor/network.rs): what it set up, so the
+# next start undoes a killed run's links; removed when it exits.
+NIXRUN_NET_JOURNAL = Path("/run/nixrun/network")
 
 
 # ---------------------------------------------------------------------------
@@ -588,6 +685,7 @@ class Bench:
         self.cg = Cgroups()
         self.results = {"loadavg": {}, "busy": {}, "unavailable": {}}
         self.nixrun = None
+        self.netns = None
         self.env = {
             "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             "LANG": "C.UTF-8",
@@ -619,6 +717,8 @@ class Bench:
         os.chmod(self.work, 0o755)
 
     def close(self):
+        if self.netns:  # bench_net's finally normally did this already
+            self.netns.close()
         try:
             self.cg.close()
         except OSError as e:
@@ -749,6 +849,11 @@ class Bench:
                 "unshare", "-m", "-p", "-u", "-i", "--fork", "chroot", root, "/bin/true",
             ],
         }
+        return self.installed(cmds)
+
+    def installed(self, cmds):
+        """CMDS (name -> argv factory) with argv[0] resolved on $PATH; those not
+        installed are noted as unavailable and left out."""
         out = {}
         for name, make in cmds.items():
             exe = shutil.which(make(0)[0])
@@ -778,15 +883,61 @@ class Bench:
         return (t_empty - t0, t_exit - t0, ru.ru_utime + ru.ru_stime, os.waitstatus_to_exitcode(status), left)
 
     def bench_exec(self, rounds, warmup):
-        cmds = self.exec_commands()
+        self.results["exec"] = self.exec_rounds(self.exec_commands(), rounds, warmup, "exec")
+        self.results["phases"] = self.exec_phases(max(20, rounds // 2))
+
+    def exec_phases(self, runs):
+        """Where nixrun's `/bin/true` start goes: RUNS runs with
+        NIXRUN_PHASE_TIMES=1 (src/phase.rs: one `nixrun-phase NAME NS` line per
+        phase boundary, CLOCK_MONOTONIC), each phase = its mark minus the one
+        before (the first minus the spawn; `exit` = the last mark to the exit).
+        Medians per phase, in the order nixrun passes them."""
+        argv = self.exec_commands()["nixrun"](0)
+        env = dict(self.env, NIXRUN_PHASE_TIMES="1")
+        phases = {}
+        log(f"exec phases: {runs} runs of nixrun with NIXRUN_PHASE_TIMES=1")
+        for _ in range(runs + 3):
+            slot = self.cg.slot(f"p{time.monotonic_ns()}")
+            r, w = os.pipe()
+            self.cg._enter(slot)
+            try:
+                t0 = time.monotonic_ns()
+                pid = os.posix_spawn(argv[0], argv, env, file_actions=[
+                    (os.POSIX_SPAWN_DUP2, self.devnull, 0), (os.POSIX_SPAWN_DUP2, self.devnull, 1),
+                    (os.POSIX_SPAWN_DUP2, w, 2)])
+            finally:
+                self.cg._enter(self.cg.home)
+            os.close(w)
+            with os.fdopen(r, errors="replace") as f:
+                text = f.read()
+            os.waitpid(pid, 0)
+            t1 = time.monotonic_ns()
+            self.cg.remove(slot)
+            prev, row = t0, []
+            for line in text.splitlines():
+                parts = line.split()
+                if len(parts) == 3 and parts[0] == "nixrun-phase":
+                    row.append((parts[1], (int(parts[2]) - prev) / 1e9))
+                    prev = int(parts[2])
+            row.append(("exit", (t1 - prev) / 1e9))
+            row.append(("total", (t1 - t0) / 1e9))
+            if _ >= 3:  # warm-up
+                for name, dt in row:
+                    phases.setdefault(name, []).append(dt)
+        return {name: statistics.median(v) for name, v in phases.items()}
+
+    def exec_rounds(self, cmds, rounds, warmup, part):
+        """ROUNDS interleaved rounds (after WARMUP untimed ones) of CMDS (name ->
+        argv factory), each run to completion by run_once; PART names the logs
+        and the load figures.  Returns {name: summaries} for those that work."""
         names = []
         for name, make in cmds.items():
             # Available = it runs /bin/true here and exits 0.
-            _, _, _, rc, _ = self.run_once(make(0), f"exec-{name}.log")
+            _, _, _, rc, _ = self.run_once(make(0), f"{part}-{name}.log")
             if rc == 0:
                 names.append(name)
             else:
-                lines = (self.logdir / f"exec-{name}.log").read_text(errors="replace").strip().splitlines()
+                lines = (self.logdir / f"{part}-{name}.log").read_text(errors="replace").strip().splitlines()
                 why = lines[-1] if lines else f"exit status {rc}"
                 self.results["unavailable"][name] = f"fails on this host: `{why}` (exit {rc})"
                 log(f"  {name}: unavailable: {why}")
@@ -794,23 +945,23 @@ class Bench:
         exits = {n: [] for n in names}
         cpu = {n: [] for n in names}
         failures = {n: 0 for n in names}
-        self.results["busy"]["exec"] = wait_calm()
-        self.results["loadavg"]["exec"] = [loadavg()]
-        log(f"exec latency: {rounds} interleaved rounds of {', '.join(names)}")
+        self.results["busy"][part] = wait_calm()
+        self.results["loadavg"][part] = [loadavg()]
+        log(f"{part} latency: {rounds} interleaved rounds of {', '.join(names)}")
         for r in range(warmup + rounds):
             # Rotate the order every round: interleaved, and no runtime always
             # runs right after the same neighbour.
             order = names[r % len(names):] + names[: r % len(names)]
             for n in order:
-                dt, de, c, rc, left = self.run_once(cmds[n](r + 1), f"exec-{n}.log")
+                dt, de, c, rc, left = self.run_once(cmds[n](r + 1), f"{part}-{n}.log")
                 if rc != 0 or left:
                     failures[n] += 1
                 if r >= warmup:
                     times[n].append(dt)
                     exits[n].append(de)
                     cpu[n].append(c)
-        self.results["loadavg"]["exec"].append(loadavg())
-        self.results["exec"] = {
+        self.results["loadavg"][part].append(loadavg())
+        return {
             n: {"time": summary(times[n]), "exit": summary(exits[n]), "cpu": summary(cpu[n]),
                 "failures": failures[n]}
             for n in names
@@ -818,12 +969,13 @@ class Bench:
 
     # -- boot / stop / memory ----------------------------------------------------
 
-    def boot_argv(self, runtime, guest, root):
+    def boot_argv(self, runtime, guest, root, extra=()):
+        """EXTRA: more flags for either runtime (the net part's `-n -M NAME`)."""
         if runtime == "nixrun":
-            base = [self.nixrun, "-D", str(root), "--notify-ready=yes"]
+            base = [self.nixrun, "-D", str(root), "--notify-ready=yes", *extra]
         else:
             base = [shutil.which("systemd-nspawn"), "-D", str(root), "--keep-unit", "--register=no",
-                    "--notify-ready=yes"]
+                    "--notify-ready=yes", *extra]
         if guest == "debian":
             return base + ["-b"]
         return base + ["--kill-signal=SIGRTMIN+3", f"--bind-ro={self.store}:/nix/store", NIXOS_INIT]
@@ -939,20 +1091,24 @@ class Bench:
         mounts = sorted(m for m in host_mounts() - mounts_before if m.startswith(ours))
         return {"processes": procs, "cgroups": sorted(cgroups), "mounts": mounts}
 
-    def boot_cycle(self, runtime, guest, root, tag):
+    def boot_cycle(self, runtime, guest, root, tag, extra=(), on_ready=None):
+        """One boot/stop; ON_READY() is called while the guest runs (after the
+        memory look), its value kept as "on_ready"."""
         mounts_before = host_mounts()
         slot = self.cg.slot(tag)
-        inst = self.start(self.boot_argv(runtime, guest, root), tag, slot)
+        inst = self.start(self.boot_argv(runtime, guest, root, extra), tag, slot)
         self.wait_ready([inst], 60)
         mem = None
         if inst["ready"] is not None:
             # Let the guest settle, then look at the runtime while the guest runs.
             time.sleep(self.args.settle)
             mem = runtime_memory(inst["pid"], self.pidns)
+        seen = on_ready() if on_ready and inst["ready"] is not None else None
         self.stop([inst], 60)
         left = self.cleanup([inst], mounts_before)
         return {"ready": inst["ready"], "setup": inst["status"], "stop": inst["stop"], "rc": inst["rc"],
-                "mem": mem, "left": left, "cpu_unit": inst["cpu_unit"], "cpu_runtime": inst["cpu_runtime"]}
+                "mem": mem, "left": left, "cpu_unit": inst["cpu_unit"], "cpu_runtime": inst["cpu_runtime"],
+                "on_ready": seen}
 
     def bench_boot(self, cycles):
         self.results["boot"] = {}
@@ -1016,12 +1172,14 @@ class Bench:
 
     # -- scale ----------------------------------------------------------------------
 
-    def scale_run(self, runtime, n, rep):
+    def scale_run(self, runtime, n, rep, part="scale", extra=lambda i: (), on_ready=None):
         """Starts N NixOS-shaped guests at once under RUNTIME, waits for all
-        READY=1, measures, stops them all at once."""
+        READY=1, measures, stops them all at once.  PART prefixes the roots,
+        cgroups and logs; EXTRA(i) gives guest i's extra runtime flags;
+        ON_READY() is called once all are up and measured (kept as "on_ready")."""
         short = "a" if runtime == "nixrun" else "s"
-        roots = [self.copy_nixos(f"scale-{short}{n}r{rep}/{short}{n}r{rep}g{i:03d}") for i in range(n)]
-        slots = [self.cg.slot(f"scale-{short}{n}r{rep}g{i:03d}") for i in range(n)]
+        roots = [self.copy_nixos(f"{part}-{short}{n}r{rep}/{short}{n}r{rep}g{i:03d}") for i in range(n)]
+        slots = [self.cg.slot(f"{part}-{short}{n}r{rep}g{i:03d}") for i in range(n)]
         busy_before = wait_calm()
         mounts_before = host_mounts()
         mem_before = meminfo_all()
@@ -1036,7 +1194,7 @@ class Bench:
         os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
         try:
             t0 = time.perf_counter()
-            insts = [self.start(self.boot_argv(runtime, "nixos", r), f"scale-{short}{n}r{rep}g{i:03d}", s)
+            insts = [self.start(self.boot_argv(runtime, "nixos", r, extra(i)), f"{part}-{short}{n}r{rep}g{i:03d}", s)
                      for i, (r, s) in enumerate(zip(roots, slots))]
         finally:
             os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
@@ -1055,6 +1213,7 @@ class Bench:
         for i in insts:
             for unit, v in (guest_unit_cpu(i["guest_cg"]) if i["guest_cg"] else {}).items():
                 per_unit.setdefault(unit, []).append(v)
+        seen = on_ready() if on_ready else None
         self.stop(insts, 60 + n)
         rcs = [i["rc"] for i in insts]
         stops = [i["stop"] for i in insts if i["stop"] is not None]
@@ -1088,6 +1247,7 @@ class Bench:
             # they also waited on something else (locks, I/O, RCU grace periods).
             "busy_booting": 100.0 * (cpu1[0] - cpu0[0]) / max(1, cpu1[1] - cpu0[1]),
             "load_after": loadavg(),
+            "on_ready": seen,
         }
 
     def raise_inotify(self):
@@ -1151,6 +1311,141 @@ class Bench:
                         self.results["scale_stopped"] = f"stopped at N={n}: MemAvailable fell below 1 GiB"
                         return
         self.results["loadavg"]["scale"].append(loadavg())
+
+    # -- private network ----------------------------------------------------------------
+
+    def bench_net(self, rounds, warmup, cycles, n, reps):
+        """The exec, boot and scale measurements again with a private network:
+        `--private-network` (a network namespace with only lo) for exec, `-n`
+        (a veth pair ve-NAME / host0) for boot and scale, nixrun vs
+        systemd-nspawn, interleaved, all inside a network namespace of the
+        benchmark's own."""
+        missing = [t for t in ("ip", "nsenter") if not shutil.which(t)]
+        if missing:
+            self.results["unavailable"]["net"] = f"`{'`, `'.join(missing)}` not installed (iproute2, util-linux)"
+            log("net: skipped, " + self.results["unavailable"]["net"])
+            return
+        net = self.results["net"] = {"rounds": rounds, "warmup": warmup, "cycles": cycles, "n": n, "reps": reps}
+        self.netns = NetNs()
+        net["netns"] = self.netns.name
+        try:
+            with self.netns.entered():
+                net["exec"] = self.exec_rounds(self.net_exec_commands(), rounds, warmup, "net-exec")
+                net["boot"] = self.net_boot(cycles)
+                if n:
+                    net["scale"] = self.net_scale(n, reps)
+            net["links_at_end"] = self.netns.links()
+        finally:
+            self.netns.close()
+            self.netns = None
+        net["netns_removed"] = not Path("/run/netns", net["netns"]).exists()
+
+    def net_exec_commands(self):
+        root = str(self.exec_root)
+        nspawn = ["systemd-nspawn", "-D", root, "--keep-unit", "--register=no", "-q", "--console=pipe"]
+        cmds = {
+            "nixrun --private-network": lambda i: [
+                self.nixrun, "-D", root, "-q", "--console=pipe", "--private-network", "/bin/true"],
+            "systemd-nspawn --private-network": lambda i: [*nspawn, "--private-network", "/bin/true"],
+            "unshare -n +chroot (floor)": lambda i: [
+                "unshare", "-n", "-m", "-p", "-u", "-i", "--fork", "chroot", root, "/bin/true"],
+            # For reference, what the network namespace costs: the same without it.
+            "nixrun (no private network)": lambda i: [self.nixrun, "-D", root, "-q", "--console=pipe", "/bin/true"],
+            "unshare +chroot (no -n)": lambda i: [
+                "unshare", "-m", "-p", "-u", "-i", "--fork", "chroot", root, "/bin/true"],
+        }
+        return self.installed(cmds)
+
+    def net_left(self, names, timeout):
+        """After instances with machine NAMES exited: waits up to TIMEOUT s
+        for the namespace to have no link but lo; notes what is left there and
+        nixrun's network journals.  Returns (seconds waited, {"links": [...],
+        "journals": [...]})."""
+        waited, links = self.netns.wait_no_links(timeout)
+        journals = [str(NIXRUN_NET_JOURNAL / x) for x in names if (NIXRUN_NET_JOURNAL / x).exists()]
+        return waited, {"links": links, "journals": journals}
+
+    def net_boot(self, cycles):
+        out = {}
+        self.results["busy"]["net-boot"] = wait_calm()
+        self.results["loadavg"]["net-boot"] = [loadavg()]
+        for guest in ("debian", "nixos"):
+            g = guest[0]
+            roots = {}
+            for rt in ("nixrun", "systemd-nspawn"):
+                name = f"net-{guest}-{rt.split('-')[-1]}"
+                roots[rt] = self.copy_debian(name) if guest == "debian" else self.copy_nixos(name)
+            runs = {rt: [] for rt in roots}
+            for rt in roots:  # untimed, for the page cache (as the boot part)
+                scratch = f"netwarm-{guest}-{rt.split('-')[-1]}"
+                wroot = self.copy_debian(scratch) if guest == "debian" else self.copy_nixos(scratch)
+                name = f"nx{g}w"
+                self.boot_cycle(rt, guest, wroot, scratch, ["-n", f"--machine={name}"])
+                self.net_left([name], 2)
+            log(f"net boot/stop {guest} with -n: 1 first boot + {cycles} cycles, nixrun and nspawn interleaved")
+            for c in range(cycles + 1):
+                # One name per cycle, the same for both runtimes: ve-nxd3 for nixrun, then for nspawn.
+                name = f"nx{g}{c}"
+                order = list(roots) if c % 2 == 0 else list(reversed(roots))
+                for rt in order:
+                    tag = f"net-boot-{guest}-{rt}-{c}"
+                    r = self.boot_cycle(rt, guest, roots[rt], tag, ["-n", f"--machine={name}"],
+                                        self.netns.links)
+                    r["links_gone"], r["net_left"] = self.net_left([name], 1)
+                    runs[rt].append(r)
+                    want = [f"ve-{name} (veth)"]
+                    r["veth_ok"] = r["on_ready"] == want
+                    if r["ready"] is None or r["rc"] != 0 or any(r["net_left"].values()) or not r["veth_ok"]:
+                        log(f"  {rt} {guest} -n cycle {c}: ready={r['ready']} rc={r['rc']} "
+                            f"links while up={r['on_ready']} left={r['net_left']} (log: {self.logdir}/{tag}.log)")
+            out[guest] = {}
+            for rt, rs in runs.items():
+                st = out[guest][rt] = self.boot_stats(rs)
+                st["net_left"] = {k: sorted({x for r in rs for x in r["net_left"][k]})
+                                  for k in ("links", "journals")}
+                st["net_left_cycles"] = sum(any(r["net_left"].values()) for r in rs)
+                # Cycles that were READY and had exactly their ve-NAME in the namespace.
+                st["veth_ok"] = sum(r["veth_ok"] for r in rs)
+                st["veth_bad"] = sorted({x for r in rs if not r["veth_ok"] for x in r["on_ready"] or []})
+        self.results["loadavg"]["net-boot"].append(loadavg())
+        return out
+
+    def net_scale(self, n, reps):
+        changed = {} if self.args.keep_sysctl else self.raise_inotify()
+        self.results.setdefault("inotify", {}).update({k: list(v) for k, v in changed.items()})
+        out = {"nixrun": [], "systemd-nspawn": []}
+        self.results["loadavg"]["net-scale"] = [loadavg()]
+        try:
+            per_guest = max([x["mem_per_guest"] for rs in self.results.get("scale", {}).values() for x in rs]
+                            + [64 * MIB])
+            need = n * per_guest * 2 + 2048 * MIB
+            if meminfo("MemAvailable") < need:
+                out["stopped"] = (f"not run: MemAvailable {meminfo('MemAvailable') // MIB} MiB < {need // MIB} MiB "
+                                  "(2× the per-guest memory + 2 GiB)")
+                log("  net scale " + out["stopped"])
+                return out
+            names = [f"nxs{i:03d}" for i in range(n)]
+            for rep in range(reps):
+                order = ["nixrun", "systemd-nspawn"] if rep % 2 == 0 else ["systemd-nspawn", "nixrun"]
+                for rt in order:
+                    log(f"net scale: N={n} {rt} with -n (rep {rep + 1}/{reps})")
+                    r = self.scale_run(rt, n, rep, "net-scale", lambda i: ["-n", f"--machine={names[i]}"],
+                                       self.netns.links)
+                    r["links_gone"], r["net_left"] = self.net_left(names, 5)
+                    # The veths once all were up: ve-NAME for each guest, nothing else.
+                    r["veths_up"] = sum(f"ve-{x} (veth)" in r["on_ready"] for x in names)
+                    r["links_other"] = sorted(set(r["on_ready"]) - {f"ve-{x} (veth)" for x in names})
+                    log(f"  ready {r['ready_count']}/{n} all by {r['all_ready']}, veths {r['veths_up']}/{n}, "
+                        f"exit 0: {r['exit0']}/{n}, "
+                        f"links left: {len(r['net_left']['links'])}, journals left: {len(r['net_left']['journals'])}")
+                    out[rt].append(r)
+                    if r["low_memory"]:
+                        out["stopped"] = f"stopped at N={n}: MemAvailable fell below 1 GiB"
+                        return out
+        finally:
+            self.restore_inotify(changed)
+            self.results["loadavg"]["net-scale"].append(loadavg())
+        return out
 
     # -- soak -------------------------------------------------------------------------
 
@@ -1593,6 +1888,7 @@ def report(results, args, plot_name):
                         enough and not fails and not left and fds_ok))
     else:
         targets.append((soak_target, "not run (quick mode or --skip soak)", None))
+    targets += net_targets(r.get("net"))
     L.append("## Targets\n")
     L.append("| target | this run | |\n|---|---|---|")
     for name, val, ok in targets:
@@ -1622,6 +1918,29 @@ def report(results, args, plot_name):
                  "bwrap --unshare-all: the same with `--unshare-all` (adds network and user namespaces)")
         L.append("- runc / crun: `runc --root STATE run --bundle B ID` (create, start, wait, delete)")
         L.append("- floor: `unshare -m -p -u -i --fork chroot ROOT /bin/true`\n")
+        ph = r.get("phases")
+        if ph:
+            L.append("### Where nixrun's start goes\n")
+            L.append("Median time per phase of `nixrun -D ROOT -q --console=pipe /bin/true` "
+                     "(`NIXRUN_PHASE_TIMES=1`: nixrun's own timestamps, separate runs from the "
+                     "table above). Supervisor: `main` = spawn → nixrun's `main` (exec and libc "
+                     "start-up), `plan` = flags → plan, `locks`, `facts`, `policy`, `cgroups` = "
+                     "cgroups planned and made, `clone`, `attach` = the child put into its "
+                     "cgroups (and the network set up). Child: `child-go` = sync point 1 "
+                     "received, `child-mounts` = the mount table applied, `child-pivot` = "
+                     "pivot_root, the mount tree locked, `child-setup` = hostname, console, "
+                     "`child-seccomp-caps` = init found, filters and capabilities, `child-exec` "
+                     "= signals reset, fds closed. Supervisor again: `exec-seen` = the guest's "
+                     "exec seen, `reaped` = `/bin/true` ran and was reaped, `teardown` = the "
+                     "boot undone (cgroups removed), `exit` = the run's undo (locks, state) "
+                     "and nixrun's exit.\n")
+            L.append("| phase | median | share |\n|---|---|---|")
+            total = ph.get("total")
+            for name, v in ph.items():
+                if name == "total":
+                    continue
+                L.append(f"| {name} | {v * 1e6:.0f} µs | {v / total * 100:.0f} % |")
+            L.append(f"| **total** | {total * 1e6:.0f} µs | |\n")
 
     if r.get("boot"):
         L.append("## 2. Boot and stop; 3. supervisor memory\n")
@@ -1778,10 +2097,193 @@ def report(results, args, plot_name):
     if soak:
         report_soak(L, soak)
 
+    if r.get("net"):
+        report_net(L, r["net"])
+
     notes = Path(__file__).with_name("notes.md")
     if notes.exists():
         L.append(notes.read_text())
     return "\n".join(L).rstrip() + "\n"
+
+
+NET_FLOOR = "unshare -n +chroot (floor)"
+NET_NIXRUN = "nixrun --private-network"
+NET_N = 50
+
+
+def net_left_count(x):
+    """What a net scale run left that a service manager would not clean up:
+    links and nixrun journals in the namespace, processes, host mounts."""
+    return (len(x["net_left"]["links"]) + len(x["net_left"]["journals"]) + x["left"]["processes"]
+            + len(x["left"]["mounts"]))
+
+
+def net_targets(net):
+    """[(target, this run, met)] of the net part (issue "private networking")."""
+    if not net:
+        return [("private network: the targets below", "not run (--skip net)", None)]
+    out = []
+    for guest in ("debian", "nixos"):
+        b = net.get("boot", {}).get(guest)
+        if not b:
+            continue
+        # A boot without its veth would not be this measurement.
+        noveth = [f"{rt}: veth missing in {x['cycles'] + 1 - x['veth_ok']} cycles" for rt, x in b.items()
+                  if x.get("veth_ok", x["cycles"] + 1) < x["cycles"] + 1]
+        q = ratio(b["nixrun"]["ready"], b["systemd-nspawn"]["ready"])
+        out.append((f"private network: boot to READY with `-n` ({guest}) ≤ 0.9× nspawn `-n`",
+                    fmt_ratio(q) + "".join(f"; {x}" for x in noveth), q is not None and q <= 0.9 and not noveth))
+        q = ratio(b["nixrun"]["stop"], b["systemd-nspawn"]["stop"])
+        out.append((f"private network: stop with `-n` ({guest}) ≤ 1.0× nspawn `-n` (the boot part's target)",
+                    fmt_ratio(q), q is not None and q <= 1.0))
+    ex = net.get("exec", {})
+    a, f = ex.get(NET_NIXRUN, {}).get("time"), ex.get(NET_FLOOR, {}).get("time")
+    name = "private network: exec latency (`--private-network`) ≤ 1.5× the `unshare -n` floor"
+    if a and f:
+        q = ratio(a, f)
+        out.append((name, fmt_ratio(q), q <= 1.5))
+    else:
+        out.append((name, "not measured (see \"Not measured\")", None))
+    sc = net.get("scale", {})
+    name = f"private network: N = {NET_N} with `-n`: all READY, time-to-all-ready ≤ nspawn's, nothing left"
+    runs = {rt: sc.get(rt, []) for rt in ("nixrun", "systemd-nspawn")}
+    if not runs["nixrun"]:
+        out.append((name, sc.get("stopped", "not run (--net-scale 0)"), None))
+        return out
+    n = runs["nixrun"][0]["n"]
+    all_ok = all(x["ready_count"] == n and x["veths_up"] == n for x in runs["nixrun"])
+    a = statistics.median([x["all_ready"] or float("inf") for x in runs["nixrun"]])
+    b = statistics.median([x["all_ready"] or float("inf") for x in runs["systemd-nspawn"]] or [float("inf")])
+    left = sum(net_left_count(x) for x in runs["nixrun"])
+    val = (f"{'' if n == NET_N else f'N = {n} only: '}{'all' if all_ok else 'NOT all'} ready with their veth; "
+           f"{a:.2f} s vs {b:.2f} s ({a / b:.2f}×); {'nothing' if not left else left} left")
+    out.append((name, val, (all_ok and a <= b and not left) if n == NET_N else None))
+    return out
+
+
+def report_net(L, net):
+    L.append("## 6. Private network\n")
+    L.append(f"Both runtimes run inside a network namespace the benchmark makes for this part "
+             f"(`ip netns add {net['netns']}`, its `lo` up; deleted afterwards, "
+             f"{'and it is gone' if net.get('netns_removed') else '**but it is still there**'}): "
+             "every veth is made there, never in the machine's own namespace, and no traffic "
+             "leaves it. The benchmark's own thread joins the namespace (`setns`, what "
+             "`nsenter --net=/run/netns/NAME` does) and spawns the runtimes from there as in the "
+             "other parts; an `nsenter` prefix would add an exec to every timed run. Not `ip netns "
+             "exec`: it remounts `/sys` and hides `/sys/fs/cgroup` from nspawn. Machine names "
+             "(`-M`) are the same for both runtimes: `nxd<cycle>` / `nxn<cycle>` in the boot "
+             "cycles, `nxs000`… in the scale run, so the host side is `ve-nxd3` for either "
+             "(both shorten names the same way past 15 characters).\n")
+    L.append("| target | this run | |\n|---|---|---|")
+    for name, val, ok in net_targets(net):
+        L.append(f"| {name} | {val} | {verdict(ok)} |")
+    L.append("")
+
+    ex = net.get("exec", {})
+    if ex:
+        nx = ex.get(NET_NIXRUN, {}).get("time")
+        L.append("### Exec latency: `/bin/true` in the Debian guest, own network namespace\n")
+        L.append(f"As in part 1 (same root, wall time = spawn → exit and cgroup empty), "
+                 f"{net['rounds']} interleaved rounds after {net['warmup']} warm-up rounds, "
+                 "with a network namespace of only `lo` per run; the two rows without one show what "
+                 "it costs (the kernel's share: the floor with and without `-n`).\n")
+        L.append(f"| command | wall time | ratio {NET_NIXRUN}/this | to exit | CPU time | failed |\n"
+                 "|---|---|---|---|---|---|")
+        for k, v in ex.items():
+            L.append(f"| {k} | {fmt_ms(v['time'])} | {fmt_ratio(ratio(nx, v['time']))} | "
+                     f"{fmt_ms(v['exit'])} | {fmt_ms(v['cpu'])} | {v['failures']} |")
+        L.append("")
+        L.append("Commands: `nixrun -D ROOT -q --console=pipe --private-network /bin/true`; "
+                 "`systemd-nspawn -D ROOT --keep-unit --register=no -q --console=pipe "
+                 "--private-network /bin/true`; floor `unshare -n -m -p -u -i --fork chroot ROOT "
+                 "/bin/true`; the references the same without `--private-network` / `-n`.\n")
+
+    if net.get("boot"):
+        L.append("### Boot and stop with a veth (`-n`)\n")
+        L.append(f"As in part 2, with `-n --machine=NAME` added for both runtimes: a veth pair, "
+                 "`ve-NAME` in the benchmark's namespace and `host0` in the guest's (no addresses). "
+                 f"One untimed warm-up boot per runtime, then a first boot and {net['cycles']} "
+                 "interleaved cycles on one root per runtime. Stop = SIGTERM → exit, which "
+                 "includes the runtime removing its veth. After each exit the benchmark waits up to "
+                 "1 s for the namespace to hold no link but `lo`; what is still there then, and "
+                 f"nixrun network journals left in `{NIXRUN_NET_JOURNAL}/`, count as left behind.\n")
+        for guest, b in net["boot"].items():
+            a, s_ = b["nixrun"], b["systemd-nspawn"]
+            L.append(f"#### {guest} guest\n")
+            L.append("| | nixrun `-n` | systemd-nspawn `-n` | ratio nixrun/nspawn |\n|---|---|---|---|")
+            for label, key, f in (("boot → READY=1", "ready", fmt_s),
+                                  ("  setup (spawn → STATUS)", "setup", fmt_s),
+                                  ("  guest (STATUS → READY=1)", "guest", fmt_s),
+                                  ("CPU until READY=1, whole unit", "cpu_unit", fmt_s),
+                                  ("  of which outside the guest's cgroup (the runtime)", "cpu_runtime", fmt_s),
+                                  ("stop (SIGTERM → exit)", "stop", fmt_s),
+                                  ("runtime RSS", "rss", fmt_mib)):
+                L.append(f"| {label} | {f(a[key])} | {f(s_[key])} | {fmt_ratio(ratio(a[key], s_[key]))} |")
+            fr = [x["first_ready"] for x in (a, s_)]
+            L.append("| first boot → READY=1 | " + " | ".join("–" if x is None else f"{x:.3f} s" for x in fr)
+                     + f" | {fmt_ratio(fr[0] / fr[1]) if None not in fr else '–'} |")
+            L.append("| cycles not READY / exit ≠ 0 | "
+                     f"{a['not_ready']} / {a['bad_exit']} | {s_['not_ready']} / {s_['bad_exit']} | |")
+            L.append("| cycles with exactly `ve-NAME` in the namespace while up | " + " | ".join(
+                f"{x['veth_ok']}/{x['cycles'] + 1}" + (f" (also seen: {', '.join(x['veth_bad'])})" if x["veth_bad"]
+                                                        else "") for x in (a, s_)) + " | |")
+            L.append("| left behind: links; journals (cycles with any) | " + " | ".join(
+                f"{', '.join(x['net_left']['links']) or 'none'}; {', '.join(x['net_left']['journals']) or 'none'} "
+                f"({x['net_left_cycles']})" for x in (a, s_)) + " | |")
+            L.append("| left behind: processes; cgroups (inside the unit's cgroup); host mounts | "
+                     + " | ".join(f"{x['leftover_procs']}; {', '.join(x['leftover_cgroups']) or 'none'}; "
+                                  f"{len(x['leftover_mounts'])}" for x in (a, s_)) + " | |")
+            L.append("")
+
+    sc = net.get("scale", {})
+    if sc.get("nixrun") or sc.get("stopped"):
+        L.append(f"### {net['n']} NixOS-shaped guests with `-n` started at once\n")
+        L.append(f"As in part 4 (fresh roots, spawned back to back, the launcher at real-time "
+                 f"priority; `all READY` = first spawn → last `READY=1`; stop = SIGTERM to all → "
+                 f"the last exit), each guest with `-n --machine=nxsNNN`: {net['n']} veth pairs in "
+                 "one namespace. `links gone` = from the cleanup after the last exit until the "
+                 "namespace holds no link but `lo` (polled, at most 5 s); `left` counts links and "
+                 "nixrun journals still there then, processes and host mounts. nixrun and nspawn "
+                 f"alternate, {net['reps']} repetition(s).\n")
+        if sc.get("stopped"):
+            L.append(f"Scale run {sc['stopped']}.\n")
+        L.append("| runtime | READY | veths while up | all spawned | all READY | median READY | "
+                 "CPU / guest to READY | exit 0 | all stopped | links gone | "
+                 "left: links; journals; procs; mounts | host CPU busy before; while booting |")
+        L.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        runs = [x for rt in ("nixrun", "systemd-nspawn") for x in sc.get(rt, [])]
+
+        def c(v, f):
+            return "–" if v is None else f.format(v)
+
+        for x in runs:
+            nl = x["net_left"]
+            other = f" (+ {', '.join(x['links_other'])})" if x["links_other"] else ""
+            L.append(f"| {x['runtime']} | {x['ready_count']}/{x['n']} | {x['veths_up']}/{x['n']}{other} | "
+                     f"{x['spawn_span']:.2f} s | "
+                     f"{c(x['all_ready'], '{:.2f} s')} | {c(x['ready_median'], '{:.2f} s')} | "
+                     f"{x['cpu_unit_per_guest']:.3f} s | {x['exit0']}/{x['n']} | {c(x['all_stopped'], '{:.2f} s')} | "
+                     f"{x['links_gone']:.2f} s | {len(nl['links'])}; {len(nl['journals'])}; "
+                     f"{x['left']['processes']}; {len(x['left']['mounts'])} | "
+                     f"{x['busy_before']:.0f}%; {x.get('busy_booting', 0):.0f}% |")
+
+        def med(rt, key):
+            vs = [x[key] for x in sc.get(rt, []) if x[key] is not None]
+            return statistics.median(vs) if vs else None
+
+        q = [None if med("nixrun", k) is None or not med("systemd-nspawn", k)
+             else med("nixrun", k) / med("systemd-nspawn", k)
+             for k in ("spawn_span", "all_ready", "ready_median", "cpu_unit_per_guest", "all_stopped")]
+        L.append(f"| **nixrun/nspawn** (medians) | | | {c(q[0], '{:.2f}×')} | {c(q[1], '{:.2f}×')} | "
+                 f"{c(q[2], '{:.2f}×')} | {c(q[3], '{:.2f}×')} | | {c(q[4], '{:.2f}×')} | | | |")
+        L.append("")
+        lefts = sorted({y for x in runs for y in x["net_left"]["links"] + x["net_left"]["journals"]})
+        if lefts:
+            L.append("Left behind: " + ", ".join(f"`{y}`" for y in lefts[:8])
+                     + (f" … (+{len(lefts) - 8} more)" if len(lefts) > 8 else "") + ".\n")
+    if net.get("links_at_end"):
+        L.append("Links in the namespace at the end of the part, before it was deleted: "
+                 + ", ".join(f"`{x}`" for x in net["links_at_end"]) + ".\n")
 
 
 def fmt_dur(x):
@@ -1899,6 +2401,9 @@ def report_soak(L, soak):
                      + (", and lacks " + ", ".join(f"`{x}`" for x in less) if less else "") + ".\n")
 
 
+PARTS = {"exec", "boot", "scale", "net", "soak"}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="few iterations, N=10 only")
@@ -1914,8 +2419,12 @@ def main():
     ap.add_argument("--soak-cycles", type=int,
                     help="soak: start/stop cycles of /bin/true (default 1000; 0: none)")
     ap.add_argument("--soak-boots", type=int, help="soak: boot/stop cycles of the Debian guest (default 100; 0: none)")
+    ap.add_argument("--net-scale", type=int,
+                    help="net: N guests with -n started at once (default 50; quick: 10; 0: none); "
+                         "its exec rounds, boot cycles and repetitions are --exec-rounds, --boot-cycles, "
+                         "--scale-reps")
     ap.add_argument("--skip", default="",
-                    help="comma-separated parts to skip: exec,boot,scale,soak (--quick skips soak "
+                    help="comma-separated parts to skip: exec,boot,scale,net,soak (--quick skips soak "
                          "unless a --soak-* count is given)")
     ap.add_argument("--report-only", metavar="JSON",
                     help="measure nothing: write the report again from a run's results "
@@ -1937,10 +2446,13 @@ def main():
     args.scale_reps = args.scale_reps or (1 if q else 3)
     out = Path(args.out) if args.out else (BENCH_TARGET / "quick" if q else REPO / "docs")
     skip = set(filter(None, args.skip.split(",")))
+    if skip - PARTS:
+        ap.error(f"--skip: unknown part(s) {','.join(sorted(skip - PARTS))} (parts: {','.join(sorted(PARTS))})")
     if q and args.soak_cycles is None and args.soak_boots is None:
         skip.add("soak")
     args.soak_cycles = 1000 if args.soak_cycles is None else args.soak_cycles
     args.soak_boots = 100 if args.soak_boots is None else args.soak_boots
+    args.net_scale = (10 if q else 50) if args.net_scale is None else args.net_scale
 
     started = time.monotonic()
     no_inherited_fds()
@@ -1964,6 +2476,8 @@ def main():
             bench.bench_boot(args.boot_cycles)
         if "scale" not in skip:
             bench.bench_scale(ns, args.scale_reps)
+        if "net" not in skip:
+            bench.bench_net(args.exec_rounds, args.warmup, args.boot_cycles, args.net_scale, args.scale_reps)
         if "soak" not in skip:
             bench.bench_soak(args.soak_cycles, args.soak_boots)
     finally:
@@ -1971,7 +2485,7 @@ def main():
     bench.results["duration"] = time.monotonic() - started
     bench.results["args"] = {k: getattr(args, k) for k in
                              ("quick", "exec_rounds", "warmup", "boot_cycles", "scale_reps", "settle",
-                              "soak_cycles", "soak_boots")}
+                              "soak_cycles", "soak_boots", "net_scale")}
     BENCH_TARGET.mkdir(parents=True, exist_ok=True)
     (BENCH_TARGET / ("results-quick.json" if q else "results.json")).write_text(
         json.dumps(bench.results, indent=1, default=str))

@@ -9,6 +9,7 @@ mod common;
 use common::netns::Netns;
 use common::*;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 fn minimal_copy(tag: &str) -> (TempRoot, PathBuf) {
@@ -215,12 +216,14 @@ fn ports_are_forwarded_locally_and_from_another_namespace() {
         "-n",
         "--host-address=10.233.2.1/24",
         "--local-address=10.233.2.2/24",
+        "--host-address=fd00:233:2::1/64",
+        "--local-address=fd00:233:2::2/64",
         "-p",
         "tcp:8080:80",
         "/nixrun-probe",
         "listen",
         "80",
-        "2",
+        "4",
     ]));
     wait_line(&mut sp, "listening");
     let el = nat_elements(&a);
@@ -230,12 +233,50 @@ fn ports_are_forwarded_locally_and_from_another_namespace() {
         connect_from(&a, "10.233.2.1", "8080"),
         "connected pong 10.233.2.1"
     );
+    // IPv6 too, in the ip6 table.
+    assert_eq!(
+        connect_from(&a, "fd00:233:2::1", "8080"),
+        "connected pong fd00:233:2::1"
+    );
     // Loopback is not forwarded (nspawn's rule).
     assert_ne!(
         connect_from(&a, "127.0.0.1", "8080").split(' ').next(),
         Some("connected")
     );
     // Forwarded: from the client namespace, through the host namespace.
+    assert_eq!(
+        connect_from(&c, "192.0.2.1", "8080"),
+        "connected pong 192.0.2.2"
+    );
+    // The guest gets an address that sorts first (nspawn's choice): the port
+    // follows it.
+    let leader = sp.leader().to_string();
+    let add = Command::new("nsenter")
+        .args([
+            "-t",
+            &leader,
+            "-n",
+            "ip",
+            "addr",
+            "add",
+            "10.0.0.5/8",
+            "dev",
+            "host0",
+        ])
+        .status()
+        .unwrap();
+    assert!(add.success(), "ip addr add in the guest");
+    a.ip(&["route", "add", "10.0.0.5", "dev", "ve-net-port"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut el = nat_elements(&a);
+    while !el.contains("tcp . 8080 : 10.0.0.5 . 80") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        el = nat_elements(&a);
+    }
+    assert!(
+        el.contains("tcp . 8080 : 10.0.0.5 . 80") && !el.contains("10.233.2.2"),
+        "the port did not follow the guest's new address: {el}"
+    );
     assert_eq!(
         connect_from(&c, "192.0.2.1", "8080"),
         "connected pong 192.0.2.2"

@@ -670,3 +670,49 @@ fn the_container_has_a_task_limit() {
     assert!(n < 40 && line.contains("errno=EAGAIN"), "{line}");
     snap.assert_unchanged();
 }
+
+/// A service manager that stops reading $NOTIFY_SOCKET (busy with a hundred
+/// units, or a harness that stopped listening): the guest's STATUS= messages,
+/// relayed upward, fill its queue. The supervisor must not block on that
+/// socket — the same loop serves the guest's mounts, and a blocked one left
+/// guests hanging in mount(2) during shutdown (found with 100 guests at
+/// once: most never finished stopping) — and it must still stop.
+#[test]
+fn a_manager_that_stops_reading_notify_stalls_nothing() {
+    let (_t, root) = minimal_copy("rel-notify-full");
+    let snap = HostSnapshot::take("rel-notify-full");
+    // More than the manager's socket queues (net.unix.max_dgram_qlen).
+    let qlen: usize = fs::read_to_string("/proc/sys/net/unix/max_dgram_qlen")
+        .expect("read net.unix.max_dgram_qlen")
+        .trim()
+        .parse()
+        .unwrap();
+    let count = (qlen * 3 + 10).to_string();
+    // The test never reads the notify socket until nixrun has exited.
+    let mut sp = Spawned::start(&[
+        "-D",
+        root.to_str().unwrap(),
+        "-q",
+        "/nixrun-probe",
+        "notify-status",
+        &count,
+    ]);
+    assert_eq!(
+        wait_log_line(&mut sp, "sent", STOP_TIMEOUT),
+        format!("sent {count}")
+    );
+    assert_eq!(
+        wait_log_line(&mut sp, "mount", Duration::from_secs(30)),
+        "mount ok",
+        "the guest's mount was not served while the manager's queue was full"
+    );
+    sp.signal(libc::SIGTERM);
+    sp.wait_exit(STOP_TIMEOUT);
+    // The queue was full indeed (what got through, read only now).
+    assert!(
+        sp.notified.statuses.len() >= qlen,
+        "only {} statuses reached the socket: the queue never filled",
+        sp.notified.statuses.len()
+    );
+    snap.assert_unchanged();
+}

@@ -335,6 +335,13 @@ impl Cgroups {
     /// closes their device policy and limits their tasks. Returns warnings: a
     /// host without a pids controller gets its container without a task limit.
     pub fn create(&self) -> Result<Vec<String>, CgroupError> {
+        self.prepare()?;
+        self.make(None)
+    }
+
+    /// The first half of `create`: refuses if the machine is running, removes
+    /// what a crashed run left behind. Nothing is made yet.
+    pub fn prepare(&self) -> Result<(), CgroupError> {
         for p in &self.placements {
             let top = if p.ours { &p.container } else { &p.payload };
             if top.exists() {
@@ -350,18 +357,36 @@ impl Cgroups {
                     .map_err(|e| CgroupError::Remove(top.clone(), e))?;
             }
         }
+        Ok(())
+    }
+
+    /// The second half: moves the supervisor aside (--keep-unit), creates the
+    /// payload cgroups, closes their device policy, limits their tasks, puts
+    /// `pid` (the container's PID 1, already cloned and busy with its mounts
+    /// meanwhile) into them and delegates the unit's controllers. In that
+    /// order: PID 1 creates device nodes as it joins, so the policy must be
+    /// whole by then (between "deny all" and the allow list, mknod fails);
+    /// and a cgroup that passes controllers down may hold no process, while
+    /// the unit's cgroup holds PID 1 until it joins the payload.
+    pub fn make(&self, pid: Option<u32>) -> Result<Vec<String>, CgroupError> {
         for p in &self.placements {
             if let Some(sup) = &p.supervisor {
                 self.make_dirs(sup)?;
                 self.attach_pid(sup, 0)?;
             }
             self.make_dirs(&p.payload)?;
+        }
+        self.close_devices()?;
+        let warnings = self.limit_tasks().err().into_iter().collect();
+        for p in &self.placements {
+            if let Some(pid) = pid {
+                self.attach_pid(&p.payload, pid)?;
+            }
             if p.hierarchy.kind == Kind::V2 && !p.ours {
                 self.delegate_controllers(&p.container);
             }
         }
-        self.close_devices()?;
-        Ok(self.limit_tasks().err().into_iter().collect())
+        Ok(warnings)
     }
 
     /// pids.max where the guest cannot change it: on the container's cgroup
@@ -457,9 +482,10 @@ impl Cgroups {
                 }
             }
             if let Some(sup) = &p.supervisor {
-                // Back into the unit's cgroup, so that "supervisor" can go too. This
-                // fails if the unit's controllers are delegated (no processes in inner
-                // cgroups then); systemd removes the unit's cgroup when it ends anyway.
+                // Back into the unit's cgroup, so that "supervisor" can go too.
+                // A cgroup that passes controllers down may hold no process:
+                // first take back the controllers we enabled for the payload.
+                self.undelegate_controllers(&p.container);
                 if self.attach_pid(&p.container, 0).is_ok() {
                     let _ = self.fs.rmdir(sup);
                 }
@@ -499,6 +525,20 @@ impl Cgroups {
             let _ = self
                 .fs
                 .write(&unit.join("cgroup.subtree_control"), &[&format!("+{c}")]);
+        }
+    }
+
+    /// Undoes `delegate_controllers` once the payload is gone. Best effort:
+    /// what stays enabled only keeps "supervisor" (systemd removes the unit's
+    /// cgroup when the unit ends).
+    fn undelegate_controllers(&self, unit: &Path) {
+        let Ok(avail) = self.fs.read(&unit.join("cgroup.controllers")) else {
+            return;
+        };
+        for c in avail.split_whitespace() {
+            let _ = self
+                .fs
+                .write(&unit.join("cgroup.subtree_control"), &[&format!("-{c}")]);
         }
     }
 
@@ -897,10 +937,19 @@ mod tests {
             sb.writes_to("cgroup.subtree_control"),
             vec!["+cpu", "+memory", "+pids"]
         );
-        // The unit's cgroup is systemd's: only payload and supervisor go.
+        // The unit's cgroup is systemd's: only payload and supervisor go, the
+        // delegation undone so that the supervisor may move back.
         assert!(cg.remove().is_empty());
         assert!(unit.is_dir());
         assert!(!unit.join("payload").exists());
+        assert_eq!(
+            sb.writes_to("cgroup.subtree_control"),
+            vec!["+cpu", "+memory", "+pids", "-cpu", "-memory", "-pids"]
+        );
+        assert_eq!(
+            sb.writes_to("container@web.service/cgroup.procs"),
+            vec!["0"]
+        );
     }
 
     #[test]

@@ -22,6 +22,7 @@ pub mod dbus;
 pub mod net;
 pub mod nspawn;
 pub mod oci;
+pub mod phase;
 pub mod plan;
 pub mod policy;
 pub mod protocol;

@@ -250,6 +250,10 @@ impl<S: Message, R: Message> End<S, R> {
             match recv(self.fd.as_fd(), &mut buf, rustix::net::RecvFlags::empty()) {
                 Ok(r) => break r,
                 Err(Errno::EINTR) => continue,
+                // The other side closed with a message of ours unread (a
+                // child that failed before it read Go): it hung up, like end
+                // of file; what it sent before is read first.
+                Err(Errno::ECONNRESET) => return Ok(None),
                 Err(e) => return Err(ChannelError::Recv(e)),
             }
         };

@@ -196,7 +196,11 @@ sed -e "s|@RUNTIME@|$exe|" -e "s|@START_TIMEOUT@|$boot_timeout|" -e "s|@EXTRA_AR
     -e "s|@RELOAD@|$reload|" \
     "$here/guest/container@.service.in" >"$stage/container@.service"
 install -m 0755 "$here/guest/vmtest.sh" "$here/guest/cgroup-probe.sh" "$stage/"
-install -m 0644 "$here/guest/nrvm-marker.service" "$stage/"
+install -m 0644 "$here/guest/nrvm-marker.service" "$here/guest/nrvm-early-net.service" \
+    "$here/guest/nrvm-echo.socket" "$here/guest/nrvm-echo@.service" "$stage/"
+# The private-network check's container inits: nixrun's (as the NixOS module
+# ships it) and, for the nspawn reference, NixOS's.
+install -m 0755 "$here/../packaging/nixrun-container-init" "$here/guest/nixos-container-init" "$stage/"
 cat >"$stage/config" <<EOF
 RUNTIME=$runtime
 MACHINE=foo

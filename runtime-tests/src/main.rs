@@ -43,6 +43,9 @@ usage: nixrun-probe COMMAND [ARGS]
   notify-fds COUNT PER
                     send COUNT datagrams to $NOTIFY_SOCKET, each passing PER (0..=253) fds;
                     print 'sent N', then wait for a signal and print 'signal N'
+  notify-status COUNT
+                    send COUNT STATUS= datagrams to $NOTIFY_SOCKET, print 'sent N', mount and
+                    unmount a tmpfs, print 'mount ok' or 'mount ERRNO', wait for a signal
   flood-mount OUTFILE MOUNTS
                     flood stdout from a child, then mount and unmount MOUNTS tmpfs; write
                     'mounts=K failed=F max_ms=M first_error=NAME|none' to OUTFILE, wait for
@@ -142,6 +145,10 @@ fn main() -> ExitCode {
                 _ => return usage("notify-fds: COUNT must be a number, PER 0..=253"),
             }
         }
+        (Some("notify-status"), [count]) => match count.to_str().and_then(stress::parse_count) {
+            Some(count) => stress::notify_status(count),
+            None => return usage("notify-status: COUNT must be a number"),
+        },
         (Some("flood-mount"), [outfile, mounts]) => {
             match mounts.to_str().and_then(stress::parse_count) {
                 Some(mounts) => stress::flood_mount(Path::new(outfile), mounts),

@@ -171,6 +171,61 @@ fn send_flood(
     flood
 }
 
+// ---- notify-status ------------------------------------------------------------
+
+/// `notify-status COUNT`: COUNT STATUS= datagrams (the runtime relays each to
+/// its own service manager), then one tmpfs mount, which only completes if the
+/// runtime's supervisor is still serving its event loop. Prints `sent N` and
+/// `mount ok|ERRNO`, then waits for a signal.
+pub fn notify_status(count: usize) -> u8 {
+    let (addr, sock, _) = match prepare_notify(0) {
+        Ok(p) => p,
+        Err(word) => {
+            say(&word);
+            return EXIT_FAILED;
+        }
+    };
+    let mut sent = 0;
+    for i in 0..count {
+        let msg = format!("STATUS=probe status {i}");
+        match sendmsg(
+            sock.as_raw_fd(),
+            &[IoSlice::new(msg.as_bytes())],
+            &[],
+            MsgFlags::empty(),
+            Some(&addr),
+        ) {
+            Ok(_) => sent += 1,
+            Err(e) => {
+                say(&format!("sent {sent} then {}", errno::name(e as i32)));
+                return EXIT_FAILED;
+            }
+        }
+    }
+    say(&format!("sent {sent}"));
+    let dir = Path::new("/tmp/notify-status-mount");
+    let _ = std::fs::create_dir(dir);
+    let res = nix::mount::mount(
+        Some("tmpfs"),
+        dir,
+        Some("tmpfs"),
+        MsFlags::empty(),
+        Some("size=1m"),
+    );
+    // Handlers first: as PID 1 we lose signals we have no handler for, and
+    // the host may signal as soon as it has read the line.
+    signals::catch_all();
+    match res {
+        Ok(()) => {
+            let _ = nix::mount::umount2(dir, MntFlags::empty());
+            say("mount ok");
+        }
+        Err(e) => say(&format!("mount {}", errno::name(e as i32))),
+    }
+    signals::wait_caught();
+    0
+}
+
 // ---- flood-mount ------------------------------------------------------------
 
 /// `flood-mount OUTFILE MOUNTS`: prints nothing (stdout is the flooded pipe);

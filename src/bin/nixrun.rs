@@ -7,6 +7,8 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    nixrun::phase::init();
+    nixrun::phase::mark("main");
     if let Err(e) = nixrun::supervisor::block_signals() {
         return fail(&e.to_string());
     }
@@ -31,6 +33,7 @@ fn main() -> ExitCode {
         Ok(p) => p,
         Err(e) => return fail(&e.to_string()),
     };
+    nixrun::phase::mark("plan");
     match nixrun::supervisor::run(&plan) {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(e) => fail(&e.to_string()),

@@ -115,11 +115,9 @@ fn prepare_and_exec(setup: &Setup<'_>, channel: &ChildEnd) -> Result<Never, Step
         nix::sched::setns(ns, CloneFlags::CLONE_NEWNET)
             .map_err(sys("joining --network-namespace-path"))?;
     }
-    // Sync point 1; also the guard against an early supervisor death: the
-    // channel then reads end-of-file.
-    let ToChild::Go = channel.expect()?;
-
-    unshare(CloneFlags::CLONE_NEWCGROUP).map_err(sys("unshare cgroup namespace"))?;
+    // The first half of the mount tree (/dev, /run, /tmp, the user's binds)
+    // needs neither our cgroups nor the network: it is built while the
+    // supervisor makes them, on the other CPU.
     mount(
         None::<&str>,
         "/",
@@ -137,12 +135,18 @@ fn prepare_and_exec(setup: &Setup<'_>, channel: &ChildEnd) -> Result<Never, Step
     )
     .map_err(sys("bind the container root onto itself"))?;
     let root = Root::open_dir(&plan.root).map_err(sys("open the container root"))?;
-
     let mut out = mounts::Outputs::default();
-    for phase in [Phase::Outer, Phase::Inner] {
-        mounts::apply(&root, policy.mounts.ops(phase), &mut out)?;
-    }
+    mounts::apply(&root, policy.mounts.ops(Phase::Outer), &mut out)?;
 
+    // Sync point 1: in our cgroups now (the cgroup namespace is rooted where
+    // we are when it is made), the network set up. Also the guard against an
+    // early supervisor death: the channel then reads end-of-file.
+    let ToChild::Go = channel.expect()?;
+    crate::phase::mark("child-go");
+    unshare(CloneFlags::CLONE_NEWCGROUP).map_err(sys("unshare cgroup namespace"))?;
+    mounts::apply(&root, policy.mounts.ops(Phase::Inner), &mut out)?;
+
+    crate::phase::mark("child-mounts");
     nix::unistd::fchdir(root.fd().as_raw_fd()).map_err(sys("chdir into the root"))?;
     // pivot_root(".", ".") stacks the old root under the new one; detaching it
     // leaves only the container's tree, with no path back to the host.
@@ -160,6 +164,7 @@ fn prepare_and_exec(setup: &Setup<'_>, channel: &ChildEnd) -> Result<Never, Step
     )
     .map_err(sys("make / shared"))?;
 
+    crate::phase::mark("child-pivot");
     nix::unistd::sethostname(&plan.hostname).map_err(sys("sethostname"))?;
 
     if let Some(early) = out.console {
@@ -178,6 +183,7 @@ fn prepare_and_exec(setup: &Setup<'_>, channel: &ChildEnd) -> Result<Never, Step
         let _ = nix::unistd::setsid();
     }
 
+    crate::phase::mark("child-setup");
     let argv = resolve_exec(plan, &policy.env)?;
     guest_files(plan);
     let env: Vec<CString> = policy
@@ -199,6 +205,7 @@ fn prepare_and_exec(setup: &Setup<'_>, channel: &ChildEnd) -> Result<Never, Step
     }
     let listener = crate::sys::seccomp::install(&f.mount, true).map_err(StepError::Seccomp)?;
     caps::apply(&policy.capabilities)?;
+    crate::phase::mark("child-seccomp-caps");
     // Sync point 2: our ends of the console, notify socket and mount guard.
     channel.send(&FromChild::Ready(Endpoints {
         pty_master: out.pty_master,
@@ -208,6 +215,7 @@ fn prepare_and_exec(setup: &Setup<'_>, channel: &ChildEnd) -> Result<Never, Step
 
     reset_signals()?;
     close_inherited_fds(channel)?;
+    crate::phase::mark("child-exec");
     let e = nix::unistd::execve(&argv[0], &argv, &env).unwrap_err();
     Err(StepError::Init(format!(
         "exec {}: {}",

@@ -11,7 +11,7 @@ use super::lifecycle::{Action, Event, Lifecycle, Outcome};
 use super::machined::{self, Registrar};
 use super::mountguard::MountGuard;
 use super::network;
-use super::notify;
+use super::notify::{self, HostNotifier};
 use super::poll::{PollSet, Token};
 use super::teardown::Teardown;
 use super::SupervisorError;
@@ -72,6 +72,7 @@ impl<'a> Boot<'a> {
         sigfd: &mut SignalFd,
         life: &mut Lifecycle,
         undo: &mut Teardown<'_>,
+        host: &mut HostNotifier,
     ) -> Result<Next, SupervisorError> {
         let (sup, child_end) = protocol::pair()?;
         let sup_raw = sup.as_fd().as_raw_fd();
@@ -97,6 +98,7 @@ impl<'a> Boot<'a> {
             .map_err(|e| SupervisorError::Sys("clone the container", e))?;
         drop(child_end);
         drop(stack);
+        crate::phase::mark("clone");
 
         let reaped = Rc::new(Cell::new(false));
         let r = reaped.clone();
@@ -123,10 +125,27 @@ impl<'a> Boot<'a> {
             guard: None,
             net: None,
         };
-        boot.act(life.handle(Event::Cloned, Instant::now()));
-        // Sync point 1: the child waits in its namespaces until it is in its
-        // cgroup (and registered: machined finds the unit from that cgroup).
-        cgroups.attach(pid.as_raw() as u32)?;
+        boot.act(life.handle(Event::Cloned, Instant::now()), host);
+        // While the child builds the first half of its mount tree, its cgroups
+        // are made, with it in them. Sync point 1: it goes on (to the cgroup
+        // namespace, /proc, /sys and the exec) only once it is in them (and
+        // registered: machined finds the unit from that cgroup).
+        match cgroups.make(Some(pid.as_raw() as u32)) {
+            Ok(warnings) => {
+                if !plan.quiet {
+                    for w in warnings {
+                        eprintln!("nixrun: warning: {w}");
+                    }
+                }
+            }
+            // A child that failed in its first half has said why on the
+            // channel: that line, not the missing pid, is the error.
+            Err(e) if boot.child_gone() => {
+                drop(e);
+                return boot.event_loop(sigfd, life, registrar, host);
+            }
+            Err(e) => return Err(e.into()),
+        }
         if own_netns {
             boot.net = Some(network::setup(plan, pid.as_raw(), undo)?);
         }
@@ -148,10 +167,26 @@ impl<'a> Boot<'a> {
                 Err(e) => registrar.failed(&e.to_string())?,
             }
         }
+        crate::phase::mark("attach");
         if let Some(ch) = &boot.channel {
-            ch.send(&ToChild::Go)?;
+            // Only fails if the child has failed meanwhile (its end is
+            // closed): the loop reads its line and reaps it.
+            let _ = ch.send(&ToChild::Go);
         }
-        boot.event_loop(sigfd, life, registrar)
+        boot.event_loop(sigfd, life, registrar, host)
+    }
+
+    /// Whether PID 1 has exited (a zombie, not reaped yet, or gone).
+    fn child_gone(&self) -> bool {
+        kill(self.pid, 0).is_err()
+            || std::fs::read_to_string(format!("/proc/{}/stat", self.pid))
+                .ok()
+                .and_then(|s| {
+                    s.rsplit(')')
+                        .next()
+                        .map(|r| r.trim_start().starts_with('Z'))
+                })
+                .unwrap_or(true)
     }
 
     fn event_loop(
@@ -159,6 +194,7 @@ impl<'a> Boot<'a> {
         sigfd: &mut SignalFd,
         life: &mut Lifecycle,
         registrar: &mut Registrar,
+        host: &mut HostNotifier,
     ) -> Result<Next, SupervisorError> {
         loop {
             let timeout = life
@@ -188,6 +224,9 @@ impl<'a> Boot<'a> {
                 }
                 if let Some(w) = self.net.as_ref().and_then(|n| n.watch_fd()) {
                     set.add(Token::Addresses, w);
+                }
+                if let Some(h) = host.blocked() {
+                    set.add_writable(Token::HostNotify, h);
                 }
                 set.wait(timeout)
                     .map_err(|e| SupervisorError::Sys("poll", e))?
@@ -219,6 +258,7 @@ impl<'a> Boot<'a> {
                             n.on_address_change(&self.plan.machine);
                         }
                     }
+                    Token::HostNotify => host.flush(),
                 }
             }
             if life.next_deadline().is_some_and(|d| Instant::now() >= d) {
@@ -229,7 +269,7 @@ impl<'a> Boot<'a> {
                 if actions.iter().any(|a| matches!(a, Action::Started { .. })) {
                     registrar.flush_notice();
                 }
-                if let Some(next) = self.act(actions) {
+                if let Some(next) = self.act(actions, host) {
                     return next;
                 }
             }
@@ -237,7 +277,11 @@ impl<'a> Boot<'a> {
     }
 
     /// Carries out the lifecycle's actions; Some once the boot is over.
-    fn act(&mut self, actions: Vec<Action>) -> Option<Result<Next, SupervisorError>> {
+    fn act(
+        &mut self,
+        actions: Vec<Action>,
+        host: &mut HostNotifier,
+    ) -> Option<Result<Next, SupervisorError>> {
         for a in actions {
             match a {
                 Action::Started { leader } => self.publish(leader),
@@ -246,7 +290,7 @@ impl<'a> Boot<'a> {
                         eprintln!("{line}");
                     }
                 }
-                Action::Host(m) => notify::to_host(&m),
+                Action::Host(m) => host.tell(m),
                 Action::Signal(sig) => {
                     let _ = self.signal(sig);
                 }
@@ -321,6 +365,7 @@ impl<'a> Boot<'a> {
             None => {
                 // Sync point 3, if the child got that far: its end is
                 // close-on-exec. Otherwise it died; its exit status tells how.
+                crate::phase::mark("exec-seen");
                 self.channel = None;
                 Ok(
                     (self.endpoints_received && !self.setup_failed).then_some(Event::Exec {
@@ -385,6 +430,7 @@ impl<'a> Boot<'a> {
                             Err(_) => self.channel = None,
                         }
                     }
+                    crate::phase::mark("reaped");
                     events.push(Event::Exited(outcome));
                 }
                 Ok(_) => {}

@@ -127,8 +127,11 @@ pub fn run(plan: &Plan) -> Result<i32, SupervisorError> {
         });
     }
 
+    crate::phase::mark("locks");
     let facts = identity::facts(plan)?;
+    crate::phase::mark("facts");
     let policy = Policy::compute(plan, &facts)?;
+    crate::phase::mark("policy");
 
     // Started by hand on a systemd host: a scope of its own in machine.slice,
     // as nspawn makes, so that the container is a unit machined can name; in
@@ -192,14 +195,15 @@ pub fn run(plan: &Plan) -> Result<i32, SupervisorError> {
         keep_unit: plan.keep_unit,
         interactive: plan.console == ConsoleMode::Interactive,
     });
+    let mut host = notify::HostNotifier::from_env();
     loop {
         // Undone at the end of every boot, however it ends.
         let mut undo = Teardown::new();
-        for warning in cgroups.create()? {
-            if !plan.quiet {
-                eprintln!("nixrun: warning: {warning}");
-            }
-        }
+        // Made after the clone, while the child sets up its mounts (boot.rs);
+        // their removal goes first on the list, so that it runs after PID 1
+        // is gone.
+        cgroups.prepare()?;
+        crate::phase::mark("cgroups");
         undo.push("removing the container's cgroups", || {
             let errors = cgroups.remove();
             if errors.is_empty() {
@@ -222,8 +226,12 @@ pub fn run(plan: &Plan) -> Result<i32, SupervisorError> {
             &mut sigfd,
             &mut life,
             &mut undo,
+            &mut host,
         );
         undo.finish();
+        crate::phase::mark("teardown");
+        // What the manager has not taken yet, once more (without waiting).
+        host.flush();
         match next? {
             boot::Next::Restart => continue,
             boot::Next::Exit(code) => return Ok(code),

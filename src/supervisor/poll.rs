@@ -21,6 +21,9 @@ pub enum Token {
     Stdout,
     /// Address changes inside the container (for forwarded ports).
     Addresses,
+    /// Our service manager's notify socket, while messages wait for it
+    /// (POLLOUT).
+    HostNotify,
     Signals,
 }
 

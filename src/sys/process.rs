@@ -113,6 +113,72 @@ pub fn default_all_signals() {
     }
 }
 
+/// A process that only holds namespaces: born with `flags` (new namespaces),
+/// sharing our address space (CLONE_VM) so that neither its birth nor its exit
+/// copies or tears down memory — with fork, those two were half the cost of
+/// locking the mount tree. It sleeps until `finish` kills and reaps it.
+pub struct NsHolder {
+    pid: Pid,
+    // The child runs on it: it must outlive the child (see finish and Drop).
+    _stack: Box<[u8]>,
+}
+
+/// The holder's whole life: sleep until killed. Raw system calls only: the
+/// child shares our memory and our thread pointer, so it must not touch the
+/// heap, thread-locals or errno (all the parent's).
+extern "C" fn hold(_: *mut libc::c_void) -> libc::c_int {
+    loop {
+        // SAFETY: ppoll on no fds with no timeout sleeps until a signal; the
+        // null pointers are valid for nfds = 0 and "no timeout / no mask".
+        let _ = unsafe { syscalls::syscall4(syscalls::Sysno::ppoll, 0, 0, 0, 0) };
+    }
+}
+
+impl NsHolder {
+    pub fn spawn(flags: CloneFlags) -> nix::Result<NsHolder> {
+        debug_assert_single_threaded("clone");
+        let mut stack = vec![0u8; 16 * 1024].into_boxed_slice();
+        // The stack grows down from its 16-byte aligned top.
+        let top = {
+            let end = stack.as_mut_ptr_range().end as usize;
+            (end & !15) as *mut libc::c_void
+        };
+        // SAFETY: `hold` uses only its stack (ours to keep until the child is
+        // reaped) and raw system calls, so sharing our memory is safe; no
+        // CLONE_SETTLS, CLONE_FILES or CLONE_SIGHAND: it has its own copies.
+        let pid = unsafe {
+            libc::clone(
+                hold,
+                top,
+                flags.bits() | libc::CLONE_VM | libc::SIGCHLD,
+                std::ptr::null_mut(),
+            )
+        };
+        let pid = Errno::result(pid)?;
+        Ok(NsHolder {
+            pid: Pid::from_raw(pid),
+            _stack: stack,
+        })
+    }
+
+    /// Its pid, for /proc/PID/ns/*.
+    pub fn pid(&self) -> Pid {
+        self.pid
+    }
+
+    /// Kills and reaps it; only then may its stack go.
+    pub fn finish(self) {}
+}
+
+impl Drop for NsHolder {
+    fn drop(&mut self) {
+        let _ = kill(self.pid, libc::SIGKILL);
+        while let Err(Errno::EINTR) =
+            nix::sys::wait::waitpid(self.pid, Some(nix::sys::wait::WaitPidFlag::__WALL))
+        {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,8 +24,10 @@ suite=bookworm
 # by this whole script, so editing the image assembly below does not re-debootstrap.
 # Bump tree_rev when the tree-building code itself changes.
 tree_rev=1
-vm_pkgs=systemd,systemd-sysv,dbus,udev,systemd-container,procps,kmod,busybox-static
-ct_pkgs=systemd,systemd-sysv,dbus
+# iproute2 in both: the private-network check's postStart (nspawn reference)
+# and container inits use ip(8).
+vm_pkgs=systemd,systemd-sysv,dbus,udev,systemd-container,procps,kmod,busybox-static,iproute2
+ct_pkgs=systemd,systemd-sysv,dbus,iproute2
 
 log() { printf 'build-image: %s\n' "$*" >&2; }
 die() { printf 'build-image: error: %s\n' "$*" >&2; exit 1; }

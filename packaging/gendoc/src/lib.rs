@@ -151,7 +151,13 @@ mod tests {
             .replace("\\-", "-")
     }
 
-    const NIXRUN_FLAGS: [&str; 3] = ["--directory", "--bind-ro", "--keep-unit"];
+    const NIXRUN_FLAGS: [&str; 5] = [
+        "--directory",
+        "--bind-ro",
+        "--keep-unit",
+        "--private-network",
+        "--host-address",
+    ];
     const NIXRUNCTL_VERBS: [&str; 4] = ["list", "exec", "shell", "stop"];
 
     #[test]
@@ -225,7 +231,7 @@ mod tests {
             "man1/nixrun.1",
         ] {
             let text = read(&out.0.join(f));
-            for flag in ["private-network", "ephemeral", "network-veth"] {
+            for flag in ["ephemeral", "private-users", "personality"] {
                 assert!(!text.contains(flag), "{f} offers --{flag}");
             }
         }
