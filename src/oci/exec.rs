@@ -24,7 +24,11 @@ const NAMESPACES: &[(&str, CloneFlags)] = &[
     ("mnt", CloneFlags::CLONE_NEWNS),
 ];
 
-fn process_of(e: &cli::Exec, spec_env: Vec<String>) -> Result<Process, String> {
+/// The process to run: --process's, or (runc's way) the container's own
+/// process with the command line's arguments, working directory, extra
+/// environment, user and terminal: its capabilities, limits, and
+/// no_new_privileges stay those the container was created with.
+fn process_of(e: &cli::Exec, base: Option<Process>) -> Result<Process, String> {
     if let Some(f) = &e.process {
         let text =
             fs::read_to_string(f).map_err(|err| format!("--process {}: {err}", f.display()))?;
@@ -34,15 +38,15 @@ fn process_of(e: &cli::Exec, spec_env: Vec<String>) -> Result<Process, String> {
     if e.command.is_empty() {
         return Err("exec: no command given (arguments after the id, or --process FILE)".into());
     }
-    let mut env = spec_env;
+    let mut p = base.unwrap_or_default();
+    p.set_args(Some(e.command.clone()));
+    let mut env = p.env().clone().unwrap_or_default();
     env.extend(e.env.iter().cloned());
-    let mut v = serde_json::json!({
-        "args": e.command,
-        "env": env,
-        "cwd": e.cwd.clone().unwrap_or_else(|| "/".into()),
-        "terminal": e.tty,
-        "user": {"uid": 0, "gid": 0},
-    });
+    p.set_env(Some(env));
+    if let Some(cwd) = &e.cwd {
+        p.set_cwd(cwd.into());
+    }
+    p.set_terminal(Some(e.tty));
     if let Some(u) = &e.user {
         let (uid, gid) = u.split_once(':').unwrap_or((u, "0"));
         let uid: u32 = uid
@@ -51,9 +55,12 @@ fn process_of(e: &cli::Exec, spec_env: Vec<String>) -> Result<Process, String> {
         let gid: u32 = gid
             .parse()
             .map_err(|_| format!("--user {u:?}: expected UID[:GID]"))?;
-        v["user"] = serde_json::json!({"uid": uid, "gid": gid});
+        let mut user = p.user().clone();
+        user.set_uid(uid);
+        user.set_gid(gid);
+        p.set_user(user);
     }
-    serde_json::from_value(v).map_err(|err| err.to_string())
+    Ok(p)
 }
 
 pub fn exec(g: &Global, e: &cli::Exec) -> Result<i32, String> {
@@ -65,12 +72,8 @@ pub fn exec(g: &Global, e: &cli::Exec) -> Result<i32, String> {
         fs::read_to_string(s.dir(&g.root).join(super::state::CONFIG_COPY))
             .ok()
             .and_then(|t| serde_json::from_str(&t).ok());
-    let spec_env = spec
-        .as_ref()
-        .and_then(|c| c.process().as_ref())
-        .and_then(|p| p.env().clone())
-        .unwrap_or_default();
-    let mut p = process_of(e, spec_env)?;
+    let base = spec.as_ref().and_then(|c| c.process().clone());
+    let mut p = process_of(e, base)?;
     if e.tty {
         p.set_terminal(Some(true));
     }
@@ -225,5 +228,51 @@ pub fn exec(g: &Global, e: &cli::Exec) -> Result<i32, String> {
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}
             Err(err) => return Err(format!("waiting for the process: {err}")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exec_args(args: &[&str]) -> cli::Exec {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct W {
+            #[command(flatten)]
+            e: cli::Exec,
+        }
+        W::try_parse_from(std::iter::once("exec").chain(args.iter().copied()))
+            .unwrap()
+            .e
+    }
+
+    #[test]
+    fn the_container_process_is_the_base_as_in_runc() {
+        let base: Process = serde_json::from_value(serde_json::json!({
+            "args": ["/sbin/init"], "cwd": "/srv", "terminal": true,
+            "env": ["PATH=/bin", "container=nixrun"],
+            "user": {"uid": 0, "gid": 0, "additionalGids": [4]},
+            "capabilities": {"bounding": ["CAP_KILL"], "effective": ["CAP_KILL"]},
+            "noNewPrivileges": true,
+        }))
+        .unwrap();
+        let p = process_of(
+            &exec_args(&["-e", "X=1", "-u", "7:8", "c1", "ls", "-l"]),
+            Some(base),
+        )
+        .unwrap();
+        assert_eq!(p.args().as_ref().unwrap(), &["ls", "-l"]);
+        assert_eq!(
+            p.env().as_ref().unwrap(),
+            &["PATH=/bin", "container=nixrun", "X=1"]
+        );
+        assert_eq!(p.cwd(), std::path::Path::new("/srv"));
+        // No terminal unless asked for, whatever the init has.
+        assert_eq!(p.terminal(), Some(false));
+        assert_eq!((p.user().uid(), p.user().gid()), (7, 8));
+        assert_eq!(p.user().additional_gids().as_deref(), Some(&[4][..]));
+        assert!(p.capabilities().is_some());
+        assert_eq!(p.no_new_privileges(), Some(true));
     }
 }
