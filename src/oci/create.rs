@@ -32,9 +32,6 @@ pub struct Created {
     pub pid: Pid,
 }
 
-/// The annotation that asks for nixrun's container interface (docs/oci.md).
-pub const BOOT_ANNOTATION: &str = "org.nixrun.container-interface";
-
 pub fn load_spec(bundle: &Path) -> Result<Spec, String> {
     let p = bundle.join("config.json");
     let text = fs::read_to_string(&p).map_err(|e| format!("{}: {e}", p.display()))?;
@@ -74,11 +71,12 @@ pub fn create(g: &Global, c: &cli::Create) -> Result<Created, String> {
     if terminal && c.console_socket.is_none() {
         return Err("process.terminal is set but no --console-socket was given".into());
     }
-    let boot = spec
-        .annotations()
-        .as_ref()
-        .and_then(|a| a.get(BOOT_ANNOTATION))
-        .is_some_and(|v| v == "true");
+    let interface = if super::interface::wanted(&spec) {
+        Some(super::interface::Interface::prepare(&spec, &rootfs)?)
+    } else {
+        None
+    };
+    let boot = interface.is_some();
 
     let mut clone_flags = CloneFlags::empty();
     let mut join = Vec::new();
@@ -137,7 +135,10 @@ pub fn create(g: &Global, c: &cli::Create) -> Result<Created, String> {
     {
         return Err("an SELinux label is set: nixrun-oci does not apply SELinux labels".into());
     }
-    let prepared = super::process::prepare(process, linux.seccomp().as_ref())?;
+    let mut prepared = super::process::prepare(process, linux.seccomp().as_ref())?;
+    if let Some(i) = &interface {
+        prepared.set_env(&i.env(process.env().as_deref().unwrap_or(&[])))?;
+    }
 
     let mut undo = Teardown::new();
     fs::create_dir_all(&g.root).map_err(|e| format!("state root {}: {e}", g.root.display()))?;
@@ -203,6 +204,7 @@ pub fn create(g: &Global, c: &cli::Create) -> Result<Created, String> {
         preserve_fds: c.preserve_fds,
         start: listener.as_fd(),
         cgroup2: cgroup2.as_deref(),
+        interface: interface.as_ref(),
     };
     let rt_raw = rt.as_fd().as_raw_fd();
     let mut stack = vec![0u8; 1 << 20];

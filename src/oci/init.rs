@@ -123,6 +123,8 @@ pub struct Setup<'a> {
     /// The container's own cgroup2 directory on the host, bound at
     /// /sys/fs/cgroup when there is no cgroup namespace to mount it in.
     pub cgroup2: Option<&'a Path>,
+    /// nixrun's container interface, if the annotation asks for it.
+    pub interface: Option<&'a super::interface::Interface>,
 }
 
 type Result<T> = std::result::Result<T, String>;
@@ -203,6 +205,11 @@ fn prepare_and_park(s: &Setup<'_>, ch: &InitEnd) -> Result<Never> {
     let root =
         Root::open_dir(s.rootfs).map_err(sys(format!("open root {}", s.rootfs.display())))?;
 
+    use crate::container::mounts as core_mounts;
+    let mut made = core_mounts::Outputs::default();
+    if let Some(i) = s.interface {
+        core_mounts::apply(&root, &i.before(s.spec), &mut made).map_err(|e| e.to_string())?;
+    }
     let mut dev_mounted = false;
     for m in s.spec.mounts().iter().flatten() {
         if m.destination() == Path::new("/dev") && m.typ().as_deref() != Some("bind") {
@@ -211,6 +218,12 @@ fn prepare_and_park(s: &Setup<'_>, ch: &InitEnd) -> Result<Never> {
         mount_one(s, &root, m)?;
     }
     devices(s, &root, &linux, dev_mounted)?;
+    if let Some(i) = s.interface {
+        core_mounts::apply(&root, &i.after(s.spec, s.new_user), &mut made)
+            .map_err(|e| e.to_string())?;
+    }
+    // The receiving end of /run/host/notify: handed to `start` (the relay).
+    let notify = made.notify.take();
     let pty = if s
         .spec
         .process()
@@ -218,7 +231,15 @@ fn prepare_and_park(s: &Setup<'_>, ch: &InitEnd) -> Result<Never> {
         .and_then(|p| p.terminal())
         .unwrap_or(false)
     {
-        Some(crate::container::dev::open_pty(&root).map_err(|e| e.to_string())?)
+        // The pty is the console too (runc binds it onto /dev/console): a
+        // booted init writes its status there, not to its stdio.
+        let mut out = crate::container::mounts::Outputs::default();
+        crate::container::mounts::apply(&root, [&crate::policy::mounts::Op::Console], &mut out)
+            .map_err(|e| e.to_string())?;
+        Some((
+            out.pty_master.ok_or("console: no pty")?,
+            out.console.ok_or("console: no pty")?,
+        ))
     } else {
         None
     };
@@ -354,6 +375,18 @@ fn prepare_and_park(s: &Setup<'_>, ch: &InitEnd) -> Result<Never> {
     if &buf[..n] != b"start" {
         return Err(fail("start: unexpected message".into()));
     }
+    if let Some(sock) = &notify {
+        // A NUL byte, which no failure line starts with, carries it.
+        let fds = [sock.as_raw_fd()];
+        nix::sys::socket::sendmsg::<()>(
+            conn.as_raw_fd(),
+            &[std::io::IoSlice::new(b"\0")],
+            &[nix::sys::socket::ControlMessage::ScmRights(&fds)],
+            nix::sys::socket::MsgFlags::empty(),
+            None,
+        )
+        .map_err(|e| fail(format!("handing over the notify socket: {e}")))?;
+    }
     if let Some(h) = s.spec.hooks() {
         let st = super::hooks::state_json(
             s.id,
@@ -465,6 +498,9 @@ fn mount_one(s: &Setup<'_>, root: &Root, m: &OciMount) -> Result<()> {
     };
     if typ == "bind" {
         flags |= MsFlags::MS_BIND;
+    }
+    if s.interface.is_some() {
+        flags = super::interface::adjust(&typ, flags);
     }
     if flags.contains(MsFlags::MS_BIND) {
         let src = m.source().clone().unwrap_or_default();

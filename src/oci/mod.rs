@@ -7,7 +7,8 @@
 //! - `create` (runtime side) and `init` (the container's init-to-be);
 //! - `process`: becoming config.json's process (init and exec);
 //! - `seccomp`: the spec's profile compiled; `cgroups`: cgroupsPath and
-//!   resources; `hooks`; `ops`: the other lifecycle commands; `exec`.
+//!   resources; `hooks`; `ops`: the other lifecycle commands; `exec`;
+//! - `interface`: nixrun's container interface for booted guests.
 
 pub mod cgroups;
 pub mod cli;
@@ -15,6 +16,7 @@ pub mod create;
 pub mod exec;
 pub mod hooks;
 pub mod init;
+pub mod interface;
 pub mod ops;
 pub mod process;
 pub mod seccomp;

@@ -6,8 +6,11 @@ use super::cli;
 use super::create;
 use super::state::{self, Saved, Status};
 use super::Global;
+use crate::supervisor::lifecycle::{HostMessage, Outcome};
+use crate::supervisor::notify::HostNotifier;
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Write;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
@@ -21,6 +24,21 @@ fn config(g: &Global, s: &Saved) -> Option<oci_spec::runtime::Spec> {
 }
 
 pub fn start(g: &Global, id: &str) -> Result<(), String> {
+    let (s, notify) = start_process(g, id)?;
+    // runc's rule: a caller with $NOTIFY_SOCKET hears READY=1 from the
+    // guest before start returns. Only until then: nobody stays to relay
+    // more (`run` does, for the container's life).
+    let mut host = HostNotifier::from_env();
+    if let (Some(sock), true) = (notify, host.wanted()) {
+        relay(&s, &sock, &mut host, None, true)?;
+    }
+    Ok(())
+}
+
+/// Starts a created container: its init runs the startContainer hooks and
+/// execs; then the poststart hooks. Returns the receiving end of the guest's
+/// notify socket, which the init hands over with the container interface.
+fn start_process(g: &Global, id: &str) -> Result<(Saved, Option<OwnedFd>), String> {
     let s = load(g, id)?;
     match s.status(&g.root) {
         Status::Created => {}
@@ -33,8 +51,7 @@ pub fn start(g: &Global, id: &str) -> Result<(), String> {
     let _ = fs::remove_file(&sock);
     conn.write_all(b"start")
         .map_err(|e| format!("starting {id}: {e}"))?;
-    let mut reply = String::new();
-    let _ = conn.read_to_string(&mut reply);
+    let (reply, notify) = read_reply(&conn);
     if !reply.is_empty() {
         return Err(reply);
     }
@@ -47,7 +64,87 @@ pub fn start(g: &Global, id: &str) -> Result<(), String> {
             }
         }
     }
-    Ok(())
+    Ok((s, notify))
+}
+
+/// What the init says on the start connection until it execs (its end is
+/// close-on-exec): a failure line, or nothing; before either, a NUL byte
+/// carrying the notify socket.
+fn read_reply(conn: &UnixStream) -> (String, Option<OwnedFd>) {
+    let mut text = Vec::new();
+    let mut fd = None;
+    let mut buf = [0u8; 4096];
+    loop {
+        match crate::sys::fd::recv(conn.as_fd(), &mut buf, rustix::net::RecvFlags::empty()) {
+            Ok(r) if r.len == 0 && r.fds.is_empty() => break,
+            Ok(mut r) => {
+                let mut data = &buf[..r.len.min(buf.len())];
+                if let Some(f) = r.fds.pop() {
+                    fd = Some(f);
+                    data = data.strip_prefix(b"\0").unwrap_or(data);
+                }
+                text.extend_from_slice(data);
+            }
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => {
+                text.extend_from_slice(format!("reading the init's reply: {e}").as_bytes());
+                break;
+            }
+        }
+    }
+    (String::from_utf8_lossy(&text).into_owned(), fd)
+}
+
+/// Passes the guest's sd_notify messages (from its PID 1 only, as the core
+/// does) to our own $NOTIFY_SOCKET: until READY=1 if `until_ready`, else
+/// until the init is gone; with `signals`, also until one arrives (its
+/// number is returned). Returns when the init is gone, too.
+fn relay(
+    s: &Saved,
+    sock: &OwnedFd,
+    host: &mut HostNotifier,
+    signals: Option<&nix::sys::signalfd::SignalFd>,
+    until_ready: bool,
+) -> Result<Option<i32>, String> {
+    use crate::supervisor::poll::{PollSet, Token};
+    loop {
+        for m in crate::supervisor::notify::receive(sock, s.pid) {
+            if let Some(st) = m.status {
+                host.tell(HostMessage::Status(st));
+            }
+            if m.stopping {
+                host.tell(HostMessage::Stopping);
+            }
+            if m.ready {
+                host.tell(HostMessage::Ready);
+                if until_ready {
+                    host.drain(Duration::from_secs(5));
+                    return Ok(None);
+                }
+            }
+        }
+        if !s.alive() {
+            host.drain(Duration::from_secs(5));
+            return Ok(None);
+        }
+        let mut set = PollSet::new();
+        set.add(Token::Notify, sock.as_fd());
+        if let Some(sfd) = signals {
+            set.add(Token::Signals, sfd.as_fd());
+        }
+        if let Some(b) = host.blocked() {
+            set.add_writable(Token::HostNotify, b);
+        }
+        // A timeout: the init's exit is not an event here unless it is our child.
+        set.wait(Some(Duration::from_millis(100)))
+            .map_err(|e| format!("waiting for the guest's notify socket: {e}"))?;
+        host.flush();
+        if let Some(sfd) = signals {
+            if let Ok(Some(info)) = sfd.read_signal() {
+                return Ok(Some(info.ssi_signo as i32));
+            }
+        }
+    }
 }
 
 pub fn state(g: &Global, id: &str) -> Result<(), String> {
@@ -191,29 +288,55 @@ pub fn run(g: &Global, r: &cli::Run) -> Result<i32, String> {
     sigs.thread_block()
         .map_err(|e| format!("blocking signals: {e}"))?;
     let c = create::create(g, &r.create)?;
-    if let Err(e) = start(g, &r.create.id) {
-        let _ = crate::sys::process::kill(c.pid, libc::SIGKILL);
-        let _ = waitpid(c.pid, None);
-        destroy(g, &c.saved);
-        return Err(e);
-    }
+    let notify = match start_process(g, &r.create.id) {
+        Ok((_, n)) => n,
+        Err(e) => {
+            let _ = crate::sys::process::kill(c.pid, libc::SIGKILL);
+            let _ = waitpid(c.pid, None);
+            destroy(g, &c.saved);
+            return Err(e);
+        }
+    };
+    let mut host = HostNotifier::from_env();
+    let notify = notify.filter(|_| host.wanted());
     if r.detach {
+        if let Some(sock) = &notify {
+            relay(&c.saved, sock, &mut host, None, true)?;
+        }
         return Ok(0);
     }
-    let sfd =
-        SignalFd::with_flags(&sigs, SfdFlags::SFD_CLOEXEC).map_err(|e| format!("signalfd: {e}"))?;
+    let sfd = SignalFd::with_flags(&sigs, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+        .map_err(|e| format!("signalfd: {e}"))?;
     let code = loop {
         match waitpid(c.pid, Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::Exited(_, code)) => break code,
-            Ok(WaitStatus::Signaled(_, sig, _)) => break 128 + sig as i32,
-            Ok(_) => {}
+            Ok(WaitStatus::StillAlive) => {}
+            Ok(ws) => match (c.saved.boot, Outcome::from_wait(ws)) {
+                // A booted guest's halt or poweroff (reboot(2) in a PID
+                // namespace kills its PID 1 with SIGINT) is a clean end, and
+                // its reboot is 133, as nixrun's own front end says them.
+                (true, Some(Outcome::PoweredOff)) => break 0,
+                (true, Some(Outcome::Rebooted)) => break 133,
+                (_, Some(Outcome::Exited(code))) => break code,
+                (_, Some(Outcome::PoweredOff)) => break 128 + libc::SIGINT,
+                (_, Some(Outcome::Rebooted)) => break 128 + libc::SIGHUP,
+                (_, Some(Outcome::Killed(sig))) => break 128 + sig,
+                (_, None) => {}
+            },
             Err(e) => return Err(format!("waiting for the container: {e}")),
         }
-        if let Ok(Some(info)) = sfd.read_signal() {
-            let sig = info.ssi_signo as i32;
-            if sig != libc::SIGCHLD {
-                let _ = signal_init(&c.saved, signal_for(&c.saved, sig));
+        // We stay for the container's whole life: its sd_notify messages
+        // all go on (READY, STATUS, STOPPING), not just up to READY=1.
+        let sig = match &notify {
+            Some(sock) => relay(&c.saved, sock, &mut host, Some(&sfd), false)?,
+            None => {
+                let mut set = crate::supervisor::poll::PollSet::new();
+                set.add(crate::supervisor::poll::Token::Signals, sfd.as_fd());
+                let _ = set.wait(None);
+                sfd.read_signal().ok().flatten().map(|i| i.ssi_signo as i32)
             }
+        };
+        if let Some(sig) = sig.filter(|s| *s != libc::SIGCHLD) {
+            let _ = signal_init(&c.saved, signal_for(&c.saved, sig));
         }
     };
     if !r.keep {
@@ -319,7 +442,9 @@ pub fn features() -> Result<(), String> {
             "mountExtensions": {"idmap": {"enabled": false}}
         },
         "annotations": {
-            "org.nixrun.container-interface": "true: the guest gets nixrun's container interface (docs/oci.md)",
+            "org.nixrun.container-interface": "true: the guest gets nixrun's container interface (docs/oci.md): container=nixrun, container_uuid, /run/host, the notify socket relayed by start (until READY=1) and run (for the container's life), read-only /sys and /proc/sys, a writable cgroup2 tree in a cgroup namespace, kill TERM as SIGRTMIN+3",
+            "org.nixrun.divergence.linux_ns_itype": "runtime-tools linux_ns_itype (runc passes): a config without a mount namespace is refused; runc runs it in the host's mount namespace, mounting the container's /proc, /dev, /sys onto the bundle on the host's own tree (left there after delete) after making the host's / a recursive slave, with a chroot as the only wall",
+            "org.nixrun.wall.no-mount-guard": "nixrun's seccomp guard against a real-root guest's fresh procfs, sysfs and fusectl mounts needs a resident supervisor; under nixrun-oci what the guest may mount is what its capabilities and profile allow",
             "org.nixrun.wall.mount-tree": "without a user namespace, the container's mount tree is locked: its root cannot unmount or remount what the runtime mounted",
             "org.nixrun.wall.cgroup-v1": "a \"cgroup\" mount is the container's own cgroup2 tree, never the host's v1 hierarchies",
             "org.nixrun.wall.seccomp-archs": "a profile matches x86_64 calls only; other ABIs meet its default action",

@@ -50,6 +50,20 @@ pub fn prepare(p: &Process, sc: Option<&LinuxSeccomp>) -> Result<Prepared, Strin
     })
 }
 
+impl Prepared {
+    /// Replaces the environment (the container interface adds its variables).
+    pub fn set_env(&mut self, env: &[String]) -> Result<(), String> {
+        self.env = env
+            .iter()
+            .map(|a| {
+                CString::new(a.as_bytes())
+                    .map_err(|_| "process.env contains a NUL byte".to_string())
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(())
+    }
+}
+
 /// The program to exec: args[0] as a path, or found in the process's PATH
 /// (checked inside the container, so that a missing program fails create).
 pub fn find_program(p: &Process, prep: &Prepared) -> Result<CString, String> {
