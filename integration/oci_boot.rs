@@ -178,6 +178,14 @@ impl Oci {
     }
 }
 
+impl Drop for Oci {
+    /// A failed test still leaves nothing behind: what its container is
+    /// goes with a forced delete (a no-op once deleted).
+    fn drop(&mut self) {
+        let _ = self.cmd(&["delete", "--force", &self.id]).output();
+    }
+}
+
 /// Directories named after the container in any cgroup hierarchy.
 fn cgroups_named(id: &str) -> Vec<PathBuf> {
     let mut out = Vec::new();

@@ -184,8 +184,12 @@ fn write(file: &Path, value: &str) -> Result<(), String> {
 #[derive(Debug, Clone)]
 pub struct Placement {
     pub dirs: Vec<(Hierarchy, PathBuf)>,
-    /// Directories this runtime made, deepest last.
+    /// Directories this runtime made, deepest last, and the default parent
+    /// (`/nixrun-oci`, which only this runtime uses): removed at delete
+    /// once empty.
     pub made: Vec<PathBuf>,
+    /// Whether the cgroups are at the default path, below that parent.
+    default_path: bool,
 }
 
 impl Placement {
@@ -199,7 +203,11 @@ impl Placement {
             let d = resolve(&h, cgroups_path, id, systemd)?;
             dirs.push((h, d));
         }
-        Ok(Placement { dirs, made: vec![] })
+        Ok(Placement {
+            dirs,
+            made: vec![],
+            default_path: cgroups_path.is_none(),
+        })
     }
 
     pub fn paths(&self) -> Vec<PathBuf> {
@@ -210,6 +218,29 @@ impl Placement {
     /// with no cpus and mems, and a task cannot join it until they are copied
     /// from the parent.
     pub fn create(&mut self) -> Result<(), String> {
+        // A parent may vanish under us: the last container's delete removes
+        // the default parent once it is empty. Walk again then.
+        for attempt in 0..5 {
+            match self.create_once() {
+                Err((_, e)) if e.kind() == io::ErrorKind::NotFound && attempt < 4 => continue,
+                Err((p, e)) => return Err(format!("creating cgroup {}: {e}", p.display())),
+                Ok(()) => break,
+            }
+        }
+        if self.default_path {
+            // Another container's create may have made it; ours all the same.
+            for (_, d) in &self.dirs {
+                if let Some(parent) = d.parent() {
+                    if !self.made.iter().any(|m| m == parent) {
+                        self.made.insert(0, parent.to_path_buf());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn create_once(&mut self) -> Result<(), (PathBuf, io::Error)> {
         for (h, dir) in &self.dirs {
             let mut missing = Vec::new();
             let mut d = dir.as_path();
@@ -222,9 +253,13 @@ impl Placement {
             }
             for m in missing.into_iter().rev() {
                 match fs::create_dir(&m) {
-                    Ok(()) => self.made.push(m.clone()),
+                    Ok(()) => {
+                        if !self.made.contains(&m) {
+                            self.made.push(m.clone())
+                        }
+                    }
                     Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                    Err(e) => return Err(format!("creating cgroup {}: {e}", m.display())),
+                    Err(e) => return Err((m, e)),
                 }
                 if h.has("cpuset") {
                     for f in ["cpuset.cpus", "cpuset.mems"] {
@@ -232,7 +267,8 @@ impl Placement {
                         if cur.trim().is_empty() {
                             let parent = m.parent().map(|p| p.join(f)).unwrap_or_default();
                             let v = fs::read_to_string(&parent).unwrap_or_default();
-                            write(&m.join(f), v.trim())?;
+                            write(&m.join(f), v.trim())
+                                .map_err(|e| (m.clone(), io::Error::other(e)))?;
                         }
                     }
                 }

@@ -156,8 +156,9 @@ pub fn create(g: &Global, c: &cli::Create) -> Result<Created, String> {
     });
     fs::copy(bundle.join("config.json"), dir.join(state::CONFIG_COPY))
         .map_err(|e| format!("saving config.json: {e}"))?;
-    let listener = UnixListener::bind(dir.join(state::START_SOCKET))
-        .map_err(|e| format!("start socket: {e}"))?;
+    let (_dirfd, sock_path) = state::short_path(&dir, state::START_SOCKET)
+        .map_err(|e| format!("state directory {}: {e}", dir.display()))?;
+    let listener = UnixListener::bind(&sock_path).map_err(|e| format!("start socket: {e}"))?;
 
     let mut placement = Placement::plan(linux.cgroups_path().as_deref(), &c.id, g.systemd_cgroup)?;
     let created = placement.create();

@@ -79,13 +79,25 @@ pub fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(e) => {
+            // One line: clap's message up to its usage, its lines joined
+            // ("the following required arguments were not provided: <ID>").
             let msg = e.to_string();
-            let first = msg
+            let line = msg
                 .lines()
-                .next()
-                .unwrap_or("invalid arguments")
-                .trim_start_matches("error: ");
-            eprintln!("nixrun-oci: {first}");
+                .take_while(|l| !l.starts_with("Usage:"))
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect::<Vec<_>>()
+                .join(" ");
+            let line = line.trim_start_matches("error: ");
+            eprintln!(
+                "nixrun-oci: {}",
+                if line.is_empty() {
+                    "invalid arguments"
+                } else {
+                    line
+                }
+            );
             return ExitCode::FAILURE;
         }
     };

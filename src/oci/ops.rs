@@ -45,7 +45,9 @@ fn start_process(g: &Global, id: &str) -> Result<(Saved, Option<OwnedFd>), Strin
         st => return Err(format!("cannot start a container that is {}", st.as_str())),
     }
     let sock = s.dir(&g.root).join(state::START_SOCKET);
-    let mut conn = UnixStream::connect(&sock)
+    let (_dirfd, short) = state::short_path(&s.dir(&g.root), state::START_SOCKET)
+        .map_err(|e| format!("container {id}: {e}"))?;
+    let mut conn = UnixStream::connect(&short)
         .map_err(|e| format!("container {id}: its init does not answer: {e}"))?;
     // The socket's name is what "created" means: gone, the container is running.
     let _ = fs::remove_file(&sock);

@@ -88,6 +88,19 @@ pub fn dir(root: &Path, id: &str) -> PathBuf {
     root.join(id)
 }
 
+/// A short name for `<dir>/<name>` (through an fd of the directory, which
+/// the caller keeps open while it is used): a socket address holds 107
+/// bytes, less than a long --root and a 64-character id need.
+pub fn short_path(dir: &Path, name: &str) -> std::io::Result<(std::os::fd::OwnedFd, PathBuf)> {
+    let fd = rustix::fs::open(
+        dir,
+        rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )?;
+    let p = PathBuf::from(crate::sys::fd_path(std::os::fd::AsFd::as_fd(&fd))).join(name);
+    Ok((fd, p))
+}
+
 impl Saved {
     pub fn load(root: &Path, id: &str) -> Result<Saved, String> {
         if !valid_id(id) {
