@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{mount_points, repo, require_root, require_tool, TempRoot};
+use common::{cgroup_root_settings, mount_points, repo, require_root, require_tool, TempRoot};
 
 /// The host's mount points below any of `dirs`: what a test may have left.
 /// Only there: other tests on this host (other engineers', and podman's
@@ -126,6 +126,7 @@ fn lifecycle_by_hand_and_nothing_left_behind() {
         &["/bin/sh", "-c", "echo out-$((6*7)); echo err >&2; sleep 30"],
     );
     let mounts_before = mounts_below(&[&t.base]);
+    let settings_before = cgroup_root_settings();
     let id = "oci-life";
     let _cleanup = ForceDelete(&root, id);
     let stdout = t.path("stdout");
@@ -227,6 +228,7 @@ fn lifecycle_by_hand_and_nothing_left_behind() {
         mounts_before,
         "mounts left behind"
     );
+    assert_eq!(cgroup_root_settings(), settings_before);
 }
 
 #[test]

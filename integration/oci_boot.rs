@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{fixture, mount_points, require_root, TempRoot, STOP_TIMEOUT};
+use common::{cgroup_root_settings, fixture, mount_points, require_root, TempRoot, STOP_TIMEOUT};
 use std::fs;
 use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -215,6 +215,7 @@ fn debian_guest_boots_to_running_under_nixrun_oci_and_halts_on_kill_term() {
         id: id.clone(),
     };
     let mounts_before = mount_points();
+    let settings_before = cgroup_root_settings();
     let console = ConsoleReceiver::listen(&t.path("console.sock"));
     let notify = UnixDatagram::bind(t.path("notify.sock")).unwrap();
     notify
@@ -384,5 +385,99 @@ fn debian_guest_boots_to_running_under_nixrun_oci_and_halts_on_kill_term() {
         "state left behind"
     );
     assert_eq!(mount_points(), mounts_before, "mounts left behind");
+    // The guest's systemd enables controllers in its own subtree only.
+    assert_eq!(cgroup_root_settings(), settings_before);
     let _ = std::io::stdout().flush();
+}
+
+/// `run` is create, start and wait in one process that stays: it relays the
+/// guest's notify messages for the container's whole life (not only up to
+/// READY=1, as start does), passes its own SIGTERM on as the guest's
+/// SIGRTMIN+3, and says a halted guest's end as 0.
+#[test]
+fn run_relays_the_guests_notify_messages_and_a_halt_exits_0() {
+    require_root();
+    let id = format!("oci-debrun-{}", std::process::id());
+    let (t, _rootfs) = TempRoot::copy_of("oci-debrun", &fixture("debian"), "rootfs");
+    fs::write(t.base.join("config.json"), config(&id).to_string()).unwrap();
+    let oci = Oci {
+        root: t.path("state"),
+        id: id.clone(),
+    };
+    let console = ConsoleReceiver::listen(&t.path("console.sock"));
+    let notify = UnixDatagram::bind(t.path("notify.sock")).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut run = oci
+        .cmd(&["run", "--bundle", t.base.to_str().unwrap()])
+        .args([
+            "--console-socket",
+            t.path("console.sock").to_str().unwrap(),
+            &id,
+        ])
+        .env("NOTIFY_SOCKET", t.path("notify.sock"))
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(t.path("run.err")).unwrap())
+        .spawn()
+        .unwrap();
+    let mut messages: Vec<String> = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + common::BOOT_TIMEOUT;
+    while !messages.iter().any(|m| m == "READY=1") {
+        assert!(
+            Instant::now() < deadline && run.try_wait().unwrap().is_none(),
+            "no READY=1 from run: {messages:?}; {}\nconsole:\n{}",
+            fs::read_to_string(t.path("run.err")).unwrap_or_default(),
+            console.text()
+        );
+        if let Ok(n) = notify.recv(&mut buf) {
+            messages.extend(text(&buf[..n]).lines().map(str::to_string));
+        }
+    }
+    let ready_at = messages.len();
+    assert_eq!(oci.status(), "running");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(run.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let deadline = Instant::now() + STOP_TIMEOUT;
+    let status = loop {
+        if let Some(s) = run.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "run did not stop on SIGTERM");
+        if let Ok(n) = notify.recv(&mut buf) {
+            messages.extend(text(&buf[..n]).lines().map(str::to_string));
+        }
+    };
+    while let Ok(n) = notify.recv(&mut buf) {
+        messages.extend(text(&buf[..n]).lines().map(str::to_string));
+    }
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "{}\nconsole:\n{}",
+        fs::read_to_string(t.path("run.err")).unwrap_or_default(),
+        console.text()
+    );
+    assert!(
+        messages[ready_at..]
+            .iter()
+            .any(|m| m.starts_with("STATUS=")),
+        "nothing relayed after READY=1: {messages:?}"
+    );
+    let log = console.text();
+    assert!(
+        log.contains("Halting system") || log.contains("System Halt"),
+        "the guest did not halt itself:\n{log}"
+    );
+    // run deleted the container.
+    assert!(!oci.cmd(&["state", &id]).output().unwrap().status.success());
+    assert_eq!(
+        cgroups_named(&id),
+        Vec::<PathBuf>::new(),
+        "cgroups left behind"
+    );
 }
