@@ -6,11 +6,16 @@
 //! In booted guests the probe runs as a service of the guest's systemd
 //! (systemd-run), so it carries what every guest process carries: PID 1's
 //! seccomp filters, capability bounding set, cgroup and mount namespace.
+//!
+//! Nested guests attack too: nixrun inside the Debian guest boots the minimal
+//! guest (the probe as its PID 1) and the Debian guest (the probe as a service),
+//! and every attack must still be blocked there.
 
 mod common;
 
 use common::*;
 use std::fs;
+use std::path::{Path, PathBuf};
 
 /// The attack names the probe knows.
 fn attack_names() -> Vec<String> {
@@ -157,4 +162,163 @@ fn policy_options_change_what_the_guest_can_do() {
     assert!(default & SYS_ADMIN != 0 && default & NET_ADMIN == 0 && default & SYS_MODULE == 0);
     assert_eq!(caps(&["--drop-capability=CAP_SYS_ADMIN"]) & SYS_ADMIN, 0);
     assert_ne!(caps(&["--capability=CAP_NET_ADMIN"]) & NET_ADMIN, 0);
+}
+
+/// nixrun's own binaries in a guest, bound read-only.
+fn nixrun_binds() -> Vec<String> {
+    let nixrun = Path::new(NIXRUN.as_str());
+    let ctl = nixrun.with_file_name("nixrunctl");
+    assert!(ctl.is_file(), "nixrunctl next to {}", nixrun.display());
+    vec![
+        format!("--bind-ro={}:/usr/local/bin/nixrun", nixrun.display()),
+        format!("--bind-ro={}:/usr/local/bin/nixrunctl", ctl.display()),
+    ]
+}
+
+/// The Debian guest with nixrun in it and `binds` (more directories for it),
+/// booted as `machine`.
+fn outer_guest(machine: &str, binds: &[String]) -> (TempRoot, Spawned) {
+    let (t, root) = TempRoot::copy_of(machine, &fixture("debian"), machine);
+    install_probe(&root);
+    let mut args: Vec<String> = vec![
+        "-D".into(),
+        root.to_str().unwrap().into(),
+        "-M".into(),
+        machine.into(),
+        "-b".into(),
+        "--notify-ready=yes".into(),
+        "--register=no".into(),
+    ];
+    args.extend(nixrun_binds());
+    args.extend(binds.iter().cloned());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut c = Spawned::start(&args);
+    c.wait_ready(BOOT_TIMEOUT);
+    (t, c)
+}
+
+#[test]
+fn nested_minimal_guest_probe_as_pid_1() {
+    let snap = HostSnapshot::take("nest-esc-outer");
+    let (t, min) = TempRoot::copy_of("nest-esc-min", &fixture("minimal"), "min");
+    let store = t.path("store");
+    fs::create_dir_all(store.join("abc-pkg")).unwrap();
+    fs::write(store.join("abc-pkg/file"), "store content").unwrap();
+    let binds = [
+        format!("--bind={}:/var/lib/machines/min", min.display()),
+        format!("--bind-ro={}:/var/lib/store", store.display()),
+    ];
+    let (_o, mut c) = outer_guest("nest-esc-outer", &binds);
+    let out = c.exec(&[
+        "systemd-run",
+        "--wait",
+        "--pipe",
+        "--quiet",
+        "/usr/local/bin/nixrun",
+        "-D",
+        "/var/lib/machines/min",
+        "-q",
+        "--register=no",
+        "--bind-ro=/var/lib/store:/nix/store",
+        "/nixrun-probe",
+        "escape",
+    ]);
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_all_blocked(&report, "minimal, nested in debian");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    c.signal(libc::SIGTERM);
+    assert_eq!(exit_code(c.wait_exit(STOP_TIMEOUT)), 0);
+    snap.assert_unchanged();
+}
+
+#[test]
+fn nested_debian_guest_boots_and_its_probe_finds_no_way_out() {
+    let snap = HostSnapshot::take("nest-esc-deb");
+    let (t, inner) = TempRoot::copy_of("nest-esc-inner", &fixture("debian"), "inner");
+    install_probe(&inner);
+    let store = t.path("store");
+    fs::create_dir_all(store.join("abc-pkg")).unwrap();
+    let binds = [
+        format!("--bind={}:/var/lib/machines/inner", inner.display()),
+        format!("--bind-ro={}:/var/lib/store", store.display()),
+    ];
+    let (_o, mut c) = outer_guest("nest-esc-deb", &binds);
+    // As NixOS runs a container: a notify service with a delegated cgroup and
+    // --keep-unit; systemd-run returns once the inner guest is ready.
+    let started = c.exec(&[
+        "systemd-run",
+        "--quiet",
+        "--unit=nest-inner",
+        "-p",
+        "Type=notify",
+        "-p",
+        "Delegate=yes",
+        "-p",
+        "KillMode=mixed",
+        "/usr/local/bin/nixrun",
+        "--keep-unit",
+        "--register=no",
+        "-D",
+        "/var/lib/machines/inner",
+        "-M",
+        "inner",
+        "-b",
+        "--notify-ready=yes",
+        "--console=pipe",
+        "--bind-ro=/var/lib/store:/nix/store",
+    ]);
+    assert!(
+        started.status.success(),
+        "starting the inner guest: {}",
+        String::from_utf8_lossy(&started.stderr)
+    );
+    // Into the outer guest with the host's nixrunctl (its cgroups and device
+    // policy included), then into the inner one with the guest's.
+    let ctl: PathBuf = Path::new(NIXRUN.as_str()).with_file_name("nixrunctl");
+    let inner_exec = |argv: &[&str]| -> String {
+        let out = std::process::Command::new(&ctl)
+            .args(["exec", "nest-esc-deb", "--"])
+            .args(["/usr/local/bin/nixrunctl", "exec", "inner", "--"])
+            .args(argv)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{argv:?} in the inner guest: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let state = inner_exec(&["systemctl", "is-system-running", "--wait"]);
+    let failed = inner_exec(&["systemctl", "--failed", "--no-legend", "--plain"]);
+    assert_eq!(
+        state.trim(),
+        "running",
+        "inner guest; failed units: {failed}"
+    );
+    assert_eq!(failed.trim(), "", "failed units in the inner guest");
+    assert_eq!(inner_exec(&["hostname"]).trim(), "inner");
+    let f = facts(&inner_exec(&["/usr/local/bin/nixrun-probe", "facts"]));
+    assert_eq!(
+        f["capbnd"], "00000000fcecafff",
+        "the inner guest's bounding set"
+    );
+    let report = inner_exec(&[
+        "systemd-run",
+        "--wait",
+        "--pipe",
+        "--quiet",
+        "/usr/local/bin/nixrun-probe",
+        "escape",
+    ]);
+    assert_all_blocked(&report, "debian, nested in debian");
+    // Stopping the outer guest stops the inner one on the way.
+    c.signal(libc::SIGTERM);
+    assert_eq!(exit_code(c.wait_exit(STOP_TIMEOUT)), 0);
+    snap.assert_unchanged();
 }

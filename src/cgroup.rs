@@ -361,13 +361,13 @@ impl Cgroups {
     }
 
     /// The second half: moves the supervisor aside (--keep-unit), creates the
-    /// payload cgroups, closes their device policy, limits their tasks, puts
-    /// `pid` (the container's PID 1, already cloned and busy with its mounts
-    /// meanwhile) into them and delegates the unit's controllers. In that
-    /// order: PID 1 creates device nodes as it joins, so the policy must be
-    /// whole by then (between "deny all" and the allow list, mknod fails);
-    /// and a cgroup that passes controllers down may hold no process, while
-    /// the unit's cgroup holds PID 1 until it joins the payload.
+    /// payload cgroups, closes their device policy, puts `pid` (the
+    /// container's PID 1, already cloned and busy with its mounts meanwhile)
+    /// into them, delegates the unit's controllers and limits the tasks. In
+    /// that order: PID 1 creates device nodes as it joins, so the policy must
+    /// be whole by then (between "deny all" and the allow list, mknod fails);
+    /// a cgroup that passes controllers down may hold no process, while the
+    /// unit's cgroup holds PID 1 until it joins the payload.
     pub fn make(&self, pid: Option<u32>) -> Result<Vec<String>, CgroupError> {
         for p in &self.placements {
             if let Some(sup) = &p.supervisor {
@@ -377,7 +377,6 @@ impl Cgroups {
             self.make_dirs(&p.payload)?;
         }
         self.close_devices()?;
-        let warnings = self.limit_tasks().err().into_iter().collect();
         for p in &self.placements {
             if let Some(pid) = pid {
                 self.attach_pid(&p.payload, pid)?;
@@ -386,7 +385,9 @@ impl Cgroups {
                 self.delegate_controllers(&p.container);
             }
         }
-        Ok(warnings)
+        // Last: with --keep-unit on cgroup2, the payload's pids.max exists
+        // only once the unit passes the controller down.
+        Ok(self.limit_tasks().err().into_iter().collect())
     }
 
     /// pids.max where the guest cannot change it: on the container's cgroup
@@ -450,6 +451,12 @@ impl Cgroups {
                     format!("loading the BPF device program: {e}"),
                 )
             })
+    }
+
+    /// The guest's payload cgroup in cgroup2, on the host: the root of its
+    /// cgroup namespace, below which it may attach device programs.
+    pub fn v2_payload(&self) -> &Path {
+        &self.placements[0].payload
     }
 
     /// The systemd unit whose cgroup is the container's (--keep-unit): the

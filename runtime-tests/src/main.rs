@@ -18,6 +18,7 @@ mod net;
 mod notify;
 mod signals;
 mod stress;
+mod timing;
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -31,6 +32,9 @@ usage: nixrun-probe COMMAND [ARGS]
   facts             print key=value lines describing the environment
   write PATH        create/truncate PATH, write one byte; print ok or the errno name
   mkdir PATH        mkdir PATH; print ok or the errno name
+  mount FSTYPE PATH [DATA]
+                    mount(2) a new FSTYPE (source FSTYPE) on PATH, nosuid,nodev,noexec;
+                    print ok or the errno name (the mount stays)
   exit N            exit with status N
   sleep SECS        sleep (fractions allowed)
   notify MSG...     send MSGs joined by newlines to $NOTIFY_SOCKET; print sent or the error
@@ -53,7 +57,12 @@ usage: nixrun-probe COMMAND [ARGS]
   spawn-max N       fork N idle children; print 'spawned K' or 'spawned K errno=NAME'
   connect ADDR PORT TCP: send a line, print 'connected REPLY' or the errno name
   listen PORT COUNT print 'listening', answer COUNT connections with 'pong PEER'
-  statfs PATH...    per PATH: 'PATH size=BYTES inodes=N' or 'PATH error=NAME'";
+  statfs PATH...    per PATH: 'PATH size=BYTES inodes=N' or 'PATH error=NAME'
+  time-mount FSTYPE COUNT
+                    mount(2) FSTYPE on /tmp COUNT times in a private mount (and, for
+                    proc, PID) namespace; print each call's microseconds
+  time-exec COUNT CMD...
+                    fork+exec+wait CMD COUNT times; print each run's microseconds";
 
 const EXIT_FAILED: u8 = 1;
 const EXIT_USAGE: u8 = 64;
@@ -80,6 +89,22 @@ fn main() -> ExitCode {
             let res = std::fs::DirBuilder::new().mode(0o755).create(path);
             say(&result_word(res));
             0
+        }
+        (Some("mount"), [fstype, path, data @ ..]) if data.len() <= 1 => {
+            say(&result_word(mount_new(fstype, path, data.first())));
+            0
+        }
+        (Some("time-mount"), [fstype, count]) => {
+            match (fstype.to_str(), count.to_str().and_then(|c| c.parse().ok())) {
+                (Some(f), Some(n)) => timing::time_mount(f, n),
+                _ => return usage("time-mount FSTYPE COUNT"),
+            }
+        }
+        (Some("time-exec"), [count, cmd @ ..]) if !cmd.is_empty() => {
+            match count.to_str().and_then(|c| c.parse().ok()) {
+                Some(n) => timing::time_exec(n, cmd),
+                None => return usage("time-exec COUNT CMD..."),
+            }
         }
         (Some("exit"), [n]) => match n.to_str().and_then(parse_exit_code) {
             Some(n) => n,
@@ -203,6 +228,35 @@ fn write_file(path: &Path) -> std::io::Result<()> {
 }
 
 /// `ok`, or the errno name the test compares against (`EROFS`, `EACCES`, …).
+/// mount(2) of a new file system, straight from the caller (no mount(8),
+/// whose own checks would refuse an unprivileged user before the kernel or a
+/// runtime's mount guard is asked).
+fn mount_new(fstype: &OsString, path: &OsString, data: Option<&OsString>) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let cs = |s: &OsString| {
+        std::ffi::CString::new(s.as_bytes()).map_err(|_| std::io::ErrorKind::InvalidInput)
+    };
+    let (fstype, path) = (cs(fstype)?, cs(path)?);
+    let data = data.map(cs).transpose()?;
+    let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    // SAFETY: valid NUL-terminated strings (or NULL for no data), alive for the call.
+    let rc = unsafe {
+        libc::mount(
+            fstype.as_ptr(),
+            path.as_ptr(),
+            fstype.as_ptr(),
+            flags,
+            data.as_ref()
+                .map_or(std::ptr::null(), |d| d.as_ptr().cast()),
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 fn result_word(res: std::io::Result<()>) -> String {
     match res {
         Ok(()) => "ok".to_string(),

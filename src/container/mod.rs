@@ -18,7 +18,10 @@
 //! 10. A fresh session keyring (the host's must not be reachable: keyctl is
 //!     filtered next); the seccomp filters (policy/seccomp.rs), then
 //!     capabilities (caps.rs), since installing filters without no_new_privs
-//!     needs CAP_SYS_ADMIN.
+//!     needs CAP_SYS_ADMIN. Inside a nixrun guest (Policy::outer_guard) the
+//!     kernel refuses the mount guard's listener (one per filter chain) and
+//!     the outer supervisor serves our guest instead; keyctl is refused there
+//!     already.
 //! 11. Send the supervisor the console pty, the notify socket and the seccomp
 //!     listener; reset the signal mask and dispositions the supervisor set; mark
 //!     every inherited fd close-on-exec; exec.
@@ -195,7 +198,12 @@ fn prepare_and_exec(setup: &Setup<'_>, channel: &ChildEnd) -> Result<Never, Step
 
     // Kernel keyrings are not namespaced; without this the guest would share the
     // session keyring nixrun was started with (the host's). keyctl is filtered next.
-    crate::sys::join_new_session_keyring().map_err(sys("join a new session keyring"))?;
+    // In a nixrun guest the outer filter refuses keyctl already (EPERM), to us
+    // and to everything below us, so there is no keyring to leave behind.
+    match crate::sys::join_new_session_keyring() {
+        Err(Errno::EPERM) if policy.outer_guard => {}
+        r => r.map_err(sys("join a new session keyring"))?,
+    }
     // Filters before capabilities: installing them without no_new_privs takes
     // CAP_SYS_ADMIN, which --drop-capability may remove; they do not filter the
     // prctl/capset calls that follow.
@@ -203,7 +211,19 @@ fn prepare_and_exec(setup: &Setup<'_>, channel: &ChildEnd) -> Result<Never, Step
     for prog in [&f.deny, &f.audit] {
         crate::sys::seccomp::install(prog, false).map_err(StepError::Seccomp)?;
     }
-    let listener = crate::sys::seccomp::install(&f.mount, true).map_err(StepError::Seccomp)?;
+    let listener = match crate::sys::seccomp::install(&f.mount, true) {
+        Ok(l) => l,
+        // Inside a nixrun guest: its supervisor serves our guest (see
+        // Policy::outer_guard); our filter would only shadow its listener.
+        Err(Errno::EBUSY) if policy.outer_guard => None,
+        Err(Errno::EBUSY) => return Err(StepError::Init(
+            "installing the mount guard: another seccomp listener is already above this process (EBUSY) \
+             and /run/host/container-manager does not say nixrun, whose supervisor would serve the guest instead; \
+             refusing to run the guest without a mount guard"
+                .into(),
+        )),
+        Err(e) => return Err(StepError::Seccomp(e)),
+    };
     caps::apply(&policy.capabilities)?;
     crate::phase::mark("child-seccomp-caps");
     // Sync point 2: our ends of the console, notify socket and mount guard.

@@ -128,13 +128,21 @@ pub fn directory(m: &Membership, mounts: &[CgroupMount]) -> Option<PathBuf> {
 }
 
 /// The cgroup directories (their cgroup.procs is where to write a pid) that
-/// hold the leader, from the text of /proc/LEADER/cgroup and of our
-/// mountinfo. A hierarchy that carries policy must be found; others this host
-/// does not mount are left out (nothing could move a process there).
-pub fn leader_directories(proc_cgroup: &str, mountinfo: &str) -> Result<Vec<PathBuf>, String> {
+/// hold the leader, from the text of /proc/LEADER/cgroup, of our own
+/// /proc/self/cgroup and of our mountinfo. A hierarchy that carries policy
+/// must be found, unless we are in the leader's cgroup there already (a
+/// machine inside a nixrun guest, whose v1 hierarchies the guest does not
+/// mount but all its processes share); others this host does not mount are
+/// left out (nothing could move a process there).
+pub fn leader_directories(
+    proc_cgroup: &str,
+    own_cgroup: &str,
+    mountinfo: &str,
+) -> Result<Vec<PathBuf>, String> {
     let mounts = parse_mountinfo(mountinfo);
     let mut out = Vec::new();
     let members = parse_proc_cgroup(proc_cgroup);
+    let own = parse_proc_cgroup(own_cgroup);
     if !members.iter().any(|m| m.hierarchy == Hierarchy::V2) {
         return Err("the leader is in no cgroup2 hierarchy".into());
     }
@@ -149,6 +157,7 @@ pub fn leader_directories(proc_cgroup: &str, mountinfo: &str) -> Result<Vec<Path
         }
         match directory(&m, &mounts) {
             Some(d) => out.push(d),
+            None if own.contains(&m) => {}
             None if m.hierarchy.carries_policy() => {
                 return Err(format!(
                     "the leader's cgroup {} in {} is not mounted on this host",
@@ -208,7 +217,7 @@ mod tests {
 
     #[test]
     fn a_hybrid_host() {
-        let dirs = leader_directories(HYBRID_CGROUP, HYBRID_MOUNTINFO).unwrap();
+        let dirs = leader_directories(HYBRID_CGROUP, "0::/\n", HYBRID_MOUNTINFO).unwrap();
         let want: Vec<PathBuf> = [
             "/sys/fs/cgroup/systemd/nixrun/web/payload",
             "/sys/fs/cgroup/pids/nixrun/web/payload",
@@ -231,7 +240,7 @@ mod tests {
         let cg = "0::/system.slice/container@web.service/payload/init.scope\n";
         let mi = "30 23 0:26 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:4 - cgroup2 cgroup2 rw,nsdelegate,memory_recursiveprot\n";
         assert_eq!(
-            leader_directories(cg, mi).unwrap(),
+            leader_directories(cg, "0::/\n", mi).unwrap(),
             [PathBuf::from(
                 "/sys/fs/cgroup/system.slice/container@web.service/payload/init.scope"
             )]
@@ -243,36 +252,46 @@ mod tests {
         // cgroup2 mounted from a subdirectory (as in a container), at a path with a space.
         let mi = "50 23 0:26 /outer /run/my\\040cgroup rw - cgroup2 cgroup2 rw\n";
         assert_eq!(
-            leader_directories("0::/outer/nixrun/web/payload\n", mi).unwrap(),
+            leader_directories("0::/outer/nixrun/web/payload\n", "0::/\n", mi).unwrap(),
             [PathBuf::from("/run/my cgroup/nixrun/web/payload")]
         );
         assert_eq!(
-            leader_directories("0::/outer\n", mi).unwrap(),
+            leader_directories("0::/outer\n", "0::/\n", mi).unwrap(),
             [PathBuf::from("/run/my cgroup")]
         );
         // "/outerx" is not below "/outer".
-        assert!(leader_directories("0::/outerx/a\n", mi).is_err());
+        assert!(leader_directories("0::/outerx/a\n", "0::/\n", mi).is_err());
     }
 
     #[test]
     fn what_cannot_be_joined_is_refused() {
         let v2 = "41 31 0:38 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n";
         // Outside our cgroup namespace.
-        let e = leader_directories("0::/../../other/payload\n", v2).unwrap_err();
+        let e = leader_directories("0::/../../other/payload\n", "0::/\n", v2).unwrap_err();
         assert!(e.contains("outside"), "{e}");
         // A policy hierarchy that is not mounted.
-        let e = leader_directories("5:devices:/nixrun/web/payload\n0::/x\n", v2).unwrap_err();
+        let e =
+            leader_directories("5:devices:/nixrun/web/payload\n0::/x\n", "0::/\n", v2).unwrap_err();
         assert!(e.contains("devices"), "{e}");
-        let e = leader_directories("8:pids:/p\n0::/x\n", v2).unwrap_err();
+        let e = leader_directories("8:pids:/p\n0::/x\n", "0::/\n", v2).unwrap_err();
         assert!(e.contains("pids"), "{e}");
         // An unmounted controller without policy is skipped.
         assert_eq!(
-            leader_directories("4:memory:/m\n0::/x\n", v2).unwrap(),
+            leader_directories("4:memory:/m\n0::/x\n", "0::/\n", v2).unwrap(),
             [PathBuf::from("/sys/fs/cgroup/unified/x")]
         );
+        // Already where the leader is (a machine in a nixrun guest, whose
+        // processes all share the v1 cgroups the guest does not mount).
+        let own = "8:pids:/\n5:devices:/\n0::/elsewhere\n";
+        assert_eq!(
+            leader_directories("8:pids:/\n5:devices:/\n0::/x\n", own, v2).unwrap(),
+            [PathBuf::from("/sys/fs/cgroup/unified/x")]
+        );
+        let e = leader_directories("8:pids:/p\n0::/x\n", own, v2).unwrap_err();
+        assert!(e.contains("pids"), "{e}");
         // No cgroup2 at all.
-        assert!(leader_directories("4:memory:/m\n", v2).is_err());
-        assert!(leader_directories("0::/x\n", "").is_err());
+        assert!(leader_directories("4:memory:/m\n", "0::/\n", v2).is_err());
+        assert!(leader_directories("0::/x\n", "0::/\n", "").is_err());
     }
 
     #[test]

@@ -226,8 +226,12 @@ impl Confinement {
     /// keyring, then filters (installing them without no_new_privs takes
     /// CAP_SYS_ADMIN, which the set may lack), then capabilities.
     fn apply(&self) -> Result<()> {
-        crate::sys::join_new_session_keyring()
-            .map_err(|e| Failure::sys("joining a new session keyring", e))?;
+        // In a nixrun guest the outer filter refuses the keyring calls to us
+        // and to everything we start: there is no keyring to leave behind.
+        match crate::sys::join_new_session_keyring() {
+            Err(nix::errno::Errno::EPERM) if crate::supervisor::identity::inside_nixrun() => {}
+            r => r.map_err(|e| Failure::sys("joining a new session keyring", e))?,
+        }
         let f = &self.filters;
         for prog in [&f.deny, &f.audit, &f.mount] {
             crate::sys::seccomp::install(prog, false)
@@ -260,7 +264,10 @@ pub fn enter(st: &MachineState, leader: &Leader) -> Result<()> {
         .map_err(|e| Failure::sys("reading the leader's cgroups", e))?;
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
         .map_err(|e| Failure::new(format!("reading /proc/self/mountinfo: {e}")))?;
-    let dirs = cgroups::leader_directories(&proc_cgroup, &mountinfo).map_err(Failure::new)?;
+    let own_cgroup = std::fs::read_to_string("/proc/self/cgroup")
+        .map_err(|e| Failure::new(format!("reading /proc/self/cgroup: {e}")))?;
+    let dirs =
+        cgroups::leader_directories(&proc_cgroup, &own_cgroup, &mountinfo).map_err(Failure::new)?;
     // Everything is open; the last moment to find the machine gone with
     // nothing done.
     leader.check()?;
@@ -634,7 +641,7 @@ mod tests {
         assert!(!c.filters.mount.is_empty());
         assert_eq!(
             c.filters.mount,
-            seccomp::mount_filter_refusing(),
+            seccomp::mount_filter_refusing(&seccomp::denied(&Default::default()).brokered),
             "no supervisor answers for a joining process"
         );
         st.capabilities.push("CAP_FLY".into());

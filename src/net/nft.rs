@@ -19,29 +19,17 @@
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::os::fd::OwnedFd;
 use std::str::FromStr;
 use std::time::Duration;
 
-use rustix::net::netlink::{self, SocketAddrNetlink};
-use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType};
+use super::netlink::{
+    attr, attrs, error_code, messages, Enc, Socket, NLMSG_ERROR, NLM_F_ACK, NLM_F_CREATE,
+    NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST,
+};
 
 const TABLE: &str = "io.systemd.nat";
 const DNAT_MAP: &str = "map_port_ipport";
 const MASQ_SET: &str = "masq_saddr";
-
-// <linux/netlink.h>
-const NLMSG_HDRLEN: usize = 16;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-const NLM_F_REQUEST: u16 = 0x1;
-const NLM_F_ACK: u16 = 0x4;
-const NLM_F_DUMP_INTR: u16 = 0x10;
-const NLM_F_EXCL: u16 = 0x200;
-const NLM_F_CREATE: u16 = 0x400;
-const NLM_F_DUMP: u16 = 0x300;
-const NLA_F_NESTED: u16 = 0x8000;
-const NLA_TYPE_MASK: u16 = 0x3fff;
 
 // <linux/netfilter/nfnetlink.h>
 const NFGENMSG_LEN: usize = 4;
@@ -248,7 +236,7 @@ pub struct Forward {
 
 /// A NETLINK_NETFILTER socket, and which families' tables it has made sure of.
 pub struct Nat {
-    fd: OwnedFd,
+    sock: Socket,
     seq: u32,
     table_ready: [bool; 2],
 }
@@ -257,15 +245,9 @@ impl Nat {
     /// Opens the socket in the calling thread's network namespace (the one its
     /// rules will act in); nothing is sent yet.
     pub fn open() -> io::Result<Nat> {
-        let fd = rustix::net::socket_with(
-            AddressFamily::NETLINK,
-            SocketType::RAW,
-            SocketFlags::CLOEXEC,
-            Some(netlink::NETFILTER),
-        )?;
-        rustix::net::bind(&fd, &SocketAddrNetlink::new(0, 0))?;
+        let sock = Socket::open(Some(rustix::net::netlink::NETFILTER), 0)?;
         rustix::net::sockopt::set_socket_timeout(
-            &fd,
+            &sock,
             rustix::net::sockopt::Timeout::Recv,
             Some(REPLY_TIMEOUT),
         )?;
@@ -276,7 +258,7 @@ impl Nat {
             .map(|d| d.as_secs() as u32)
             .unwrap_or(1);
         Ok(Nat {
-            fd,
+            sock,
             seq,
             table_ready: [false; 2],
         })
@@ -335,7 +317,7 @@ impl Nat {
             let seq = self.seq;
             self.seq = seq.wrapping_add(1);
             let request = dump_elements_request(seq, family);
-            match self.dump(&request, seq) {
+            match self.dump(&request) {
                 Ok((elems, false)) => {
                     return Ok(elems
                         .iter()
@@ -385,56 +367,6 @@ impl Nat {
         }
     }
 
-    fn send(&self, buf: &[u8]) -> io::Result<()> {
-        let n = rustix::net::sendto(
-            &self.fd,
-            buf,
-            SendFlags::empty(),
-            &SocketAddrNetlink::new(0, 0),
-        )?;
-        if n != buf.len() {
-            return Err(io::Error::new(
-                io::ErrorKind::WriteZero,
-                "short netlink send",
-            ));
-        }
-        Ok(())
-    }
-
-    /// One datagram from the kernel (`None` when `nonblocking` and there is
-    /// none); others' messages are dropped.
-    fn recv<'a>(&self, buf: &'a mut [u8], nonblocking: bool) -> io::Result<Option<&'a [u8]>> {
-        let flags = if nonblocking {
-            RecvFlags::DONTWAIT | RecvFlags::TRUNC
-        } else {
-            RecvFlags::TRUNC
-        };
-        loop {
-            let (n, full, from) = match rustix::net::recvfrom(&self.fd, &mut *buf, flags) {
-                Ok(r) => r,
-                Err(rustix::io::Errno::INTR) => continue,
-                Err(rustix::io::Errno::AGAIN) if nonblocking => return Ok(None),
-                Err(rustix::io::Errno::AGAIN) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "no answer from nf_tables",
-                    ))
-                }
-                Err(e) => return Err(e.into()),
-            };
-            let from_kernel = from
-                .and_then(|a| SocketAddrNetlink::try_from(a).ok())
-                .is_some_and(|a| a.pid() == 0);
-            if !from_kernel {
-                continue;
-            }
-            if full > n {
-                return Err(io::Error::from_raw_os_error(libc::EMSGSIZE));
-            }
-            return Ok(Some(&buf[..n]));
-        }
-    }
-
     /// Sends the batch `build` makes from the next sequence number and
     /// collects the kernel's verdict: the first error of the batch itself,
     /// else of its messages in order.
@@ -448,15 +380,15 @@ impl Nat {
         let inner = &seqs[1..seqs.len() - 1];
         let mut answers: Vec<Option<i32>> = vec![None; inner.len()];
         let mut batch_error = None;
-        self.send(&batch)?;
-        let mut buf = vec![0u8; 64 * 1024];
+        self.sock.send(&batch)?;
+        let mut buf = Vec::new();
         let mut settled = false;
         loop {
             // Everything is queued by the time sendto returns: once each
             // message has its answer, what is left is read without waiting,
             // which catches a commit failure reported against BATCH_BEGIN.
             settled |= batch_error.is_some() || answers.iter().all(Option::is_some);
-            let Some(datagram) = self.recv(&mut buf, settled)? else {
+            let Some(datagram) = self.sock.recv(&mut buf, !settled)? else {
                 break;
             };
             for m in messages(datagram) {
@@ -483,45 +415,16 @@ impl Nat {
     /// Runs one dump; returns the elements' (key, data) values and whether the
     /// kernel flagged the dump as interrupted by a change.
     #[allow(clippy::type_complexity)]
-    fn dump(&mut self, request: &[u8], seq: u32) -> io::Result<(Vec<(Vec<u8>, Vec<u8>)>, bool)> {
-        self.send(request)?;
-        let mut buf = vec![0u8; 64 * 1024];
+    fn dump(&mut self, request: &[u8]) -> io::Result<(Vec<(Vec<u8>, Vec<u8>)>, bool)> {
         let mut elems = Vec::new();
-        let mut interrupted = false;
-        loop {
-            let Some(datagram) = self.recv(&mut buf, false)? else {
-                continue;
-            };
-            for m in messages(datagram) {
-                if m.seq != seq {
-                    continue;
-                }
-                interrupted |= m.flags & NLM_F_DUMP_INTR != 0;
-                match m.ty {
-                    NLMSG_ERROR => {
-                        let err = error_code(m.payload)?;
-                        if err != 0 {
-                            return Err(io::Error::from_raw_os_error(err));
-                        }
-                    }
-                    NLMSG_DONE => {
-                        // A dump's DONE carries its status.
-                        let err = m
-                            .payload
-                            .get(..4)
-                            .map(|b| i32::from_ne_bytes(b.try_into().unwrap()))
-                            .unwrap_or(0);
-                        if err != 0 {
-                            return Err(io::Error::from_raw_os_error(-err));
-                        }
-                        return Ok((elems, interrupted));
-                    }
-                    t if t == nft_type(NFT_MSG_NEWSETELEM) => {
-                        collect_elements(m.payload, &mut elems)
-                    }
-                    _ => {}
-                }
+        let answer = self.sock.call(request, &mut |m| {
+            if m.ty == nft_type(NFT_MSG_NEWSETELEM) {
+                collect_elements(m.payload, &mut elems)
             }
+        })?;
+        match answer {
+            Ok(interrupted) => Ok((elems, interrupted)),
+            Err(refusal) => Err(io::Error::from_raw_os_error(refusal.errno)),
         }
     }
 }
@@ -540,78 +443,13 @@ fn check(proto: Proto, host_port: u16, addr: IpAddr, port: u16) -> io::Result<Fo
 
 // ---- Encoding ----------------------------------------------------------
 
-/// Netlink messages and attributes appended to one buffer (host byte order
-/// for headers and lengths, as netlink wants; values as each attribute wants).
-struct Enc {
-    buf: Vec<u8>,
-    msg_start: usize,
-    nests: Vec<usize>,
-}
-
+// nf_tables' pieces, on the netlink encoder both netlink users share.
 impl Enc {
-    fn new() -> Enc {
-        Enc {
-            buf: Vec::with_capacity(2048),
-            msg_start: 0,
-            nests: Vec::new(),
-        }
-    }
-
     /// nlmsghdr + nfgenmsg.
-    fn begin(&mut self, ty: u16, flags: u16, seq: u32, nfproto: u8, res_id: u16) {
-        self.msg_start = self.buf.len();
-        self.buf.extend_from_slice(&0u32.to_ne_bytes());
-        self.buf.extend_from_slice(&ty.to_ne_bytes());
-        self.buf.extend_from_slice(&flags.to_ne_bytes());
-        self.buf.extend_from_slice(&seq.to_ne_bytes());
-        self.buf.extend_from_slice(&0u32.to_ne_bytes());
-        self.buf.push(nfproto);
-        self.buf.push(NFNETLINK_V0);
-        self.buf.extend_from_slice(&res_id.to_be_bytes());
-    }
-
-    fn end(&mut self) {
-        debug_assert!(self.nests.is_empty());
-        let len = (self.buf.len() - self.msg_start) as u32;
-        self.buf[self.msg_start..self.msg_start + 4].copy_from_slice(&len.to_ne_bytes());
-    }
-
-    fn attr(&mut self, ty: u16, data: &[u8]) {
-        self.buf
-            .extend_from_slice(&((4 + data.len()) as u16).to_ne_bytes());
-        self.buf.extend_from_slice(&ty.to_ne_bytes());
-        self.buf.extend_from_slice(data);
-        self.pad();
-    }
-
-    fn pad(&mut self) {
-        while self.buf.len() % 4 != 0 {
-            self.buf.push(0);
-        }
-    }
-
-    fn str(&mut self, ty: u16, s: &str) {
-        let mut v = Vec::with_capacity(s.len() + 1);
-        v.extend_from_slice(s.as_bytes());
-        v.push(0);
-        self.attr(ty, &v);
-    }
-
-    fn be32(&mut self, ty: u16, v: u32) {
-        self.attr(ty, &v.to_be_bytes());
-    }
-
-    fn nest(&mut self, ty: u16) {
-        self.nests.push(self.buf.len());
-        self.buf.extend_from_slice(&0u16.to_ne_bytes());
-        self.buf
-            .extend_from_slice(&(ty | NLA_F_NESTED).to_ne_bytes());
-    }
-
-    fn end_nest(&mut self) {
-        let start = self.nests.pop().expect("unbalanced nest");
-        let len = (self.buf.len() - start) as u16;
-        self.buf[start..start + 2].copy_from_slice(&len.to_ne_bytes());
+    fn nfmsg(&mut self, ty: u16, flags: u16, seq: u32, nfproto: u8, res_id: u16) {
+        self.begin(ty, flags, seq);
+        self.put(&[nfproto, NFNETLINK_V0]);
+        self.put(&res_id.to_be_bytes());
     }
 
     /// `{ NFTA_DATA_VALUE: value }` under `ty`.
@@ -729,7 +567,7 @@ fn batch(seq0: u32, body: impl FnOnce(&mut BatchEnc)) -> Vec<u8> {
         seq: seq0,
         res_id: seq0 as u16,
     };
-    b.enc.begin(
+    b.enc.nfmsg(
         NFNL_MSG_BATCH_BEGIN,
         NLM_F_REQUEST | NLM_F_ACK,
         seq0,
@@ -739,7 +577,7 @@ fn batch(seq0: u32, body: impl FnOnce(&mut BatchEnc)) -> Vec<u8> {
     b.enc.end();
     body(&mut b);
     b.seq = b.seq.wrapping_add(1);
-    b.enc.begin(
+    b.enc.nfmsg(
         NFNL_MSG_BATCH_END,
         NLM_F_REQUEST | NLM_F_ACK,
         b.seq,
@@ -747,7 +585,7 @@ fn batch(seq0: u32, body: impl FnOnce(&mut BatchEnc)) -> Vec<u8> {
         NFNL_SUBSYS_NFTABLES,
     );
     b.enc.end();
-    b.enc.buf
+    b.enc.into_bytes()
 }
 
 struct BatchEnc {
@@ -759,7 +597,7 @@ struct BatchEnc {
 impl BatchEnc {
     fn msg(&mut self, msg: u16, flags: u16, family: Family, body: impl FnOnce(&mut Enc)) {
         self.seq = self.seq.wrapping_add(1);
-        self.enc.begin(
+        self.enc.nfmsg(
             nft_type(msg),
             NLM_F_REQUEST | NLM_F_ACK | flags,
             self.seq,
@@ -940,7 +778,7 @@ fn elements_batch(seq0: u32, ops: &[(Op, Forward)]) -> Vec<u8> {
 
 fn dump_elements_request(seq: u32, family: Family) -> Vec<u8> {
     let mut e = Enc::new();
-    e.begin(
+    e.nfmsg(
         nft_type(NFT_MSG_GETSETELEM),
         NLM_F_REQUEST | NLM_F_DUMP,
         seq,
@@ -950,79 +788,10 @@ fn dump_elements_request(seq: u32, family: Family) -> Vec<u8> {
     e.str(NFTA_SET_ELEM_LIST_TABLE, TABLE);
     e.str(NFTA_SET_ELEM_LIST_SET, DNAT_MAP);
     e.end();
-    e.buf
+    e.into_bytes()
 }
 
 // ---- Decoding ----------------------------------------------------------
-
-struct NlMsg<'a> {
-    ty: u16,
-    flags: u16,
-    seq: u32,
-    payload: &'a [u8],
-}
-
-fn u16_at(b: &[u8], at: usize) -> u16 {
-    u16::from_ne_bytes([b[at], b[at + 1]])
-}
-
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_ne_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-
-/// The netlink messages in a buffer; a truncated tail ends the walk.
-fn messages(buf: &[u8]) -> impl Iterator<Item = NlMsg<'_>> {
-    let mut off = 0;
-    std::iter::from_fn(move || {
-        if buf.len() < off + NLMSG_HDRLEN {
-            return None;
-        }
-        let len = u32_at(buf, off) as usize;
-        if len < NLMSG_HDRLEN || buf.len() < off + len {
-            return None;
-        }
-        let m = NlMsg {
-            ty: u16_at(buf, off + 4),
-            flags: u16_at(buf, off + 6),
-            seq: u32_at(buf, off + 8),
-            payload: &buf[off + NLMSG_HDRLEN..off + len],
-        };
-        off += (len + 3) & !3;
-        Some(m)
-    })
-}
-
-/// The errno of an NLMSG_ERROR (0 for an ACK).
-fn error_code(payload: &[u8]) -> io::Result<i32> {
-    let b = payload
-        .get(..4)
-        .ok_or_else(|| io::Error::from_raw_os_error(libc::EBADMSG))?;
-    Ok(-i32::from_ne_bytes(b.try_into().unwrap()))
-}
-
-/// The attributes in a buffer, as (type without flags, value).
-fn attrs(buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
-    let mut off = 0;
-    std::iter::from_fn(move || {
-        if buf.len() < off + 4 {
-            return None;
-        }
-        let len = u16_at(buf, off) as usize;
-        if len < 4 || buf.len() < off + len {
-            return None;
-        }
-        let a = (
-            u16_at(buf, off + 2) & NLA_TYPE_MASK,
-            &buf[off + 4..off + len],
-        );
-        off += (len + 3) & !3;
-        Some(a)
-    })
-}
-
-fn attr(buf: &[u8], ty: u16) -> Option<&[u8]> {
-    attrs(buf).find(|&(t, _)| t == ty).map(|(_, v)| v)
-}
 
 /// The (key, data) values of a NEWSETELEM message's elements.
 fn collect_elements(payload: &[u8], out: &mut Vec<(Vec<u8>, Vec<u8>)>) {
@@ -1176,7 +945,7 @@ mod tests {
         // A NEWSETELEM as the kernel dumps it: elements under NFTA_LIST_ELEM.
         let f = fwd(Proto::Tcp, 8080, "fd00::2", 80);
         let mut e = Enc::new();
-        e.begin(nft_type(NFT_MSG_NEWSETELEM), 2, 7, 10, 0);
+        e.nfmsg(nft_type(NFT_MSG_NEWSETELEM), 2, 7, 10, 0);
         e.str(NFTA_SET_ELEM_LIST_TABLE, TABLE);
         e.str(NFTA_SET_ELEM_LIST_SET, DNAT_MAP);
         e.nest(NFTA_SET_ELEM_LIST_ELEMENTS);
@@ -1186,7 +955,7 @@ mod tests {
         e.end_nest();
         e.end_nest();
         e.end();
-        let m = messages(&e.buf).next().unwrap();
+        let m = messages(e.bytes()).next().unwrap();
         let mut out = Vec::new();
         collect_elements(m.payload, &mut out);
         let got: Vec<_> = out
@@ -1194,16 +963,6 @@ mod tests {
             .filter_map(|(k, d)| parse_element(Family::Ip6, k, d))
             .collect();
         assert_eq!(got, [f]);
-    }
-
-    #[test]
-    fn errors_are_negated_errnos() {
-        assert_eq!(
-            error_code(&(-libc::EEXIST).to_ne_bytes()).unwrap(),
-            libc::EEXIST
-        );
-        assert_eq!(error_code(&0i32.to_ne_bytes()).unwrap(), 0);
-        assert!(error_code(&[0, 0]).is_err());
     }
 
     #[test]

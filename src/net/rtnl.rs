@@ -8,24 +8,25 @@
 //! only). A netlink socket stays in the network namespace it was created in;
 //! `Rtnl::open_in` and `AddrWatch::open_in` use that to act inside a
 //! container's namespace without moving the caller.
+//!
+//! The messages are written and read by hand, on the framing `nft` uses too
+//! (`super::netlink`): exactly the requests above, and of the kernel's answers
+//! only the attributes nixrun looks at. The supervisor stays resident for its
+//! guest's whole life, and a generic codec of every rtnetlink object made up
+//! a quarter of its memory once the guest had a network.
 
+use super::netlink::{
+    attr, attrs, messages, str_of, u32_of, Enc, Socket, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP,
+    NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST,
+};
 use super::Mac;
-use netlink_packet_core::{
-    ErrorMessage, NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_ACK_TLVS,
-    NLM_F_CAPPED, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST,
+use libc::{
+    IFA_ADDRESS, IFA_FLAGS, IFA_F_NODAD, IFA_F_PERMANENT, IFA_LOCAL, IFLA_ADDRESS, IFLA_ALT_IFNAME,
+    IFLA_IFNAME, IFLA_INFO_DATA, IFLA_INFO_KIND, IFLA_LINK, IFLA_LINKINFO, IFLA_MASTER,
+    IFLA_NET_NS_FD, IFLA_PROP_LIST, RTA_DST, RTA_GATEWAY, RTA_OIF, RTM_DELADDR, RTM_DELLINK,
+    RTM_GETADDR, RTM_GETLINK, RTM_NEWADDR, RTM_NEWLINK, RTM_NEWROUTE, RTM_SETLINK, RTN_UNICAST,
+    RTPROT_BOOT, RT_SCOPE_HOST, RT_SCOPE_LINK, RT_SCOPE_UNIVERSE, RT_TABLE_MAIN,
 };
-use netlink_packet_route::address::{
-    AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, AddressScope,
-};
-use netlink_packet_route::link::{
-    InfoData, InfoIpVlan, InfoKind, InfoMacVlan, InfoVeth, IpVlanMode, LinkAttribute, LinkFlags,
-    LinkInfo, LinkMessage, MacVlanMode, Prop,
-};
-use netlink_packet_route::route::{
-    RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
-};
-use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
-use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 use nix::errno::Errno;
 use nix::sched::{setns, CloneFlags};
 use std::fmt;
@@ -35,14 +36,21 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
 /// The loopback device has this index in every network namespace.
 const LOOPBACK_IFINDEX: u32 = 1;
-/// Multicast groups of <linux/rtnetlink.h> (enum rtnetlink_groups).
-const RTNLGRP_IPV4_IFADDR: u32 = 5;
-const RTNLGRP_IPV6_IFADDR: u32 = 9;
-const RTM_NEWADDR: u16 = 20;
-const RTM_DELADDR: u16 = 21;
-/// enum nlmsgerr_attrs: the kernel's explanation of a refusal (extended ack).
-const NLMSGERR_ATTR_MSG: u16 = 1;
-const NLMSG_HDRLEN: usize = 16;
+/// sizeof(struct ifinfomsg), which starts an RTM_*LINK message.
+const IFINFOMSG_LEN: usize = 16;
+/// sizeof(struct ifaddrmsg), which starts an RTM_*ADDR message.
+const IFADDRMSG_LEN: usize = 8;
+/// As ifinfomsg's 32-bit flags hold it (libc's is a c_int).
+const IFF_UP: u32 = libc::IFF_UP as u32;
+// What libc lacks. <linux/rtnetlink.h>:
+const RTM_NEWLINKPROP: u16 = 108;
+// <linux/veth.h>:
+const VETH_INFO_PEER: u16 = 1;
+// <linux/if_link.h>:
+const IFLA_MACVLAN_MODE: u16 = 1;
+const MACVLAN_MODE_BRIDGE: u32 = 4;
+const IFLA_IPVLAN_MODE: u16 = 1;
+const IPVLAN_MODE_L2: u16 = 0;
 
 /// A request the kernel (or the socket) refused: the errno, what was being
 /// done, and the kernel's own explanation when it gave one (extended ack).
@@ -127,6 +135,15 @@ pub struct Address {
     pub flags: u32,
 }
 
+/// What nixrun reads of a link (RTM_NEWLINK).
+struct Link {
+    index: u32,
+    name: String,
+    kind: Option<String>,
+    master: Option<u32>,
+    mac: Option<Mac>,
+}
+
 /// An rtnetlink socket and its request sequence.
 pub struct Rtnl {
     sock: Socket,
@@ -136,15 +153,12 @@ pub struct Rtnl {
 impl Rtnl {
     /// A socket in the caller's network namespace.
     pub fn open() -> io::Result<Rtnl> {
-        let mut sock =
-            Socket::new(NETLINK_ROUTE).map_err(|e| context(e, "opening an rtnetlink socket"))?;
-        sock.bind_auto()
-            .map_err(|e| context(e, "binding an rtnetlink socket"))?;
+        let sock = Socket::open(None, 0).map_err(|e| context(e, "opening an rtnetlink socket"))?;
         // The kernel's reason for a refusal, without the echo of our request.
-        sock.set_ext_ack(true)
-            .map_err(|e| context(e, "asking for extended acks"))?;
-        sock.set_cap_ack(true)
-            .map_err(|e| context(e, "asking for capped acks"))?;
+        crate::sys::set_netlink_option(sock.as_fd(), libc::NETLINK_EXT_ACK)
+            .map_err(|e| context(e.into(), "asking for extended acks"))?;
+        crate::sys::set_netlink_option(sock.as_fd(), libc::NETLINK_CAP_ACK)
+            .map_err(|e| context(e.into(), "asking for capped acks"))?;
         Ok(Rtnl { sock, seq: 0 })
     }
 
@@ -154,93 +168,82 @@ impl Rtnl {
         in_netns(netns, Rtnl::open)
     }
 
-    /// Sends one request and collects the replies up to its ack (or, for a
-    /// dump, up to NLMSG_DONE). A refusal becomes a `NetlinkError`.
+    /// Sends one request, message `ty` with `flags` and what `body` writes
+    /// after its header, and hands each reply (type, payload) to `each` up to
+    /// the ack, or for a dump up to NLMSG_DONE. A refusal becomes a
+    /// `NetlinkError` saying `what`.
     fn call(
         &mut self,
-        msg: RouteNetlinkMessage,
+        ty: u16,
         flags: u16,
         what: &str,
-    ) -> io::Result<Vec<RouteNetlinkMessage>> {
+        body: impl FnOnce(&mut Enc),
+        mut each: impl FnMut(u16, &[u8]),
+    ) -> io::Result<()> {
         self.seq = self.seq.wrapping_add(1);
-        let seq = self.seq;
         let dump = flags & NLM_F_DUMP == NLM_F_DUMP;
-        let mut header = NetlinkHeader::default();
-        header.flags = NLM_F_REQUEST | flags | if dump { 0 } else { NLM_F_ACK };
-        header.sequence_number = seq;
-        let mut req = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(msg));
-        req.finalize();
-        let mut buf = vec![0; req.buffer_len()];
-        req.serialize(&mut buf);
-        self.sock
-            .send_to(&buf, &SocketAddr::new(0, 0), 0)
-            .map_err(|e| context(e, what))?;
+        let mut req = Enc::new();
+        req.begin(
+            ty,
+            NLM_F_REQUEST | flags | if dump { 0 } else { NLM_F_ACK },
+            self.seq,
+        );
+        body(&mut req);
+        req.end();
+        self.exchange(req.bytes(), what, &mut each)
+    }
 
-        let mut replies = Vec::new();
-        loop {
-            let data = match self.sock.recv_from_full() {
-                Ok((data, _)) => data,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(context(e, what)),
-            };
-            for raw in split_messages(&data) {
-                // Replies to an earlier request that failed half-way.
-                if u32::from_ne_bytes(raw[8..12].try_into().unwrap()) != seq {
-                    continue;
-                }
-                let m = NetlinkMessage::<RouteNetlinkMessage>::deserialize(raw).map_err(|e| {
-                    io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("{what}: undecodable reply: {e}"),
-                    )
-                })?;
-                match m.payload {
-                    NetlinkPayload::InnerMessage(r) => replies.push(r),
-                    NetlinkPayload::Error(e) => match e.code {
-                        None => return Ok(replies),
-                        Some(code) => {
-                            return Err(NetlinkError {
-                                errno: -code.get(),
-                                what: what.to_string(),
-                                kernel_says: ext_ack_message(m.header.flags, &e),
-                            }
-                            .into())
-                        }
-                    },
-                    NetlinkPayload::Done(d) if d.code < 0 => {
-                        return Err(NetlinkError {
-                            errno: -d.code,
-                            what: what.to_string(),
-                            kernel_says: None,
-                        }
-                        .into())
-                    }
-                    NetlinkPayload::Done(_) => return Ok(replies),
-                    _ => {}
-                }
+    /// The rest of `call`, not generic: one copy in the binary, not one per
+    /// kind of request.
+    fn exchange(
+        &mut self,
+        req: &[u8],
+        what: &str,
+        each: &mut dyn FnMut(u16, &[u8]),
+    ) -> io::Result<()> {
+        let answer = self
+            .sock
+            .call(req, &mut |m| each(m.ty, m.payload))
+            .map_err(|e| context(e, what))?;
+        answer.map(drop).map_err(|r| {
+            NetlinkError {
+                errno: r.errno,
+                what: what.to_string(),
+                kernel_says: r.reason,
             }
-        }
+            .into()
+        })
     }
 
     /// A request that only wants its ack.
-    fn ack(&mut self, msg: RouteNetlinkMessage, flags: u16, what: &str) -> io::Result<()> {
-        self.call(msg, flags, what).map(drop)
+    fn ack(
+        &mut self,
+        ty: u16,
+        flags: u16,
+        what: &str,
+        body: impl FnOnce(&mut Enc),
+    ) -> io::Result<()> {
+        self.call(ty, flags, what, body, |_, _| {})
     }
 
-    fn get_link(&mut self, req: LinkMessage, what: &str) -> io::Result<Option<LinkMessage>> {
-        match self.call(RouteNetlinkMessage::GetLink(req), 0, what) {
-            Ok(replies) => Ok(replies.into_iter().find_map(|r| match r {
-                RouteNetlinkMessage::NewLink(l) => Some(l),
-                _ => None,
-            })),
+    /// The link RTM_GETLINK finds by the index or name in `body`, if any.
+    fn get_link(&mut self, what: &str, body: impl FnOnce(&mut Enc)) -> io::Result<Option<Link>> {
+        let mut link = None;
+        let r = self.call(RTM_GETLINK, 0, what, body, |ty, payload| {
+            if ty == RTM_NEWLINK && link.is_none() {
+                link = parse_link(payload);
+            }
+        });
+        match r {
+            Ok(()) => Ok(link),
             Err(e) if errno(&e) == Some(libc::ENODEV) => Ok(None),
             Err(e) => Err(e),
         }
     }
 
-    fn link(&mut self, index: u32) -> io::Result<LinkMessage> {
+    fn link(&mut self, index: u32) -> io::Result<Link> {
         let what = format!("looking up link #{index}");
-        self.get_link(link_message(index, vec![]), &what)?
+        self.get_link(&what, |e| ifinfomsg(e, index, None))?
             .ok_or_else(|| {
                 NetlinkError {
                     errno: libc::ENODEV,
@@ -253,10 +256,13 @@ impl Rtnl {
 
     /// The index of the link named `name` (a kernel name, not an altname), if any.
     pub fn link_index(&mut self, name: &str) -> io::Result<Option<u32>> {
-        let req = link_message(0, vec![LinkAttribute::IfName(name.into())]);
+        let what = format!("looking up link {name}");
         Ok(self
-            .get_link(req, &format!("looking up link {name}"))?
-            .map(|l| l.header.index))
+            .get_link(&what, |e| {
+                ifinfomsg(e, 0, None);
+                e.str(IFLA_IFNAME, name);
+            })?
+            .map(|l| l.index))
     }
 
     fn required_index(&mut self, name: &str) -> io::Result<u32> {
@@ -272,62 +278,41 @@ impl Rtnl {
 
     /// The kernel name of link `index`.
     pub fn link_name(&mut self, index: u32) -> io::Result<String> {
-        let l = self.link(index)?;
-        Ok(l.attributes
-            .into_iter()
-            .find_map(|a| match a {
-                LinkAttribute::IfName(n) => Some(n),
-                _ => None,
-            })
-            .unwrap_or_default())
+        Ok(self.link(index)?.name)
     }
 
     /// The driver kind of link `index` ("veth", "bridge", "macvlan"…); None
     /// for links without one (loopback, physical NICs).
     pub fn link_kind(&mut self, index: u32) -> io::Result<Option<String>> {
-        Ok(self.link(index)?.attributes.iter().find_map(|a| match a {
-            LinkAttribute::LinkInfo(infos) => infos.iter().find_map(|i| match i {
-                LinkInfo::Kind(k) => Some(k.to_string()),
-                _ => None,
-            }),
-            _ => None,
-        }))
+        Ok(self.link(index)?.kind)
     }
 
     /// The bridge (or other master) link `index` is enslaved to.
     pub fn link_master(&mut self, index: u32) -> io::Result<Option<u32>> {
-        Ok(self.link(index)?.attributes.iter().find_map(|a| match a {
-            LinkAttribute::Controller(m) => Some(*m),
-            _ => None,
-        }))
+        Ok(self.link(index)?.master)
     }
 
     /// The MAC address of link `index`.
     pub fn link_mac(&mut self, index: u32) -> io::Result<Option<Mac>> {
-        Ok(self.link(index)?.attributes.iter().find_map(|a| match a {
-            LinkAttribute::Address(a) => a.as_slice().try_into().ok(),
-            _ => None,
-        }))
+        Ok(self.link(index)?.mac)
     }
 
     /// The indexes of the links enslaved to `bridge` (nspawn removes a zone's
     /// bridge only when this is empty).
     pub fn bridge_members(&mut self, bridge: u32) -> io::Result<Vec<u32>> {
         let what = format!("listing the members of bridge #{bridge}");
-        let links = self.call(
-            RouteNetlinkMessage::GetLink(LinkMessage::default()),
+        let mut members = Vec::new();
+        self.call(
+            RTM_GETLINK,
             NLM_F_DUMP,
             &what,
+            |e| ifinfomsg(e, 0, None),
+            |ty, payload| match parse_link(payload) {
+                Some(l) if ty == RTM_NEWLINK && l.master == Some(bridge) => members.push(l.index),
+                _ => {}
+            },
         )?;
-        Ok(links
-            .into_iter()
-            .filter_map(|r| match r {
-                RouteNetlinkMessage::NewLink(l) => Some(l),
-                _ => None,
-            })
-            .filter(|l| l.attributes.contains(&LinkAttribute::Controller(bridge)))
-            .map(|l| l.header.index)
-            .collect())
+        Ok(members)
     }
 
     /// A veth pair in one message, as nspawn makes it: `host_name` here, the
@@ -342,26 +327,24 @@ impl Rtnl {
         peer_mac: Mac,
         peer_netns: BorrowedFd<'_>,
     ) -> io::Result<u32> {
-        let peer = link_message(
-            0,
-            vec![
-                LinkAttribute::IfName(peer_name.into()),
-                LinkAttribute::Address(peer_mac.to_vec()),
-                LinkAttribute::NetNsFd(peer_netns.as_raw_fd()),
-            ],
-        );
-        let req = link_message(
-            0,
-            vec![
-                LinkAttribute::IfName(host_name.into()),
-                LinkAttribute::Address(host_mac.to_vec()),
-                link_info(InfoKind::Veth, Some(InfoData::Veth(InfoVeth::Peer(peer)))),
-            ],
-        );
         self.ack(
-            RouteNetlinkMessage::NewLink(req),
+            RTM_NEWLINK,
             NLM_F_CREATE | NLM_F_EXCL,
             &format!("creating veth {host_name} with peer {peer_name}"),
+            |e| {
+                ifinfomsg(e, 0, None);
+                e.str(IFLA_IFNAME, host_name);
+                e.attr(IFLA_ADDRESS, &host_mac);
+                link_info(e, "veth", |e| {
+                    // The peer is a link message of its own.
+                    e.nest(VETH_INFO_PEER);
+                    ifinfomsg(e, 0, None);
+                    e.str(IFLA_IFNAME, peer_name);
+                    e.attr(IFLA_ADDRESS, &peer_mac);
+                    e.u32(IFLA_NET_NS_FD, peer_netns.as_raw_fd() as u32);
+                    e.end_nest();
+                });
+            },
         )?;
         self.required_index(host_name)
     }
@@ -369,53 +352,49 @@ impl Rtnl {
     /// Adds `altname` as an alternative name of link `index` (how nspawn keeps
     /// the full `ve-<machine>` name reachable when the kernel name is shortened).
     pub fn add_altname(&mut self, index: u32, altname: &str) -> io::Result<()> {
-        let req = link_message(
-            index,
-            vec![LinkAttribute::PropList(vec![Prop::AltIfName(
-                altname.into(),
-            )])],
-        );
         self.ack(
-            RouteNetlinkMessage::NewLinkProp(req),
+            RTM_NEWLINKPROP,
             NLM_F_CREATE | NLM_F_EXCL,
             &format!("adding altname {altname} to link #{index}"),
+            |e| {
+                ifinfomsg(e, index, None);
+                e.nest(IFLA_PROP_LIST);
+                e.str(IFLA_ALT_IFNAME, altname);
+                e.end_nest();
+            },
         )
     }
 
     /// A new bridge `name`, down, with the kernel's defaults. Returns its index.
     pub fn add_bridge(&mut self, name: &str) -> io::Result<u32> {
-        let req = link_message(
-            0,
-            vec![
-                LinkAttribute::IfName(name.into()),
-                link_info(InfoKind::Bridge, None),
-            ],
-        );
         self.ack(
-            RouteNetlinkMessage::NewLink(req),
+            RTM_NEWLINK,
             NLM_F_CREATE | NLM_F_EXCL,
             &format!("creating bridge {name}"),
+            |e| {
+                ifinfomsg(e, 0, None);
+                e.str(IFLA_IFNAME, name);
+                e.nest(IFLA_LINKINFO);
+                e.str(IFLA_INFO_KIND, "bridge");
+                e.end_nest();
+            },
         )?;
         self.required_index(name)
     }
 
+    /// RTM_SETLINK of link `index`: up or down if `up` says so, with the
+    /// attributes `attributes` writes.
     fn set_link(
         &mut self,
         index: u32,
         up: Option<bool>,
-        attributes: Vec<LinkAttribute>,
         what: &str,
+        attributes: impl FnOnce(&mut Enc),
     ) -> io::Result<()> {
-        let mut req = link_message(index, attributes);
-        if let Some(up) = up {
-            req.header.change_mask = LinkFlags::Up;
-            req.header.flags = if up {
-                LinkFlags::Up
-            } else {
-                LinkFlags::empty()
-            };
-        }
-        self.ack(RouteNetlinkMessage::SetLink(req), 0, what)
+        self.ack(RTM_SETLINK, 0, what, |e| {
+            ifinfomsg(e, index, up);
+            attributes(e);
+        })
     }
 
     /// Enslaves link `index` to `master` and sets it up, in one message (as
@@ -424,8 +403,8 @@ impl Rtnl {
         self.set_link(
             index,
             Some(true),
-            vec![LinkAttribute::Controller(master)],
             &format!("adding link #{index} to bridge #{master}"),
+            |e| e.u32(IFLA_MASTER, master),
         )
     }
 
@@ -434,8 +413,8 @@ impl Rtnl {
         self.set_link(
             index,
             Some(true),
-            vec![],
             &format!("setting link #{index} up"),
+            |_| {},
         )
     }
 
@@ -444,8 +423,8 @@ impl Rtnl {
         self.set_link(
             index,
             Some(false),
-            vec![],
             &format!("setting link #{index} down"),
+            |_| {},
         )
     }
 
@@ -457,15 +436,16 @@ impl Rtnl {
         netns: BorrowedFd<'_>,
         new_name: Option<&str>,
     ) -> io::Result<()> {
-        let mut attributes = vec![LinkAttribute::NetNsFd(netns.as_raw_fd())];
-        if let Some(n) = new_name {
-            attributes.push(LinkAttribute::IfName(n.into()));
-        }
         let what = match new_name {
             Some(n) => format!("moving link #{index} to another network namespace as {n}"),
             None => format!("moving link #{index} to another network namespace"),
         };
-        self.set_link(index, None, attributes, &what)
+        self.set_link(index, None, &what, |e| {
+            e.u32(IFLA_NET_NS_FD, netns.as_raw_fd() as u32);
+            if let Some(n) = new_name {
+                e.str(IFLA_IFNAME, n);
+            }
+        })
     }
 
     /// A macvlan `name` in bridge mode over the link `lower` of this socket's
@@ -477,25 +457,20 @@ impl Rtnl {
         mac: Mac,
         netns: BorrowedFd<'_>,
     ) -> io::Result<()> {
-        let req = link_message(
-            0,
-            vec![
-                LinkAttribute::Link(lower),
-                LinkAttribute::IfName(name.into()),
-                LinkAttribute::Address(mac.to_vec()),
-                LinkAttribute::NetNsFd(netns.as_raw_fd()),
-                link_info(
-                    InfoKind::MacVlan,
-                    Some(InfoData::MacVlan(vec![InfoMacVlan::Mode(
-                        MacVlanMode::Bridge,
-                    )])),
-                ),
-            ],
-        );
         self.ack(
-            RouteNetlinkMessage::NewLink(req),
+            RTM_NEWLINK,
             NLM_F_CREATE | NLM_F_EXCL,
             &format!("creating macvlan {name} over link #{lower}"),
+            |e| {
+                ifinfomsg(e, 0, None);
+                e.u32(IFLA_LINK, lower);
+                e.str(IFLA_IFNAME, name);
+                e.attr(IFLA_ADDRESS, &mac);
+                e.u32(IFLA_NET_NS_FD, netns.as_raw_fd() as u32);
+                link_info(e, "macvlan", |e| {
+                    e.u32(IFLA_MACVLAN_MODE, MACVLAN_MODE_BRIDGE)
+                });
+            },
         )
     }
 
@@ -503,33 +478,28 @@ impl Rtnl {
     /// `netns` (it shares the lower link's MAC). A kernel without the ipvlan
     /// driver refuses with EOPNOTSUPP.
     pub fn add_ipvlan(&mut self, name: &str, lower: u32, netns: BorrowedFd<'_>) -> io::Result<()> {
-        let req = link_message(
-            0,
-            vec![
-                LinkAttribute::Link(lower),
-                LinkAttribute::IfName(name.into()),
-                LinkAttribute::NetNsFd(netns.as_raw_fd()),
-                link_info(
-                    InfoKind::IpVlan,
-                    Some(InfoData::IpVlan(vec![InfoIpVlan::Mode(IpVlanMode::L2)])),
-                ),
-            ],
-        );
         self.ack(
-            RouteNetlinkMessage::NewLink(req),
+            RTM_NEWLINK,
             NLM_F_CREATE | NLM_F_EXCL,
             &format!("creating ipvlan {name} over link #{lower}"),
+            |e| {
+                ifinfomsg(e, 0, None);
+                e.u32(IFLA_LINK, lower);
+                e.str(IFLA_IFNAME, name);
+                e.u32(IFLA_NET_NS_FD, netns.as_raw_fd() as u32);
+                link_info(e, "ipvlan", |e| {
+                    e.attr(IFLA_IPVLAN_MODE, &IPVLAN_MODE_L2.to_ne_bytes())
+                });
+            },
         )
     }
 
     /// Deletes link `index` (a veth takes its peer along); a link already
     /// gone is no error.
     pub fn del_link(&mut self, index: u32) -> io::Result<()> {
-        match self.ack(
-            RouteNetlinkMessage::DelLink(link_message(index, vec![])),
-            0,
-            &format!("deleting link #{index}"),
-        ) {
+        match self.ack(RTM_DELLINK, 0, &format!("deleting link #{index}"), |e| {
+            ifinfomsg(e, index, None)
+        }) {
             Err(e) if errno(&e) == Some(libc::ENODEV) => Ok(()),
             r => r,
         }
@@ -537,12 +507,10 @@ impl Rtnl {
 
     /// Deletes the link named `name`; false if there was none.
     pub fn del_link_by_name(&mut self, name: &str) -> io::Result<bool> {
-        let req = link_message(0, vec![LinkAttribute::IfName(name.into())]);
-        match self.ack(
-            RouteNetlinkMessage::DelLink(req),
-            0,
-            &format!("deleting link {name}"),
-        ) {
+        match self.ack(RTM_DELLINK, 0, &format!("deleting link {name}"), |e| {
+            ifinfomsg(e, 0, None);
+            e.str(IFLA_IFNAME, name);
+        }) {
             Ok(()) => Ok(true),
             Err(e) if errno(&e) == Some(libc::ENODEV) => Ok(false),
             Err(e) => Err(e),
@@ -554,36 +522,13 @@ impl Rtnl {
         index: u32,
         addr: IpAddr,
         prefix: u8,
-        scope: AddressScope,
+        scope: u8,
         flags: u16,
     ) -> io::Result<()> {
-        let mut req = AddressMessage::default();
-        req.header.family = family(&addr);
-        req.header.prefix_len = prefix;
-        req.header.scope = scope;
-        req.header.index = index;
-        // Both ends of a link we configure are ours: duplicate address
-        // detection would only keep an IPv6 address unusable (tentative) for
-        // the guest's first seconds.
-        let (hflags, aflags) = if addr.is_ipv6() && scope == AddressScope::Universe {
-            (
-                AddressHeaderFlags::Permanent | AddressHeaderFlags::Nodad,
-                AddressFlags::Permanent | AddressFlags::Nodad,
-            )
-        } else {
-            (AddressHeaderFlags::Permanent, AddressFlags::Permanent)
-        };
-        req.header.flags = hflags;
-        req.attributes = vec![
-            AddressAttribute::Local(addr),
-            AddressAttribute::Address(addr),
-            AddressAttribute::Flags(aflags),
-        ];
-        self.ack(
-            RouteNetlinkMessage::NewAddress(req),
-            flags,
-            &format!("adding address {addr}/{prefix} to link #{index}"),
-        )
+        let what = format!("adding address {addr}/{prefix} to link #{index}");
+        self.ack(RTM_NEWADDR, flags, &what, |e| {
+            address(e, index, addr, prefix, scope)
+        })
     }
 
     /// Puts `addr/prefix` on link `index`; already there is no error (unlike
@@ -593,7 +538,7 @@ impl Rtnl {
             index,
             addr,
             prefix,
-            AddressScope::Universe,
+            RT_SCOPE_UNIVERSE,
             NLM_F_CREATE | NLM_F_REPLACE,
         )
     }
@@ -608,33 +553,37 @@ impl Rtnl {
         oif: u32,
         gateway: Option<IpAddr>,
     ) -> io::Result<()> {
-        let mut req = RouteMessage::default();
-        req.header.address_family = family(&dest);
-        req.header.destination_prefix_length = prefix;
-        req.header.table = RouteHeader::RT_TABLE_MAIN;
-        req.header.protocol = RouteProtocol::Boot;
         // ip(8)'s choice: a route without a gateway is on-link in IPv4; IPv6
         // routes are always of universe scope.
-        req.header.scope = if dest.is_ipv4() && gateway.is_none() {
-            RouteScope::Link
+        let scope = if dest.is_ipv4() && gateway.is_none() {
+            RT_SCOPE_LINK
         } else {
-            RouteScope::Universe
+            RT_SCOPE_UNIVERSE
         };
-        req.header.kind = RouteType::Unicast;
-        if prefix > 0 {
-            req.attributes
-                .push(RouteAttribute::Destination(dest.into()));
-        }
-        req.attributes.push(RouteAttribute::Oif(oif));
-        if let Some(g) = gateway {
-            req.attributes.push(RouteAttribute::Gateway(g.into()));
-        }
         let via = gateway.map(|g| format!(" via {g}")).unwrap_or_default();
-        self.ack(
-            RouteNetlinkMessage::NewRoute(req),
-            NLM_F_CREATE | NLM_F_REPLACE,
-            &format!("adding route {dest}/{prefix}{via} dev #{oif}"),
-        )
+        let what = format!("adding route {dest}/{prefix}{via} dev #{oif}");
+        self.ack(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE, &what, |e| {
+            // struct rtmsg: family, destination and source prefix lengths,
+            // TOS, table, protocol, scope, type, then 32 bits of flags.
+            e.put(&[
+                family(&dest),
+                prefix,
+                0,
+                0,
+                RT_TABLE_MAIN,
+                RTPROT_BOOT,
+                scope,
+                RTN_UNICAST,
+            ]);
+            e.put(&0u32.to_ne_bytes());
+            if prefix > 0 {
+                e.attr(RTA_DST, &octets(&dest));
+            }
+            e.u32(RTA_OIF, oif);
+            if let Some(g) = gateway {
+                e.attr(RTA_GATEWAY, &octets(&g));
+            }
+        })
     }
 
     /// What systemd's loopback_setup does in a fresh namespace: 127.0.0.1/8
@@ -648,7 +597,7 @@ impl Rtnl {
                 LOOPBACK_IFINDEX,
                 addr,
                 prefix,
-                AddressScope::Host,
+                RT_SCOPE_HOST,
                 NLM_F_CREATE | NLM_F_EXCL,
             );
             match r.as_ref().map_err(errno) {
@@ -662,24 +611,25 @@ impl Rtnl {
 
     /// Every address of every link, IPv4 and IPv6.
     pub fn addresses(&mut self) -> io::Result<Vec<Address>> {
-        let replies = self.call(
-            RouteNetlinkMessage::GetAddress(AddressMessage::default()),
+        let mut addresses = Vec::new();
+        self.call(
+            RTM_GETADDR,
             NLM_F_DUMP,
             "listing addresses",
+            |e| e.put(&[0; IFADDRMSG_LEN]),
+            |ty, payload| {
+                if ty == RTM_NEWADDR {
+                    addresses.extend(parse_address(payload));
+                }
+            },
         )?;
-        Ok(replies
-            .into_iter()
-            .filter_map(|r| match r {
-                RouteNetlinkMessage::NewAddress(a) => to_address(a),
-                _ => None,
-            })
-            .collect())
+        Ok(addresses)
     }
 }
 
-/// A non-blocking socket that hears of IPv4 and IPv6 addresses coming and
-/// going in one network namespace (nspawn re-exposes `--port`s on that).
-/// Poll its fd for reading, then `drain()`.
+/// A socket that hears of IPv4 and IPv6 addresses coming and going in one
+/// network namespace (nspawn re-exposes `--port`s on that). Poll its fd for
+/// reading, then `drain()`, which never waits.
 pub struct AddrWatch {
     sock: Socket,
 }
@@ -687,13 +637,9 @@ pub struct AddrWatch {
 impl AddrWatch {
     /// A watcher of the caller's network namespace.
     pub fn open() -> io::Result<AddrWatch> {
-        let what = "opening an address watch";
-        let mut sock = Socket::new(NETLINK_ROUTE).map_err(|e| context(e, what))?;
-        sock.bind_auto().map_err(|e| context(e, what))?;
-        for group in [RTNLGRP_IPV4_IFADDR, RTNLGRP_IPV6_IFADDR] {
-            sock.add_membership(group).map_err(|e| context(e, what))?;
-        }
-        sock.set_non_blocking(true).map_err(|e| context(e, what))?;
+        let groups = (libc::RTMGRP_IPV4_IFADDR | libc::RTMGRP_IPV6_IFADDR) as u32;
+        let sock =
+            Socket::open(None, groups).map_err(|e| context(e, "opening an address watch"))?;
         Ok(AddrWatch { sock })
     }
 
@@ -707,19 +653,15 @@ impl AddrWatch {
     /// look again anyway.
     pub fn drain(&mut self) -> bool {
         let mut changed = false;
-        let mut buf = Vec::with_capacity(64 * 1024);
+        let mut buf = Vec::new();
         loop {
-            buf.clear();
-            match self.sock.recv(&mut buf, 0) {
-                Ok(_) => {
-                    changed |= split_messages(&buf).any(|m| {
-                        let kind = u16::from_ne_bytes([m[4], m[5]]);
-                        kind == RTM_NEWADDR || kind == RTM_DELADDR
-                    });
+            match self.sock.recv(&mut buf, false) {
+                Ok(Some(datagram)) => {
+                    changed |=
+                        messages(datagram).any(|m| m.ty == RTM_NEWADDR || m.ty == RTM_DELADDR);
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => changed = true,
-                Err(_) => return changed,
+                Ok(None) | Err(_) => return changed,
             }
         }
     }
@@ -731,94 +673,114 @@ impl AsFd for AddrWatch {
     }
 }
 
-/// The netlink messages in one datagram (each with its 16-byte header).
-fn split_messages(data: &[u8]) -> impl Iterator<Item = &[u8]> {
-    let mut rest = data;
-    std::iter::from_fn(move || {
-        if rest.len() < NLMSG_HDRLEN {
-            return None;
-        }
-        let len = u32::from_ne_bytes(rest[..4].try_into().unwrap()) as usize;
-        if len < NLMSG_HDRLEN || len > rest.len() {
-            return None;
-        }
-        let (msg, tail) = rest.split_at(len);
-        rest = tail.get(align4(len) - len..).unwrap_or_default();
-        Some(msg)
-    })
-}
-
-fn align4(n: usize) -> usize {
-    (n + 3) & !3
-}
-
-/// NLMSGERR_ATTR_MSG of an extended ack: after the echoed request (its header
-/// only when capped), attributes in netlink's usual type-length-value form.
-fn ext_ack_message(flags: u16, e: &ErrorMessage) -> Option<String> {
-    if flags & NLM_F_ACK_TLVS == 0 {
-        return None;
-    }
-    let echoed = if flags & NLM_F_CAPPED != 0 {
-        NLMSG_HDRLEN
-    } else {
-        u32::from_ne_bytes(e.header.get(..4)?.try_into().ok()?) as usize
+/// struct ifinfomsg: family (any), type, index, flags and the mask of the
+/// flags to change: here only IFF_UP, set or cleared as `up` says.
+fn ifinfomsg(e: &mut Enc, index: u32, up: Option<bool>) {
+    let (flags, change) = match up {
+        None => (0, 0),
+        Some(true) => (IFF_UP, IFF_UP),
+        Some(false) => (0, IFF_UP),
     };
-    let mut tlvs = e.header.get(align4(echoed)..)?;
-    while tlvs.len() >= 4 {
-        let len = u16::from_ne_bytes([tlvs[0], tlvs[1]]) as usize;
-        let kind = u16::from_ne_bytes([tlvs[2], tlvs[3]]) & 0x3fff;
-        if len < 4 || len > tlvs.len() {
-            return None;
-        }
-        if kind == NLMSGERR_ATTR_MSG {
-            let text = &tlvs[4..len];
-            let text = text.split(|&b| b == 0).next().unwrap_or_default();
-            return Some(String::from_utf8_lossy(text).into_owned());
-        }
-        tlvs = tlvs.get(align4(len)..).unwrap_or_default();
-    }
-    None
+    e.put(&[libc::AF_UNSPEC as u8, 0]);
+    e.put(&0u16.to_ne_bytes());
+    e.put(&index.to_ne_bytes());
+    e.put(&flags.to_ne_bytes());
+    e.put(&change.to_ne_bytes());
 }
 
-fn link_message(index: u32, attributes: Vec<LinkAttribute>) -> LinkMessage {
-    let mut m = LinkMessage::default();
-    m.header.index = index;
-    m.attributes = attributes;
-    m
+/// An RTM_NEWADDR's body: struct ifaddrmsg (family, prefix length, the low
+/// 8 bits of the flags, scope, index), then the address as IFA_LOCAL and
+/// IFA_ADDRESS, and all 32 bits of the flags.
+fn address(e: &mut Enc, index: u32, addr: IpAddr, prefix: u8, scope: u8) {
+    // Both ends of a link we configure are ours: duplicate address
+    // detection would only keep an IPv6 address unusable (tentative) for
+    // the guest's first seconds.
+    let flags = if addr.is_ipv6() && scope == RT_SCOPE_UNIVERSE {
+        IFA_F_PERMANENT | IFA_F_NODAD
+    } else {
+        IFA_F_PERMANENT
+    };
+    e.put(&[family(&addr), prefix, flags as u8, scope]);
+    e.put(&index.to_ne_bytes());
+    e.attr(IFA_LOCAL, &octets(&addr));
+    e.attr(IFA_ADDRESS, &octets(&addr));
+    e.u32(IFA_FLAGS, flags);
 }
 
-fn link_info(kind: InfoKind, data: Option<InfoData>) -> LinkAttribute {
-    let mut infos = vec![LinkInfo::Kind(kind)];
-    infos.extend(data.map(LinkInfo::Data));
-    LinkAttribute::LinkInfo(infos)
+/// IFLA_LINKINFO of a link of driver `kind`, with the driver's own
+/// attributes (IFLA_INFO_DATA) that `data` writes.
+fn link_info(e: &mut Enc, kind: &str, data: impl FnOnce(&mut Enc)) {
+    e.nest(IFLA_LINKINFO);
+    e.str(IFLA_INFO_KIND, kind);
+    e.nest(IFLA_INFO_DATA);
+    data(e);
+    e.end_nest();
+    e.end_nest();
 }
 
-fn family(addr: &IpAddr) -> AddressFamily {
+fn family(addr: &IpAddr) -> u8 {
     match addr {
-        IpAddr::V4(_) => AddressFamily::Inet,
-        IpAddr::V6(_) => AddressFamily::Inet6,
+        IpAddr::V4(_) => libc::AF_INET as u8,
+        IpAddr::V6(_) => libc::AF_INET6 as u8,
     }
 }
 
-fn to_address(m: AddressMessage) -> Option<Address> {
-    let mut local = None;
-    let mut address = None;
-    let mut flags = u32::from(m.header.flags.bits());
-    for a in m.attributes {
-        match a {
-            AddressAttribute::Local(ip) => local = Some(ip),
-            AddressAttribute::Address(ip) => address = Some(ip),
-            AddressAttribute::Flags(f) => flags = f.bits(),
+fn octets(addr: &IpAddr) -> Vec<u8> {
+    match addr {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    }
+}
+
+fn ip_of(v: &[u8]) -> Option<IpAddr> {
+    match v.len() {
+        4 => Some(IpAddr::V4(<[u8; 4]>::try_from(v).ok()?.into())),
+        16 => Some(IpAddr::V6(<[u8; 16]>::try_from(v).ok()?.into())),
+        _ => None,
+    }
+}
+
+fn parse_link(payload: &[u8]) -> Option<Link> {
+    let index = u32_of(payload.get(4..)?)?;
+    let mut link = Link {
+        index,
+        name: String::new(),
+        kind: None,
+        master: None,
+        mac: None,
+    };
+    for (ty, v) in attrs(payload.get(IFINFOMSG_LEN..)?) {
+        match ty {
+            IFLA_IFNAME => link.name = str_of(v),
+            IFLA_MASTER => link.master = u32_of(v),
+            IFLA_ADDRESS => link.mac = v.try_into().ok(),
+            IFLA_LINKINFO => link.kind = attr(v, IFLA_INFO_KIND).map(str_of),
+            _ => {}
+        }
+    }
+    Some(link)
+}
+
+fn parse_address(payload: &[u8]) -> Option<Address> {
+    let header = payload.get(..IFADDRMSG_LEN)?;
+    let (mut local, mut address) = (None, None);
+    // The 8 bits of the header, unless the kernel sends all 32 (IFA_FLAGS).
+    let mut flags = u32::from(header[2]);
+    for (ty, v) in attrs(&payload[IFADDRMSG_LEN..]) {
+        match ty {
+            IFA_LOCAL => local = ip_of(v),
+            IFA_ADDRESS => address = ip_of(v),
+            IFA_FLAGS => flags = u32_of(v).unwrap_or(flags),
             _ => {}
         }
     }
     // IFA_LOCAL is the link's own address; IFA_ADDRESS is the peer's on
     // point-to-point links, and the only one IPv6 sends.
     Some(Address {
-        index: m.header.index,
+        index: u32_of(&header[4..])?,
         addr: local.or(address)?,
-        prefix: m.header.prefix_len,
-        scope: m.header.scope.into(),
+        prefix: header[1],
+        scope: header[3],
         flags,
     })
 }
@@ -826,39 +788,6 @@ fn to_address(m: AddressMessage) -> Option<Address> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn datagrams_split_into_aligned_messages() {
-        let mut d = Vec::new();
-        for (len, seq) in [(17u32, 1u32), (20, 2)] {
-            let start = d.len();
-            d.extend_from_slice(&len.to_ne_bytes());
-            d.extend_from_slice(&[0; 4]);
-            d.extend_from_slice(&seq.to_ne_bytes());
-            d.resize(start + align4(len as usize), 0);
-        }
-        let lens: Vec<usize> = split_messages(&d).map(<[u8]>::len).collect();
-        assert_eq!(lens, [17, 20]);
-        assert_eq!(split_messages(&d[..10]).count(), 0);
-    }
-
-    #[test]
-    fn the_kernels_reason_is_read_from_a_capped_ack() {
-        let mut payload = vec![0u8; NLMSG_HDRLEN];
-        payload[..4].copy_from_slice(&64u32.to_ne_bytes());
-        let text = b"Unknown device type\0";
-        payload.extend_from_slice(&((4 + text.len()) as u16).to_ne_bytes());
-        payload.extend_from_slice(&NLMSGERR_ATTR_MSG.to_ne_bytes());
-        payload.extend_from_slice(text);
-        let mut e = ErrorMessage::default();
-        e.code = std::num::NonZeroI32::new(-libc::EOPNOTSUPP);
-        e.header = payload;
-        assert_eq!(
-            ext_ack_message(NLM_F_ACK_TLVS | NLM_F_CAPPED, &e).as_deref(),
-            Some("Unknown device type")
-        );
-        assert_eq!(ext_ack_message(NLM_F_CAPPED, &e), None);
-    }
 
     #[test]
     fn errors_carry_errno_and_context() {
@@ -878,5 +807,113 @@ mod tests {
             errno(&io::Error::from_raw_os_error(libc::ENODEV)),
             Some(libc::ENODEV)
         );
+    }
+
+    /// The fixed header and attributes of one encoded body.
+    fn body(fixed: usize, write: impl FnOnce(&mut Enc)) -> (Vec<u8>, Vec<(u16, Vec<u8>)>) {
+        let mut e = Enc::new();
+        write(&mut e);
+        let b = e.into_bytes();
+        let a = attrs(&b[fixed..]).map(|(t, v)| (t, v.to_vec())).collect();
+        (b[..fixed].to_vec(), a)
+    }
+
+    #[test]
+    fn ipv6_universe_addresses_skip_duplicate_address_detection() {
+        let v6: IpAddr = "fd00::1".parse().unwrap();
+        let (h, a) = body(IFADDRMSG_LEN, |e| address(e, 7, v6, 64, RT_SCOPE_UNIVERSE));
+        let flags = IFA_F_PERMANENT | IFA_F_NODAD;
+        assert_eq!(h, [10, 64, flags as u8, 0, 7, 0, 0, 0]);
+        assert_eq!(
+            a,
+            [
+                (IFA_LOCAL, octets(&v6)),
+                (IFA_ADDRESS, octets(&v6)),
+                (IFA_FLAGS, flags.to_ne_bytes().to_vec()),
+            ]
+        );
+        for (addr, scope) in [("::1", RT_SCOPE_HOST), ("10.0.0.1", RT_SCOPE_UNIVERSE)] {
+            let (h, a) = body(IFADDRMSG_LEN, |e| {
+                address(e, 1, addr.parse().unwrap(), 8, scope)
+            });
+            assert_eq!(h[2], IFA_F_PERMANENT as u8, "{addr}");
+            assert_eq!(a[2].1, IFA_F_PERMANENT.to_ne_bytes(), "{addr}");
+        }
+    }
+
+    #[test]
+    fn links_are_read_from_what_the_kernel_sends() {
+        let mut e = Enc::new();
+        e.put(&[0, 0, 1, 0]);
+        e.put(&42u32.to_ne_bytes());
+        e.put(&[0; 8]);
+        e.str(IFLA_IFNAME, "vb-t");
+        e.u32(libc::IFLA_MTU, 1500);
+        e.attr(IFLA_ADDRESS, &[2, 0, 0, 0, 0, 0xa]);
+        e.u32(IFLA_MASTER, 5);
+        e.nest(IFLA_LINKINFO);
+        e.str(IFLA_INFO_KIND, "veth");
+        e.nest(IFLA_INFO_DATA);
+        e.end_nest();
+        e.end_nest();
+        let l = parse_link(e.bytes()).unwrap();
+        assert_eq!(l.index, 42);
+        assert_eq!(l.name, "vb-t");
+        assert_eq!(l.kind.as_deref(), Some("veth"));
+        assert_eq!(l.master, Some(5));
+        assert_eq!(l.mac, Some([2, 0, 0, 0, 0, 0xa]));
+
+        // Loopback: no kind, no master; an address of another length is no MAC.
+        let mut e = Enc::new();
+        ifinfomsg(&mut e, 1, None);
+        e.str(IFLA_IFNAME, "lo");
+        e.attr(IFLA_ADDRESS, &[0; 4]);
+        let l = parse_link(e.bytes()).unwrap();
+        assert_eq!((l.index, l.name.as_str()), (1, "lo"));
+        assert_eq!((l.kind, l.master, l.mac), (None, None, None));
+        assert!(parse_link(&[0; 6]).is_none());
+    }
+
+    #[test]
+    fn the_up_flag_is_changed_only_when_asked() {
+        for (up, flags, change) in [
+            (None, 0, 0),
+            (Some(true), IFF_UP, IFF_UP),
+            (Some(false), 0, IFF_UP),
+        ] {
+            let (h, _) = body(IFINFOMSG_LEN, |e| ifinfomsg(e, 3, up));
+            assert_eq!(u32_of(&h[4..]), Some(3));
+            assert_eq!(u32_of(&h[8..]), Some(flags), "{up:?}");
+            assert_eq!(u32_of(&h[12..]), Some(change), "{up:?}");
+        }
+    }
+
+    #[test]
+    fn addresses_are_read_from_what_the_kernel_sends() {
+        // IPv6: IFA_ADDRESS only, and the flags beyond 8 bits in IFA_FLAGS.
+        let mut e = Enc::new();
+        e.put(&[10, 64, 0x80, 0, 3, 0, 0, 0]);
+        e.attr(IFA_ADDRESS, &Ipv6Addr::LOCALHOST.octets());
+        e.u32(IFA_FLAGS, 0x280);
+        let a = parse_address(e.bytes()).unwrap();
+        assert_eq!(
+            a,
+            Address {
+                index: 3,
+                addr: IpAddr::V6(Ipv6Addr::LOCALHOST),
+                prefix: 64,
+                scope: 0,
+                flags: 0x280,
+            }
+        );
+        // IPv4 point-to-point: the local address, not the peer's.
+        let mut e = Enc::new();
+        e.put(&[2, 32, 0x80, 254, 1, 0, 0, 0]);
+        e.attr(IFA_ADDRESS, &[10, 0, 0, 2]);
+        e.attr(IFA_LOCAL, &[10, 0, 0, 1]);
+        let a = parse_address(e.bytes()).unwrap();
+        assert_eq!(a.addr, IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)));
+        assert_eq!((a.scope, a.flags), (254, 0x80));
+        assert!(parse_address(&[2, 32, 0, 0, 1, 0, 0, 0]).is_none());
     }
 }

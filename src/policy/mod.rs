@@ -29,6 +29,10 @@ pub struct Facts {
     pub host_os_pairs: Vec<(String, String)>,
     /// Binds the runtime adds to the user's (--link-journal=auto).
     pub extra_binds: Vec<Bind>,
+    /// nixrun itself runs in a nixrun guest (its /run/host/container-manager
+    /// says so): that guest's supervisor already serves the mounts and bpf(2)
+    /// calls of everything below it, this container's guest included.
+    pub inside_nixrun: bool,
 }
 
 impl Facts {
@@ -39,6 +43,7 @@ impl Facts {
             host_os_release: Some("/etc/os-release".into()),
             host_os_pairs: vec![],
             extra_binds: vec![],
+            inside_nixrun: false,
         }
     }
 }
@@ -51,6 +56,11 @@ pub struct Policy {
     pub devices: Vec<devices::Rule>,
     pub env: Vec<(String, String)>,
     pub mounts: mounts::Table,
+    /// Whether a missing mount guard of our own is expected: in a nixrun
+    /// guest, the kernel refuses a second seccomp listener (EBUSY), and the
+    /// outer supervisor's guard serves our guest's calls (it gets them: the
+    /// innermost filter with a listener wins, and ours would have none).
+    pub outer_guard: bool,
 }
 
 impl Policy {
@@ -63,6 +73,7 @@ impl Policy {
             devices: devices::rules(&binds),
             env: env::guest_env(plan, facts),
             mounts: mounts::table(plan, facts),
+            outer_guard: facts.inside_nixrun,
         })
     }
 }

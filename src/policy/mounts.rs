@@ -91,6 +91,69 @@ pub const RUNTIME_MOUNT_POINTS: &[&str] = &[
     "/run/host",
 ];
 
+/// What is done to one path of a fresh procfs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protect {
+    /// Bound onto itself (recursively), read-only.
+    ReadOnly,
+    /// Bound onto itself, writable again under a read-only parent.
+    ReadWrite,
+    /// An empty read-only file bound over it.
+    Mask,
+}
+
+/// One protection of a procfs instance, relative to its root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcProtection {
+    pub path: &'static str,
+    pub what: Protect,
+    /// Skipped where the path does not exist (it differs by kernel).
+    pub optional: bool,
+    /// Only when the guest has a network namespace of its own.
+    pub private_network_only: bool,
+}
+
+/// What makes a procfs instance safe to give the guest, in the order it is
+/// applied: the container's own /proc (the mount table below) and every
+/// procfs the guest mounts later (the mount guard builds those, see
+/// supervisor/freshfs.rs) get the same. With `private_network` false the
+/// network-only entries are left out.
+pub fn proc_protections(private_network: bool) -> Vec<ProcProtection> {
+    let entry = |path, what, optional| ProcProtection {
+        path,
+        what,
+        optional,
+        private_network_only: false,
+    };
+    // The kernel's sysctls are mostly not namespaced; the guest must not set them.
+    let mut out = vec![entry("sys", Protect::ReadOnly, false)];
+    // Those of a network namespace of its own are the guest's (nspawn keeps
+    // /proc/sys/net writable then).
+    if private_network {
+        out.push(ProcProtection {
+            path: "sys/net",
+            what: Protect::ReadWrite,
+            optional: false,
+            private_network_only: true,
+        });
+    }
+    for masked in PROC_MASKED {
+        out.push(entry(
+            masked.strip_prefix("/proc/").expect("below /proc"),
+            Protect::Mask,
+            true,
+        ));
+    }
+    for ro in PROC_READ_ONLY {
+        out.push(entry(
+            ro.strip_prefix("/proc/").expect("below /proc"),
+            Protect::ReadOnly,
+            true,
+        ));
+    }
+    out
+}
+
 /// What a mount point or created node should be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -419,26 +482,26 @@ fn build(plan: &Plan, facts: &Facts, mode: Mode) -> Table {
     // --- inner: the API file systems of the container's namespaces -----------
     t.phase = Phase::Inner;
     t.add(fresh("proc", "/proc", nosuid_nodev_noexec, None));
-    // The kernel's sysctls are mostly not namespaced; the guest must not set them.
-    t.add(read_only("/proc/sys", false));
-    // Those of a network namespace of its own are the guest's (nspawn keeps
-    // /proc/sys/net writable then).
-    t.when(
-        When::PrivateNetwork,
-        rebind("/proc/sys/net", Access::ReadWrite, false),
-    );
-    for masked in PROC_MASKED {
-        t.add(Op::Bind {
-            source: BindSource::InRoot(p(INACCESSIBLE_REG)),
-            target: p(masked),
-            kind: Kind::File,
-            recursive: false,
-            access: Access::ReadOnly,
-            optional: true,
-        });
-    }
-    for ro in PROC_READ_ONLY {
-        t.add(read_only(ro, true));
+    for pr in proc_protections(true) {
+        let target = Path::new("/proc").join(pr.path);
+        let target = target.to_str().expect("a static path");
+        let op = match pr.what {
+            Protect::ReadOnly => read_only(target, pr.optional),
+            Protect::ReadWrite => rebind(target, Access::ReadWrite, pr.optional),
+            Protect::Mask => Op::Bind {
+                source: BindSource::InRoot(p(INACCESSIBLE_REG)),
+                target: p(target),
+                kind: Kind::File,
+                recursive: false,
+                access: Access::ReadOnly,
+                optional: pr.optional,
+            },
+        };
+        if pr.private_network_only {
+            t.when(When::PrivateNetwork, op);
+        } else {
+            t.add(op);
+        }
     }
     // Mounted from inside the container's namespaces, sysfs shows its network
     // namespace's devices.

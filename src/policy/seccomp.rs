@@ -11,9 +11,11 @@
 //!    not namespaced, and the guest's systemd then knows to do without it;
 //! 3. mounts of *new* file systems (mount(2) without MS_BIND, MS_REMOUNT, MS_MOVE or
 //!    a propagation flag) go to the supervisor (SECCOMP_RET_USER_NOTIF), which
-//!    refuses procfs, sysfs, cgroup v1 and the like — a fresh, unmasked procfs is a
-//!    way out for a real-root guest — and performs the harmless ones itself (see
-//!    mountguard.rs). The new mount API's fsopen/fspick/fsconfig/fsmount return
+//!    refuses cgroup v1 and the like, builds procfs and sysfs instances with the
+//!    container's masks itself — a fresh, unmasked procfs is a way out for a
+//!    real-root guest — and performs the harmless ones itself (see
+//!    mountguard.rs); so does bpf(2) (`BROKERED`), of which the supervisor
+//!    serves only device programs (bpfbroker.rs). The new mount API's fsopen/fspick/fsconfig/fsmount return
 //!    ENOSYS, so callers fall back to mount(2); x32 calls (a second numbering of the
 //!    x86_64 ABI) return ENOSYS. seccompiler has no USER_NOTIF action, hence this
 //!    filter is a few hand-written BPF instructions.
@@ -122,7 +124,8 @@ pub const DENIED: &[Group] = &[
         name: "@handles",
         calls: &["open_by_handle_at"],
     },
-    // loads programs into the host kernel and could detach the device policy.
+    // loads programs into the host kernel and could detach the device policy;
+    // brokered (see BROKERED): the supervisor loads device programs for the guest.
     Group {
         name: "@bpf",
         calls: &["bpf"],
@@ -168,12 +171,21 @@ pub const DENIED_WHEN: &[(&str, u8, u64, u64)] = &[
     ("userfaultfd", 0, 1, 0),
 ];
 
-/// The policy after --system-call-filter: calls refused always, and calls refused
-/// only with some arguments (call number → (argument, mask, value)).
+/// Calls of `DENIED` that are not refused outright but go to the supervisor
+/// (filter 3), which makes them for the guest where that is safe: bpf(2) for
+/// cgroup device programs, which a nested container, systemd's DevicePolicy=
+/// and crun need, and which can only narrow the container's device policy.
+/// `--system-call-filter=bpf` lets them through unbrokered; `~bpf` refuses them.
+pub const BROKERED: &[&str] = &["bpf"];
+
+/// The policy after --system-call-filter: calls refused always, calls refused
+/// only with some arguments (call number → (argument, mask, value)), and calls
+/// the supervisor answers.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Denied {
     pub always: BTreeSet<i64>,
     pub when: BTreeMap<i64, (u8, u64, u64)>,
+    pub brokered: BTreeSet<i64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -215,6 +227,10 @@ pub fn denied(change: &SyscallChange) -> Denied {
         .iter()
         .flat_map(|g| g.calls.iter().filter_map(|c| number(c)))
     {
+        if BROKERED.iter().any(|b| number(b) == Some(n)) {
+            d.brokered.insert(n);
+            continue;
+        }
         match DENIED_WHEN.iter().find(|w| number(w.0) == Some(n)) {
             Some(&(_, arg, mask, value)) => {
                 d.when.insert(n, (arg, mask, value));
@@ -227,9 +243,11 @@ pub fn denied(change: &SyscallChange) -> Denied {
     for n in &change.allow {
         d.always.remove(n);
         d.when.remove(n);
+        d.brokered.remove(n);
     }
     for &n in &change.deny {
         d.when.remove(&n);
+        d.brokered.remove(&n);
         d.always.insert(n);
     }
     d
@@ -248,7 +266,7 @@ pub fn filters(denied: &Denied) -> Result<Filters, SeccompError> {
     Ok(Filters {
         deny: deny_filter(denied)?,
         audit: audit_filter()?,
-        mount: mount_filter(),
+        mount: mount_filter(&denied.brokered),
     })
 }
 
@@ -359,17 +377,18 @@ fn jump(code: u16, k: u32, jt: u8, jf: u8) -> Insn {
     Insn { code, jt, jf, k }
 }
 
-/// The instructions of filter 3 (see the module comment).
-pub fn mount_filter() -> Vec<Insn> {
-    mount_filter_ending(libc::SECCOMP_RET_USER_NOTIF)
+/// The instructions of filter 3 (see the module comment), with the brokered
+/// calls.
+pub fn mount_filter(brokered: &BTreeSet<i64>) -> Vec<Insn> {
+    mount_filter_ending(libc::SECCOMP_RET_USER_NOTIF, brokered)
 }
 
 /// Filter 3 for a process that joins a running container from outside
 /// (`nixrunctl exec`): no supervisor listens for its notifications, so its
-/// mounts of new file systems are refused outright (EPERM) — stricter than
-/// for the guest's own processes, never looser.
-pub fn mount_filter_refusing() -> Vec<Insn> {
-    mount_filter_ending(libc::SECCOMP_RET_ERRNO | libc::EPERM as u32)
+/// mounts of new file systems and brokered calls are refused outright (EPERM)
+/// — stricter than for the guest's own processes, never looser.
+pub fn mount_filter_refusing(brokered: &BTreeSet<i64>) -> Vec<Insn> {
+    mount_filter_ending(libc::SECCOMP_RET_ERRNO | libc::EPERM as u32, brokered)
 }
 
 /// The three programs for a process joining the container from outside.
@@ -377,11 +396,11 @@ pub fn filters_for_joining(denied: &Denied) -> Result<Filters, SeccompError> {
     Ok(Filters {
         deny: deny_filter(denied)?,
         audit: audit_filter()?,
-        mount: mount_filter_refusing(),
+        mount: mount_filter_refusing(&denied.brokered),
     })
 }
 
-fn mount_filter_ending(new_file_system: u32) -> Vec<Insn> {
+fn mount_filter_ending(new_file_system: u32, brokered: &BTreeSet<i64>) -> Vec<Insn> {
     use libc::{BPF_ABS, BPF_JEQ, BPF_JMP, BPF_JSET, BPF_K, BPF_LD, BPF_RET, BPF_W};
     let ld = (BPF_LD | BPF_W | BPF_ABS) as u16;
     let jeq = (BPF_JMP | BPF_JEQ | BPF_K) as u16;
@@ -389,7 +408,7 @@ fn mount_filter_ending(new_file_system: u32) -> Vec<Insn> {
     let ret = (BPF_RET | BPF_K) as u16;
     let nr = |n: &str| number(n).expect("mount API call exists") as u32;
     let enosys = libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32;
-    vec![
+    let mut prog = vec![
         // 0: another ABI is filter 1's business (it kills).
         stmt(ld, OFF_ARCH),
         jump(jeq, AUDIT_ARCH, 1, 0),
@@ -404,15 +423,22 @@ fn mount_filter_ending(new_file_system: u32) -> Vec<Insn> {
         jump(jeq, nr("fsconfig"), 1, 0),
         jump(jeq, nr("fsmount"), 0, 1),
         stmt(ret, enosys),
-        // 11
+    ];
+    // 11: the brokered calls ask the supervisor, whatever their arguments.
+    for &b in brokered {
+        prog.push(jump(jeq, b as u32, 0, 1));
+        prog.push(stmt(ret, new_file_system));
+    }
+    prog.extend([
         jump(jeq, nr("mount"), 1, 0),
         stmt(ret, libc::SECCOMP_RET_ALLOW),
-        // 13: mount(2): existing mounts pass, new file systems ask the supervisor.
+        // mount(2): existing mounts pass, new file systems ask the supervisor.
         stmt(ld, OFF_ARG3_LO),
         jump(jset, EXISTING_MOUNT_FLAGS, 0, 1),
         stmt(ret, libc::SECCOMP_RET_ALLOW),
         stmt(ret, new_file_system),
-    ]
+    ]);
+    prog
 }
 
 #[cfg(test)]
@@ -443,7 +469,6 @@ mod tests {
             "kexec_load",
             "open_by_handle_at",
             "init_module",
-            "bpf",
             "keyctl",
             "perf_event_open",
             "acct",
@@ -451,6 +476,9 @@ mod tests {
         ] {
             assert!(all.contains(&number(must).unwrap()), "{must} is not denied");
         }
+        // bpf goes to the supervisor instead (and is in no filter's allow path).
+        let bpf = number("bpf").unwrap();
+        assert!(d.brokered.contains(&bpf) && !all.contains(&bpf));
         // Every group has at least one call on every architecture we build for.
         for g in DENIED {
             assert!(
@@ -622,7 +650,7 @@ mod tests {
 
     #[test]
     fn the_mount_filter_sends_only_new_file_systems_to_the_supervisor() {
-        let f = mount_filter();
+        let f = mount_filter(&default_denied().brokered);
         let ms = |flags: u64| call("mount", &[0, 0, 0, flags, 0]);
         assert_eq!(run(&f, &ms(libc::MS_BIND | libc::MS_REC)), ALLOW, "bind");
         assert_eq!(
@@ -655,6 +683,10 @@ mod tests {
         for other in ["umount2", "open_tree", "move_mount", "read", "unshare"] {
             assert_eq!(run(&f, &call(other, &[])), ALLOW, "{other}");
         }
+        // bpf(2), whatever it asks, goes to the supervisor.
+        for cmd in [0u64, 5, 8, 1 << 40] {
+            assert_eq!(run(&f, &call("bpf", &[cmd])), NOTIFY, "bpf {cmd}");
+        }
         // x32: the same calls under another numbering.
         let mut x32 = ms(0);
         x32.nr |= X32_SYSCALL_BIT as i32;
@@ -667,9 +699,10 @@ mod tests {
 
     #[test]
     fn joining_processes_get_eperm_where_the_guest_asks_the_supervisor() {
-        let f = mount_filter_refusing();
+        let f = mount_filter_refusing(&default_denied().brokered);
         let ms = |flags: u64| call("mount", &[0, 0, 0, flags, 0]);
         assert_eq!(run(&f, &ms(0)), errno(libc::EPERM));
+        assert_eq!(run(&f, &call("bpf", &[5])), errno(libc::EPERM));
         assert_eq!(run(&f, &ms(libc::MS_BIND)), ALLOW);
         assert_eq!(run(&f, &call("fsopen", &[])), errno(libc::ENOSYS));
     }
@@ -677,20 +710,17 @@ mod tests {
     #[test]
     fn the_deny_filter_refuses_the_table_and_kills_foreign_abis() {
         let f = deny_filter(&default_denied()).unwrap();
-        for denied_call in [
-            "kexec_load",
-            "init_module",
-            "bpf",
-            "open_by_handle_at",
-            "keyctl",
-        ] {
+        for denied_call in ["kexec_load", "init_module", "open_by_handle_at", "keyctl"] {
             assert_eq!(
                 run(&f, &call(denied_call, &[])),
                 errno(libc::EPERM),
                 "{denied_call}"
             );
         }
-        for allowed in ["read", "mount", "unshare", "setns", "ptrace", "reboot"] {
+        // bpf passes this one: filter 3 sends it to the supervisor.
+        for allowed in [
+            "read", "mount", "unshare", "setns", "ptrace", "reboot", "bpf",
+        ] {
             assert_eq!(run(&f, &call(allowed, &[])), ALLOW, "{allowed}");
         }
         // userfaultfd for kernel faults is refused, UFFD_USER_MODE_ONLY is not.
@@ -707,6 +737,16 @@ mod tests {
         let f = deny_filter(&denied(&change(&["@keyring"], &["ptrace"]).unwrap())).unwrap();
         assert_eq!(run(&f, &call("keyctl", &[])), ALLOW);
         assert_eq!(run(&f, &call("ptrace", &[])), errno(libc::EPERM));
+        // bpf: ~bpf refuses it outright, bpf lets it through unbrokered.
+        let d = denied(&change(&[], &["bpf"]).unwrap());
+        assert_eq!(
+            run(&deny_filter(&d).unwrap(), &call("bpf", &[])),
+            errno(libc::EPERM)
+        );
+        assert!(d.brokered.is_empty());
+        let d = denied(&change(&["@bpf"], &[]).unwrap());
+        assert_eq!(run(&mount_filter(&d.brokered), &call("bpf", &[5])), ALLOW);
+        assert_eq!(run(&deny_filter(&d).unwrap(), &call("bpf", &[])), ALLOW);
     }
 
     #[test]

@@ -9,7 +9,7 @@
 use super::console::{Console, Request};
 use super::lifecycle::{Action, Event, Lifecycle, Outcome};
 use super::machined::{self, Registrar};
-use super::mountguard::MountGuard;
+use super::mountguard::{GuardConfig, MountGuard};
 use super::network;
 use super::notify::{self, HostNotifier};
 use super::poll::{PollSet, Token};
@@ -56,6 +56,7 @@ pub struct Boot<'a> {
     console: Option<Console>,
     notify: Option<OwnedFd>,
     guard: Option<MountGuard>,
+    guard_config: GuardConfig,
     /// The container's own network, if it has one.
     net: Option<network::Net>,
 }
@@ -123,6 +124,10 @@ impl<'a> Boot<'a> {
             console: None,
             notify: None,
             guard: None,
+            guard_config: GuardConfig {
+                private_network: plan.network.private,
+                cgroup_root: Some(cgroups.v2_payload().to_path_buf()),
+            },
             net: None,
         };
         boot.act(life.handle(Event::Cloned, Instant::now()), host);
@@ -355,7 +360,8 @@ impl<'a> Boot<'a> {
                 self.endpoints_received = true;
                 self.console = e.pty_master.map(|m| Console::new(m, self.plan.console));
                 self.notify = e.notify;
-                self.guard = e.mount_listener.map(MountGuard::new);
+                let config = self.guard_config.clone();
+                self.guard = e.mount_listener.map(|l| MountGuard::new(l, config));
                 Ok(None)
             }
             Some(FromChild::Failed(line)) => {

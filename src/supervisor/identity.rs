@@ -38,6 +38,7 @@ pub fn facts(plan: &Plan) -> Result<Facts, IdentityError> {
         host_os_release,
         host_os_pairs,
         extra_binds,
+        inside_nixrun: inside_nixrun(),
     })
 }
 
@@ -63,6 +64,14 @@ pub fn guest_or_random_uuid(root_dir: &Path) -> Result<Uuid, IdentityError> {
         Some(u) => Ok(u),
         None => random_uuid().map_err(IdentityError::Random),
     }
+}
+
+/// Whether we run in a nixrun guest: its /run/host is the outer nixrun's,
+/// read-only and locked, so the guest cannot make this say nixrun where it
+/// is not (and a host that claims it only loses its own mount guard's
+/// protection for itself).
+pub fn inside_nixrun() -> bool {
+    std::fs::read_to_string("/run/host/container-manager").is_ok_and(|m| m.trim() == "nixrun")
 }
 
 /// A version 4 UUID, as systemd generates them.

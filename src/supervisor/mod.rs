@@ -13,14 +13,19 @@
 //! - `poll`: the event loop's token-keyed poll set;
 //! - `teardown`: the last-in-first-out undo list every setup step pushes onto;
 //! - `locks`: one container per root and per machine name (nspawn's lock files);
-//! - `console`, `notify`, `mountguard`: the event sources' handlers.
+//! - `console`, `notify`, `mountguard`: the event sources' handlers; `freshfs`
+//!   builds the procfs and sysfs instances the guard hands the guest, `caller`
+//!   tells whether a guest thread may have what it asks the supervisor for.
 //!
 //! A run is one or more boots: a guest reboot boots it again in-process, or,
 //! with --keep-unit, exits 133 so that the unit restarts and the host's cgroup
 //! settings are applied afresh.
 
 mod boot;
+pub mod bpfbroker;
+pub mod caller;
 pub mod console;
+pub mod freshfs;
 pub mod identity;
 pub mod lifecycle;
 pub mod locks;

@@ -1,13 +1,16 @@
 //! The supervisor's answer to the guest's mounts of new file systems (seccomp
-//! user notifications from filter 3, see container/seccomp.rs).
+//! user notifications from filter 3, see policy/seccomp.rs). The guest's bpf(2)
+//! calls arrive on the same listener and go to bpfbroker.rs.
 //!
-//! A real-root guest that mounts a fresh procfs or sysfs gets them without our
-//! masks and read-only binds: /proc/sysrq-trigger, /proc/sys/kernel/core_pattern,
-//! /sys/kernel/uevent_helper — the host. cgroup v1 would show release_agent
-//! (CVE-2022-0492); debugfs, tracefs, bpffs, securityfs, configfs, binfmt_misc,
-//! efivarfs and disk file systems are host-wide too. Those are refused with EPERM
-//! (systemd then falls back to binding the existing /proc or /sys for ProtectProc=
-//! and PrivateNetwork=).
+//! A real-root guest that mounts a fresh procfs or sysfs itself gets them
+//! without our masks and read-only binds: /proc/sysrq-trigger,
+//! /proc/sys/kernel/core_pattern, /sys/kernel/uevent_helper — the host. So the
+//! supervisor builds those instances itself, with the container's protections,
+//! and moves them onto the caller's target whole (freshfs.rs): the caller gets
+//! an ordinary successful mount, in its own PID or network namespace. cgroup v1
+//! would show release_agent (CVE-2022-0492); debugfs, tracefs, bpffs,
+//! securityfs, configfs, binfmt_misc, efivarfs and disk file systems are
+//! host-wide too. Those are refused with EPERM.
 //!
 //! File systems that are private to the mounting namespace (tmpfs, devpts,
 //! mqueue, cgroup2, ...) are allowed, and the supervisor mounts them itself rather
@@ -20,7 +23,20 @@
 //! systemd mounts onto "/proc/self/fd/N" (an O_PATH fd it opened without following
 //! symlinks); that names the caller's fd, so the helper fetches it (pidfd_getfd)
 //! and mounts through its own fd directory instead.
+//!
+//! The supervisor mounts with the host root's privileges, so it first checks
+//! that the caller could have made this mount itself (caller.rs: CAP_SYS_ADMIN
+//! over its mount namespace, and over the PID, network, IPC or cgroup namespace
+//! the instance belongs to); an unprivileged guest user gets EPERM, as from the
+//! kernel. A caller in a user namespace of its own (unshare -U, rootless
+//! podman, bwrap as a user) is served in that user namespace, with its
+//! file-system uid and gid: the kernel then applies exactly the rules it would
+//! apply to the caller (which file systems may be mounted there, who owns the
+//! new superblock, nodev).
 
+use super::bpfbroker::{Answer, Broker};
+use super::caller::{take_fd, Caller, Ns};
+use super::freshfs;
 use crate::sys::seccomp::{self, Notification};
 use nix::errno::Errno;
 use nix::mount::MsFlags;
@@ -45,20 +61,67 @@ pub const ALLOWED_FS: &[&str] = &[
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Decision {
+    /// Mounted as asked, by the supervisor for the caller.
     Allow,
+    /// Built by the supervisor with the container's protections (freshfs.rs).
+    Fresh(freshfs::Kind),
     Deny,
 }
 
 pub fn decide(fstype: &str) -> Decision {
-    if ALLOWED_FS.contains(&fstype) {
-        Decision::Allow
-    } else {
-        Decision::Deny
+    match fstype {
+        "proc" => Decision::Fresh(freshfs::Kind::Proc),
+        "sysfs" => Decision::Fresh(freshfs::Kind::Sysfs),
+        t if ALLOWED_FS.contains(&t) => Decision::Allow,
+        _ => Decision::Deny,
     }
+}
+
+/// What the guard needs to know about the container.
+#[derive(Debug, Clone, Default)]
+pub struct GuardConfig {
+    /// The guest has a network namespace of its own: /proc/sys/net stays
+    /// writable in its procfs instances, as in its /proc.
+    pub private_network: bool,
+    /// The container's payload cgroup on the host's cgroup2 mount: the
+    /// subtree in which the guest may attach device programs.
+    pub cgroup_root: Option<std::path::PathBuf>,
 }
 
 pub struct MountGuard {
     listener: OwnedFd,
+    config: GuardConfig,
+    broker: Broker,
+    /// Helpers that answered and may not have exited yet.
+    helpers: std::cell::RefCell<Vec<nix::unistd::Pid>>,
+}
+
+impl Drop for MountGuard {
+    fn drop(&mut self) {
+        self.reap(true);
+    }
+}
+
+/// A helper's result, sent to the supervisor once (as a native-endian errno,
+/// 0 for success) as soon as it is known: what the helper does after that
+/// (reaping its own helper, tearing down its namespaces) does not delay the
+/// answer to the guest.
+pub struct Report<'a> {
+    pipe: BorrowedFd<'a>,
+    sent: std::cell::Cell<bool>,
+}
+
+impl Report<'_> {
+    pub fn send(&self, res: Result<(), Errno>) {
+        if self.sent.replace(true) {
+            return;
+        }
+        let code = match res {
+            Ok(()) => 0i32,
+            Err(e) => e as i32,
+        };
+        let _ = nix::unistd::write(self.pipe, &code.to_ne_bytes());
+    }
 }
 
 /// The arguments of one intercepted mount(2), copied out of the guest.
@@ -73,22 +136,39 @@ struct Request {
 }
 
 impl MountGuard {
-    pub fn new(listener: OwnedFd) -> MountGuard {
-        MountGuard { listener }
+    pub fn new(listener: OwnedFd, config: GuardConfig) -> MountGuard {
+        let broker = Broker::new(config.cgroup_root.clone());
+        MountGuard {
+            listener,
+            config,
+            broker,
+            helpers: std::cell::RefCell::new(Vec::new()),
+        }
     }
 
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.listener.as_fd()
     }
 
-    /// Answers one pending notification.
+    /// Answers one pending notification: a mount, or a bpf(2) call for the
+    /// broker (bpfbroker.rs).
     pub fn handle(&self) {
         let Ok(req) = seccomp::recv(self.listener.as_fd()) else {
             return; // ENOENT: the caller died or was interrupted meanwhile
         };
-        let result = self.serve(&req).map(|()| 0);
+        let listener = self.listener.as_fd();
+        let result = if i64::from(req.nr) == libc::SYS_bpf {
+            self.broker
+                .serve(&req, || seccomp::id_valid(listener, req.id))
+        } else {
+            self.serve(&req).map(|()| Answer::Value(0))
+        };
         // A failure means the caller is gone.
-        let _ = seccomp::respond(self.listener.as_fd(), req.id, result);
+        let _ = match result {
+            Ok(Answer::Fd(fd)) => seccomp::respond_with_fd(listener, req.id, fd.as_fd()).map(drop),
+            Ok(Answer::Value(v)) => seccomp::respond(listener, req.id, Ok(v)),
+            Err(e) => seccomp::respond(listener, req.id, Err(e)),
+        };
     }
 
     fn serve(&self, req: &Notification) -> Result<(), Errno> {
@@ -105,57 +185,164 @@ impl MountGuard {
             data: read_cstr(&mem, a[4], 4096)?,
         };
         let fstype = request.fstype.to_string_lossy().into_owned();
-        if decide(&fstype) == Decision::Deny {
+        let decision = decide(&fstype);
+        if decision == Decision::Deny {
             return Err(Errno::EPERM);
         }
-        self.perform(&request, &fstype)
+        let caller = Caller::read(req.tid)?;
+        let mnt_ns = caller.ns("mnt")?;
+        if !caller.admin_of(&mnt_ns)? {
+            return Err(Errno::EPERM);
+        }
+        match decision {
+            Decision::Fresh(kind) => self.perform_fresh(&request, &caller, &mnt_ns, kind),
+            _ => self.perform(&request, &caller, &mnt_ns, &fstype),
+        }
     }
 
-    fn perform(&self, r: &Request, fstype: &str) -> Result<(), Errno> {
+    /// The caller's root, working directory and target, opened while it waits.
+    fn destination(&self, r: &Request) -> Result<(File, File, Target), Errno> {
         let open = |what: &str| File::open(format!("/proc/{}/{what}", r.tid)).map_err(io_errno);
-        let mnt_ns = open("ns/mnt")?;
-        let extra_ns = match fstype {
-            // Which IPC namespace an mqueue instance serves, and where a cgroup2
-            // mount is rooted, is decided by the mounter's namespaces.
-            "mqueue" => Some((open("ns/ipc")?, CloneFlags::CLONE_NEWIPC)),
-            "cgroup2" => Some((open("ns/cgroup")?, CloneFlags::CLONE_NEWCGROUP)),
-            _ => None,
-        };
         let root = open("root")?;
         let cwd = open("cwd")?;
         let target = match caller_fd_number(&r.target) {
             Some(n) => Target::CallerFd(
-                take_caller_fd(r.tid, n)?,
+                take_fd(r.tid, n)?,
                 File::open("/proc/self/fd").map_err(io_errno)?,
             ),
             None => Target::Path,
         };
-        // The fds above are the caller's only if it still waits for us (its tid
-        // could otherwise have been reused).
+        Ok((root, cwd, target))
+    }
+
+    /// Runs `f` in a helper process, which reports its result on a pipe (see
+    /// `Report`); the caller is answered as soon as it has, and the helper is
+    /// reaped later: a helper that made mount namespaces of its own spends
+    /// milliseconds tearing them down as it exits.
+    fn in_helper(
+        &self,
+        r: &Request,
+        f: impl FnOnce(&Report) -> Result<(), Errno>,
+    ) -> Result<(), Errno> {
+        // The fds the caller's /proc entry gave us are the caller's only if it
+        // still waits for us (its tid could otherwise have been reused).
         if !seccomp::id_valid(self.listener.as_fd(), r.id) {
             return Err(Errno::ENOENT);
         }
-        // The helper only makes system calls and exits with an errno (0: done).
+        self.reap(false);
+        let (rd, wr) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|_| Errno::EAGAIN)?;
         let child = crate::sys::process::fork_run(|| {
-            match mount_as_caller(r, &mnt_ns, extra_ns.as_ref(), &root, &cwd, &target) {
-                Ok(()) => 0,
-                Err(e) => e as i32,
-            }
+            let report = Report {
+                pipe: wr.as_fd(),
+                sent: std::cell::Cell::new(false),
+            };
+            let res = f(&report);
+            report.send(res);
+            0
         })
         .map_err(|_| Errno::EAGAIN)?;
-        loop {
-            match waitpid(child, None) {
-                Ok(WaitStatus::Exited(_, 0)) => return Ok(()),
-                Ok(WaitStatus::Exited(_, code)) => return Err(Errno::from_raw(code)),
+        drop(wr);
+        self.helpers.borrow_mut().push(child);
+        let mut code = [0u8; 4];
+        let mut got = 0;
+        while got < code.len() {
+            match nix::unistd::read(rd.as_raw_fd(), &mut code[got..]) {
+                Ok(0) => return Err(Errno::EIO), // it died before saying
+                Ok(n) => got += n,
                 Err(Errno::EINTR) => continue,
-                _ => return Err(Errno::EIO),
+                Err(_) => return Err(Errno::EIO),
             }
         }
+        match i32::from_ne_bytes(code) {
+            0 => Ok(()),
+            e => Err(Errno::from_raw(e)),
+        }
+    }
+
+    /// Reaps helpers that have exited (all of them, waiting, with `wait`).
+    fn reap(&self, wait: bool) {
+        let flags = (!wait).then_some(nix::sys::wait::WaitPidFlag::WNOHANG);
+        self.helpers.borrow_mut().retain(|&pid| loop {
+            match waitpid(pid, flags) {
+                Ok(WaitStatus::StillAlive) => return true,
+                Err(Errno::EINTR) => continue,
+                _ => return false,
+            }
+        });
+    }
+
+    fn perform_fresh(
+        &self,
+        r: &Request,
+        caller: &Caller,
+        mnt_ns: &Ns,
+        kind: freshfs::Kind,
+    ) -> Result<(), Errno> {
+        let spec = freshfs::spec(
+            kind,
+            r.source.as_deref(),
+            r.flags,
+            r.data.as_deref(),
+            self.config.private_network,
+        )?;
+        // A procfs serves the PID namespace its mounter lives in, a sysfs the
+        // mounter's network namespace; mounting either takes CAP_SYS_ADMIN over it.
+        let instance_ns = caller.ns(match kind {
+            freshfs::Kind::Proc => "pid",
+            freshfs::Kind::Sysfs => "net",
+        })?;
+        if !caller.admin_of(&instance_ns)? {
+            return Err(Errno::EPERM);
+        }
+        let (root, cwd, target) = self.destination(r)?;
+        let dest = freshfs::Destination {
+            mnt_ns: &mnt_ns.file,
+            root: &root,
+            cwd: &cwd,
+            target: &target,
+            target_path: &r.target,
+        };
+        self.in_helper(r, |report| {
+            freshfs::build_and_place(&spec, &instance_ns.file, &dest, report)
+        })
+    }
+
+    fn perform(
+        &self,
+        r: &Request,
+        caller: &Caller,
+        mnt_ns: &Ns,
+        fstype: &str,
+    ) -> Result<(), Errno> {
+        // Which IPC namespace an mqueue instance serves, and where a cgroup2
+        // mount is rooted, is decided by the mounter's namespaces; the mounter
+        // needs CAP_SYS_ADMIN over them. Other instances belong to the
+        // mounter's user namespace.
+        let extra_ns = match fstype {
+            "mqueue" => Some((caller.ns("ipc")?, CloneFlags::CLONE_NEWIPC)),
+            "cgroup2" => Some((caller.ns("cgroup")?, CloneFlags::CLONE_NEWCGROUP)),
+            _ => None,
+        };
+        let allowed = match &extra_ns {
+            Some((ns, _)) => caller.admin_of(ns)?,
+            None => caller.cap_eff & (1 << super::caller::CAP_SYS_ADMIN) != 0,
+        };
+        if !allowed {
+            return Err(Errno::EPERM);
+        }
+        let userns = (!caller.in_our_userns()?).then_some(&caller.userns.file);
+        let ids = (caller.fsuid, caller.fsgid);
+        let (root, cwd, target) = self.destination(r)?;
+        self.in_helper(r, |_| {
+            let extra = extra_ns.as_ref().map(|(ns, kind)| (&ns.file, *kind));
+            mount_as_caller(r, &mnt_ns.file, extra, userns, ids, &root, &cwd, &target)
+        })
     }
 }
 
 /// Where the caller wants its mount.
-enum Target {
+pub enum Target {
     /// The path as given, resolved from the caller's root and working directory.
     Path,
     /// The caller's "/proc/self/fd/N": our copy of its fd N, and our fd directory
@@ -172,33 +359,23 @@ fn caller_fd_number(path: &CString) -> Option<i32> {
     n.parse().ok().filter(|n: &i32| *n >= 0)
 }
 
-/// A duplicate of the caller's fd `n`, via a pidfd of its process.
-fn take_caller_fd(tid: u32, n: i32) -> Result<OwnedFd, Errno> {
-    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).map_err(io_errno)?;
-    let tgid: i32 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Tgid:"))
-        .and_then(|v| v.trim().parse().ok())
-        .ok_or(Errno::ESRCH)?;
-    let pid = rustix::process::Pid::from_raw(tgid).ok_or(Errno::ESRCH)?;
-    let pidfd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())
-        .map_err(crate::sys::errno)?;
-    rustix::process::pidfd_getfd(&pidfd, n, rustix::process::PidfdGetfdFlags::empty())
-        .map_err(crate::sys::errno)
-}
-
 /// In the helper: become the caller, as far as path resolution and the mount's
-/// namespaces go, then mount with our copies of its arguments.
+/// namespaces go, then mount with our copies of its arguments. `userns` is the
+/// caller's user namespace where it is not ours; it is entered last, since in
+/// it we hold nothing over the namespaces of the initial one.
+#[allow(clippy::too_many_arguments)]
 fn mount_as_caller(
     r: &Request,
     mnt_ns: &File,
-    extra_ns: Option<&(File, CloneFlags)>,
+    extra_ns: Option<(&File, CloneFlags)>,
+    userns: Option<&File>,
+    (fsuid, fsgid): (u32, u32),
     root: &File,
     cwd: &File,
     target: &Target,
 ) -> Result<(), Errno> {
     if let Some((ns, kind)) = extra_ns {
-        setns(ns, *kind)?;
+        setns(ns, kind)?;
     }
     setns(mnt_ns, CloneFlags::CLONE_NEWNS)?;
     let target_path = match target {
@@ -215,6 +392,13 @@ fn mount_as_caller(
             CString::new(fd.as_raw_fd().to_string()).expect("digits")
         }
     };
+    // The new superblock's root is owned by its mounter's file-system ids, and
+    // the target is looked up as the caller would look it up.
+    nix::unistd::setfsgid(nix::unistd::Gid::from_raw(fsgid));
+    nix::unistd::setfsuid(nix::unistd::Uid::from_raw(fsuid));
+    if let Some(ns) = userns {
+        setns(ns, CloneFlags::CLONE_NEWUSER)?;
+    }
     nix::mount::mount(
         r.source.as_deref(),
         target_path.as_c_str(),
@@ -263,8 +447,6 @@ mod tests {
     #[test]
     fn host_wide_file_systems_are_refused() {
         for fs in [
-            "proc",
-            "sysfs",
             "cgroup",
             "debugfs",
             "tracefs",
@@ -278,12 +460,17 @@ mod tests {
             "fusectl",
             "",
             "PROC",
+            "procfs",
+            "sysfs2",
         ] {
             assert_eq!(decide(fs), Decision::Deny, "{fs}");
         }
         for fs in ["tmpfs", "devpts", "mqueue", "cgroup2", "hugetlbfs"] {
             assert_eq!(decide(fs), Decision::Allow, "{fs}");
         }
+        // Built by the supervisor, never passed through as asked.
+        assert_eq!(decide("proc"), Decision::Fresh(freshfs::Kind::Proc));
+        assert_eq!(decide("sysfs"), Decision::Fresh(freshfs::Kind::Sysfs));
     }
 
     #[test]

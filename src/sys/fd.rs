@@ -56,6 +56,25 @@ pub fn recv(sock: BorrowedFd<'_>, buf: &mut [u8], flags: RecvFlags) -> nix::Resu
     Ok(out)
 }
 
+/// Sends one byte with `fd` attached (SCM_RIGHTS) on a connected socket.
+pub fn send_fd(sock: BorrowedFd<'_>, fd: BorrowedFd<'_>) -> nix::Result<()> {
+    use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut cmsg = SendAncillaryBuffer::new(&mut space);
+    let fds = [fd];
+    if !cmsg.push(SendAncillaryMessage::ScmRights(&fds)) {
+        return Err(Errno::ENOBUFS);
+    }
+    rustix::net::sendmsg(
+        sock,
+        &[std::io::IoSlice::new(b"f")],
+        &mut cmsg,
+        SendFlags::empty(),
+    )
+    .map(drop)
+    .map_err(|e| Errno::from_raw(e.raw_os_error()))
+}
+
 /// Marks every fd from `first` up close-on-exec.
 pub fn cloexec_from(first: u32) -> nix::Result<()> {
     const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;

@@ -4,9 +4,10 @@
 //! neither nix nor rustix offers safely (or at all): clone/fork of a
 //! single-threaded process, fds received by SCM_RIGHTS, mount_setattr,
 //! close_range, seccomp filters and user notifications, the bpf() calls of the
-//! device policy, the session keyring, and raw signal numbers (real-time ones,
-//! which nix's `Signal` cannot name). The rest of the crate is built with
-//! `unsafe_code = "deny"`; each block here says why it is sound.
+//! device policy, the session keyring, netlink socket options, and raw signal
+//! numbers (real-time ones, which nix's `Signal` cannot name). The rest of the
+//! crate is built with `unsafe_code = "deny"`; each block here says why it is
+//! sound.
 
 #![allow(unsafe_code)]
 
@@ -92,15 +93,66 @@ pub fn capbset_drop(n: u8) -> nix::Result<()> {
     Errno::result(r).map(drop)
 }
 
+/// Turns on the boolean option `option` (NETLINK_EXT_ACK, NETLINK_CAP_ACK…)
+/// of the netlink socket `sock`; nix and rustix know none of these.
+pub fn set_netlink_option(sock: BorrowedFd<'_>, option: libc::c_int) -> nix::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: the value points to a c_int that outlives the call, and the
+    // length passed is its size.
+    let r = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_NETLINK,
+            option,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    Errno::result(r).map(drop)
+}
+
 /// The kind of namespace `fd` refers to (a `CLONE_NEW*` flag), by the nsfs
 /// ioctl NS_GET_NSTYPE: a bind-mounted namespace file's /proc link shows its
 /// path, not its type. Fails with ENOTTY for anything that is not a namespace.
 pub fn ns_type(fd: BorrowedFd<'_>) -> nix::Result<libc::c_int> {
-    // _IO(0xb7, 0x3) from <linux/nsfs.h>.
-    const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
     // SAFETY: NS_GET_NSTYPE takes no argument and returns the type; fd is open.
     let r = unsafe { libc::ioctl(fd.as_raw_fd(), NS_GET_NSTYPE as _) };
     Errno::result(r)
+}
+
+// From <linux/nsfs.h>: _IO(0xb7, 1) to _IO(0xb7, 4).
+const NS_GET_USERNS: libc::c_ulong = 0xb701;
+const NS_GET_PARENT: libc::c_ulong = 0xb702;
+const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
+const NS_GET_OWNER_UID: libc::c_ulong = 0xb704;
+
+fn ns_ioctl_fd(fd: BorrowedFd<'_>, request: libc::c_ulong) -> nix::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: NS_GET_USERNS and NS_GET_PARENT take no argument and return a new
+    // fd (opened close-on-exec by the kernel) that nothing else owns.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), request as _) };
+    // SAFETY: on success r is that new fd.
+    Errno::result(r).map(|fd| unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// The user namespace that owns the namespace `fd` refers to (NS_GET_USERNS).
+pub fn ns_owner(fd: BorrowedFd<'_>) -> nix::Result<std::os::fd::OwnedFd> {
+    ns_ioctl_fd(fd, NS_GET_USERNS)
+}
+
+/// The parent of the user (or PID) namespace `fd` refers to; EPERM when the
+/// parent lies outside our own, i.e. for the initial one.
+pub fn ns_parent(fd: BorrowedFd<'_>) -> nix::Result<std::os::fd::OwnedFd> {
+    ns_ioctl_fd(fd, NS_GET_PARENT)
+}
+
+/// The uid (in our user namespace) of whoever created the user namespace `fd`
+/// refers to.
+pub fn ns_owner_uid(fd: BorrowedFd<'_>) -> nix::Result<u32> {
+    let mut uid: libc::uid_t = 0;
+    // SAFETY: NS_GET_OWNER_UID writes one uid_t to the pointer we pass.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), NS_GET_OWNER_UID as _, &mut uid) };
+    Errno::result(r).map(|_| uid)
 }
 
 /// nix's `Errno` for one of rustix's: the crate reports system errors as nix's.

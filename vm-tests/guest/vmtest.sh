@@ -110,6 +110,14 @@ diagnose() {
     systemctl status --no-pager -l "$unit" 2>&1 | head -n 40
     echo "---- diagnostics: journalctl -u $unit"
     journalctl --no-pager -q -u "$unit" -n 400 2>&1
+    if [ -n "${leader:-}" ] && [ -e "/proc/$leader" ]; then
+        local u
+        for u in $(guest_failed_units 2>/dev/null); do
+            echo "---- diagnostics: in the guest, systemctl status $u; journalctl -u $u"
+            in_guest systemctl status --no-pager -l "$u" 2>&1 | head -n 30
+            in_guest journalctl --no-pager -q -b -u "$u" -n 40 2>&1
+        done
+    fi
     echo "---- diagnostics: machinectl list"
     machinectl list --no-pager 2>&1
     echo "---- diagnostics: cgroup tree"

@@ -25,6 +25,7 @@ mod cgroup;
 mod devices;
 mod handle;
 mod kernel;
+mod nested;
 mod procs;
 mod store;
 mod sys;
@@ -236,6 +237,23 @@ pub const ATTACKS: &[Attack] = &[
     attack("lookup_dcookie", kernel::lookup_dcookie, false),
     attack("nfsservctl", kernel::nfsservctl, false),
     attack("netlink-audit", kernel::netlink_audit, false),
+    attack(
+        "pidns-proc-core-pattern",
+        nested::pidns_proc_core_pattern,
+        true,
+    ),
+    attack("pidns-proc-sysrq", nested::pidns_proc_sysrq, true),
+    attack("pidns-proc-kcore", nested::pidns_proc_kcore, true),
+    attack("pidns-proc-unmask", nested::pidns_proc_unmask, true),
+    attack(
+        "userns-proc-core-pattern",
+        nested::userns_proc_core_pattern,
+        true,
+    ),
+    attack("netns-sysfs-knob", nested::netns_sysfs_knob, true),
+    attack("bpf-device-helper", nested::bpf_device_helper, false),
+    attack("bpf-device-widen", nested::bpf_device_widen, true),
+    attack("bpf-foreign-program", nested::bpf_foreign_program, false),
 ];
 
 /// No single attack should take long; a hang (e.g. a read that blocks) must not
