@@ -2,7 +2,7 @@
 """create + start + wait + delete of /bin/true, nixrun-oci against runc and
 crun, on this machine; prints a table (median and p90 of N cycles, ms).
 
-Each cycle: `create` (stdio to /dev/null), `start`, poll `state` until
+Cycles of the runtimes are interleaved. Each cycle: `create` (stdio to /dev/null), `start`, poll `state` until
 "stopped", `delete`. The same bundle (a static busybox root, `runc spec`'s
 config) serves every runtime. A runtime that cannot create a container here
 is listed with the reason it gave (crun 1.8.1 refuses this hybrid cgroup
@@ -80,28 +80,36 @@ def main():
     top = tempfile.mkdtemp(prefix="oci-bench-", dir="/var/tmp")
     try:
         b = bundle(top)
-        rows = []
+        # Interleaved (A B C, B C A, ...), as benches/compare.py runs: on a
+        # shared machine load drifts, and ratios from one run are what count.
+        runtimes, times, errs = [], {}, {}
         for name, rt in (("nixrun-oci", a.nixrun_oci), ("runc", shutil.which("runc")), ("crun", shutil.which("crun"))):
+            runtimes.append(name)
+            times[name] = []
             if rt is None:
-                rows.append((name, None, "not installed"))
+                errs[name] = "not installed"
                 continue
-            state_root = os.path.join(top, "state-" + name)
-            times, err = [], None
             try:
-                cycle(rt, state_root, b, f"oci-bench-warm")
-                for i in range(a.cycles):
-                    times.append(cycle(rt, state_root, b, f"oci-bench-{i}"))
+                cycle(rt, os.path.join(top, "state-" + name), b, "oci-bench-warm")
             except RuntimeError as e:
-                err = " ".join(e.args[0])
-                subprocess.run([rt, "--root", state_root, "delete", "--force", "oci-bench-warm"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            rows.append((name, times, err))
+                errs[name] = " ".join(e.args[0])
+                subprocess.run([rt, "--root", os.path.join(top, "state-" + name), "delete", "--force",
+                                "oci-bench-warm"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        paths = {"nixrun-oci": a.nixrun_oci, "runc": shutil.which("runc"), "crun": shutil.which("crun")}
+        live = [n for n in runtimes if n not in errs]
+        for i in range(a.cycles):
+            k = i % len(live)
+            for name in live[k:] + live[:k]:
+                times[name].append(cycle(paths[name], os.path.join(top, "state-" + name), b, f"oci-bench-{i}"))
+        rows = [(n, times[n], errs.get(n)) for n in runtimes]
         print(f"create+start+wait+delete of /bin/true, {a.cycles} cycles (ms)")
         print(f"{'runtime':12} {'median':>8} {'p90':>8} {'min':>8}")
         for name, times, err in rows:
             if times:
                 q = statistics.quantiles(times, n=10)
-                print(f"{name:12} {statistics.median(times):8.1f} {q[8]:8.1f} {min(times):8.1f}")
+                ratio = statistics.median(times) / statistics.median(rows[0][1]) if rows[0][1] else 0
+                print(f"{name:12} {statistics.median(times):8.1f} {q[8]:8.1f} {min(times):8.1f}"
+                      + ("" if name == rows[0][0] else f"   nixrun-oci = {1 / ratio:.2f}x"))
             else:
                 print(f"{name:12} {'-':>8} {'-':>8} {'-':>8}  ({err})")
     finally:
