@@ -257,14 +257,37 @@ fn run_passes_stdio_and_exit_status_and_bad_input_is_one_line() {
     // A program the root does not have: create fails, naming it; nothing stays.
     let bad_t = TempRoot::new("oci-bad");
     let bad = bundle(&bad_t, &["/no/such"]);
+    // With containerd's global flags: the progress and the error go to the
+    // log as JSON lines (the shim reads the last error from there).
+    let log = t.path("log.json");
     let out = oci(
         &root,
-        &["create", "--bundle", bad.to_str().unwrap(), "oci-bad"],
+        &[
+            "--log",
+            log.to_str().unwrap(),
+            "--log-format",
+            "json",
+            "--debug",
+            "create",
+            "--bundle",
+            bad.to_str().unwrap(),
+            "oci-bad",
+        ],
     );
     assert!(!out.status.success());
     let err = text(&out.stderr);
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("/no/such"), "{err}");
+    let lines: Vec<serde_json::Value> = fs::read_to_string(&log)
+        .expect("--log file written")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON log line"))
+        .collect();
+    assert_eq!(lines.first().unwrap()["level"], "debug", "{lines:?}");
+    let last = lines.last().unwrap();
+    assert_eq!(last["level"], "error", "{lines:?}");
+    assert!(last["msg"].as_str().unwrap().contains("/no/such"), "{last}");
+    assert!(last["time"].as_str().is_some(), "{last}");
     assert_eq!(fs::read_dir(&root).unwrap().count(), 0, "state left behind");
     assert!(!Path::new("/sys/fs/cgroup/unified/nixrun-oci/oci-bad").exists());
     for args in [

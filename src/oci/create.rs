@@ -276,6 +276,10 @@ pub fn create(g: &Global, c: &cli::Create) -> Result<Created, String> {
         write_pid_file(p, pid.as_raw())?;
     }
     undo.keep();
+    g.debug(&format!(
+        "{}: init {pid} parked, cgroups {:?}",
+        c.id, saved.cgroups
+    ));
     Ok(Created { saved, pid })
 }
 

@@ -65,6 +65,19 @@ impl Global {
         eprintln!("nixrun-oci: {msg}");
     }
 
+    /// With --debug, a progress line: in the log if there is one (containerd
+    /// and conmon show it from there), else on stderr, as runc does.
+    pub fn debug(&self, msg: &str) {
+        if !self.debug {
+            return;
+        }
+        if self.log.is_some() {
+            self.log_line("debug", msg);
+        } else {
+            eprintln!("nixrun-oci: debug: {msg}");
+        }
+    }
+
     pub fn warn(&self, msg: &str) {
         self.log_line("warning", msg);
         eprintln!("nixrun-oci: warning: {msg}");
@@ -132,6 +145,10 @@ pub fn main() -> ExitCode {
         g.error("must be run as root");
         return ExitCode::FAILURE;
     }
+    g.debug(&format!(
+        "{}",
+        std::env::args().skip(1).collect::<Vec<_>>().join(" ")
+    ));
     let r: Result<i32, String> = match cmd {
         cli::Command::Create(c) => create::create(&g, &c).map(|_| 0),
         cli::Command::Start(i) => ops::start(&g, &i.id).map(|_| 0),
@@ -148,6 +165,9 @@ pub fn main() -> ExitCode {
             args.first().map(String::as_str).unwrap_or("")
         )),
     };
+    if let Ok(code) = r {
+        g.debug(&format!("done, exit status {code}"));
+    }
     match r {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(e) => {

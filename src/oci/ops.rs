@@ -175,6 +175,11 @@ pub fn kill(g: &Global, k: &cli::Kill) -> Result<(), String> {
         return Err("container not running".into());
     }
     let sig = signal_for(&s, sig);
+    g.debug(&format!(
+        "{}: signal {sig} to {}",
+        k.id,
+        if k.all { "every process" } else { "the init" }
+    ));
     if k.all {
         for p in cgroup_pids(&s) {
             let _ = crate::sys::process::kill(nix::unistd::Pid::from_raw(p), sig);
