@@ -145,10 +145,7 @@ pub fn main() -> ExitCode {
         g.error("must be run as root");
         return ExitCode::FAILURE;
     }
-    g.debug(&format!(
-        "{}",
-        std::env::args().skip(1).collect::<Vec<_>>().join(" ")
-    ));
+    g.debug(&std::env::args().skip(1).collect::<Vec<_>>().join(" "));
     let r: Result<i32, String> = match cmd {
         cli::Command::Create(c) => create::create(&g, &c).map(|_| 0),
         cli::Command::Start(i) => ops::start(&g, &i.id).map(|_| 0),
