@@ -7,6 +7,8 @@
 //! The sizes are nspawn's (systemd's TMPFS_LIMITS_ROOTFS and _VOLATILE_STATE):
 //! a guest writing to its throw-away root fills RAM, not a disk, and may take a
 //! quarter of it; the pages are charged to the memory cgroup of the writer.
+//! With a user namespace the tmpfs mounts the guest writes to belong to its
+//! root (uid=/gid= of the shift, as nspawn mounts them).
 
 use super::Userns;
 use crate::plan::{Plan, Volatile};
