@@ -559,3 +559,20 @@ fn nixos_shaped_guest_with_idmapped_store_and_binds() {
     stop(&mut c);
     snap.assert_unchanged();
 }
+
+/// A root below a directory only the host's root may enter (nspawn's
+/// /var/lib/machines is 0700): PID 1, already the guest's root, never walks
+/// that path.
+#[test]
+fn root_below_a_private_directory() {
+    use std::os::unix::fs::PermissionsExt;
+    let (t, root) = TempRoot::copy_of("uns-priv", &fixture("minimal"), "uns-priv");
+    fs::set_permissions(&t.base, fs::Permissions::from_mode(0o700)).unwrap();
+    let snap = HostSnapshot::take("uns-priv");
+    let (code, out, err) = run_probe(&root, &["-U"], &["facts"]);
+    assert_eq!(code, 0, "{err}");
+    let f = facts(&out);
+    assert_eq!(f["uid"], "0");
+    assert_eq!(f["pid1_cmdline"], "/nixrun-probe facts");
+    snap.assert_unchanged();
+}
