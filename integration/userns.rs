@@ -15,8 +15,18 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Command;
+use std::sync::{RwLock, RwLockReadGuard};
 
 const NIXRUNCTL: &str = env!("CARGO_BIN_EXE_nixrunctl");
+
+/// The bad-input test mounts ramfs and overlayfs on the host, which every
+/// other test's HostSnapshot would see: it runs alone, the others beside each
+/// other.
+static HOST_MOUNTS: RwLock<()> = RwLock::new(());
+
+fn beside_others() -> RwLockReadGuard<'static, ()> {
+    HOST_MOUNTS.read().unwrap_or_else(|e| e.into_inner())
+}
 /// nspawn's lock directory, shared with nixrun so that neither hands out a
 /// range the other uses.
 const LOCK_DIR: &str = "/run/systemd/nspawn-uid";
@@ -68,6 +78,10 @@ fn assert_picked(shift: u32) {
     );
 }
 
+fn hashed(machine: &str) -> u32 {
+    nixrun::supervisor::userns::hashed_candidate(machine)
+}
+
 fn lock_files() -> BTreeSet<String> {
     fs::read_dir(LOCK_DIR)
         .map(|rd| {
@@ -113,6 +127,7 @@ fn stop(c: &mut Spawned) {
 
 #[test]
 fn debian_guest_boots_with_u_pick_to_running() {
+    let _shared = beside_others();
     let (_t, root) = TempRoot::copy_of("uns-deb", &fixture("debian"), "uns-deb");
     let snap = HostSnapshot::take("uns-deb");
     let locks_before = lock_files();
@@ -128,7 +143,7 @@ fn debian_guest_boots_with_u_pick_to_running() {
     let shift = shift_of(leader);
     assert_picked(shift);
     // nspawn's pick: the name's hash first, when nobody holds it.
-    let hashed = nixrun::supervisor::userns::hashed_candidate("uns-deb");
+    let hashed = hashed("uns-deb");
     if !locks_before.contains(&hashed.to_string()) {
         assert_eq!(shift, hashed, "the first free candidate is the name's hash");
     }
@@ -178,6 +193,7 @@ fn debian_guest_boots_with_u_pick_to_running() {
 
 #[test]
 fn nixrunctl_exec_enters_the_user_namespace() {
+    let _shared = beside_others();
     let (_t, root) = TempRoot::copy_of("uns-exec", &fixture("debian"), "uns-exec");
     let snap = HostSnapshot::take("uns-exec");
     let mut c = Spawned::start(&[
@@ -266,9 +282,10 @@ fn sleeping_guest(tag: &str, extra: &[&str]) -> (TempRoot, Spawned) {
 
 #[test]
 fn two_guests_get_different_ranges_and_never_nspawns() {
+    let _shared = beside_others();
     // A range nspawn holds (its lock file, its format) is never handed out:
     // the first guest's name hash is taken by a "running nspawn".
-    let hashed = nixrun::supervisor::userns::hashed_candidate("uns-two-a");
+    let hashed = hashed("uns-two-a");
     let nspawn_lock = nspawn_holds(hashed);
     let snap_a = HostSnapshot::take("uns-two-a");
     let snap_b = HostSnapshot::take("uns-two-b");
@@ -296,6 +313,7 @@ fn two_guests_get_different_ranges_and_never_nspawns() {
             "facts",
         ],
         &[&overlap["--private-users=".len()..], &sa.to_string()],
+        &[sa + 0x10000],
     );
 
     // A SIGKILLed supervisor takes its guest along (the death signal survives
@@ -363,10 +381,15 @@ fn remove_cgroup_tree(dir: &Path) {
 }
 
 /// Runs nixrun expecting a refusal: one line naming `mentions`, non-zero, and
-/// no lock file, mount or cgroup left.
-fn assert_refused(tag: &str, args: &[&str], mentions: &[&str]) {
+/// no mount, cgroup or lock file left — of the ranges `blocks` it could have
+/// locked (the directory as a whole changes with the tests running beside).
+fn assert_refused(tag: &str, args: &[&str], mentions: &[&str], blocks: &[u32]) {
     let snap = HostSnapshot::take(tag);
-    let locks = lock_files();
+    let fresh: Vec<u32> = blocks
+        .iter()
+        .copied()
+        .filter(|b| !lock_files().contains(&b.to_string()))
+        .collect();
     let (st, out, err) = run(args);
     assert!(!st.success(), "nixrun accepted {args:?}");
     let lines: Vec<&str> = err.lines().collect();
@@ -380,12 +403,17 @@ fn assert_refused(tag: &str, args: &[&str], mentions: &[&str]) {
         );
     }
     assert!(out.is_empty(), "stdout: {out}");
-    assert_eq!(lock_files(), locks, "lock files changed");
+    let left: Vec<&u32> = fresh
+        .iter()
+        .filter(|b| lock_files().contains(&b.to_string()))
+        .collect();
+    assert!(left.is_empty(), "lock files left in {LOCK_DIR}: {left:?}");
     snap.assert_unchanged();
 }
 
 #[test]
 fn bad_userns_input_is_refused_and_leaves_nothing() {
+    let _alone = HOST_MOUNTS.write().unwrap_or_else(|e| e.into_inner());
     let (t, root) = TempRoot::copy_of("uns-bad", &fixture("minimal"), "uns-bad");
     let r = root.to_str().unwrap();
     let before = fs::read_dir(&root).unwrap().count();
@@ -400,6 +428,7 @@ fn bad_userns_input_is_refused_and_leaves_nothing() {
             "/nixrun-probe",
         ],
         &["--private-users-ownership=chown", "64K-aligned"],
+        &[0x80000],
     );
     assert_refused(
         "uns-bad",
@@ -411,6 +440,7 @@ fn bad_userns_input_is_refused_and_leaves_nothing() {
             "/nixrun-probe",
         ],
         &["64K-aligned"],
+        &[0x80000, 0x90000],
     );
     // ramfs cannot be ID-mapped (tmpfs can since Linux 6.3, overlayfs cannot
     // either, see below): named in the line, nothing locked.
@@ -428,6 +458,7 @@ fn bad_userns_input_is_refused_and_leaves_nothing() {
             "uns-bad",
             &["-D", r, "-U", &bind, "/nixrun-probe"],
             &[&ramfs.display().to_string(), "ramfs", "cannot be ID-mapped"],
+            &[hashed("uns-bad")],
         );
     });
     let _ = Command::new("umount").arg(&ramfs).status();
@@ -463,6 +494,7 @@ fn bad_userns_input_is_refused_and_leaves_nothing() {
                 "/nixrun-probe",
             ],
             &["overlay", "cannot be ID-mapped"],
+            &[hashed("merged")],
         );
     });
     let _ = Command::new("umount").arg(&merged).status();
@@ -474,6 +506,7 @@ fn bad_userns_input_is_refused_and_leaves_nothing() {
         "uns-bad",
         &["-D", r, "--bind=/tmp:/data:idmap", "/nixrun-probe"],
         &["ID-mapped bind of /tmp", "user namespace"],
+        &[],
     );
     assert_eq!(
         fs::read_dir(&root).unwrap().count(),
@@ -486,6 +519,7 @@ fn bad_userns_input_is_refused_and_leaves_nothing() {
 /// "pick": the store bound `:idmap`, plus writable binds with each idmap option.
 #[test]
 fn nixos_shaped_guest_with_idmapped_store_and_binds() {
+    let _shared = beside_others();
     let fx = fixture("nixos");
     let (t, root) = TempRoot::copy_of("uns-nixos", &fx.join("root"), "uns-nixos");
     // Sources as the host has them: root's (like /nix/var/nix/profiles/
@@ -565,6 +599,7 @@ fn nixos_shaped_guest_with_idmapped_store_and_binds() {
 /// that path.
 #[test]
 fn root_below_a_private_directory() {
+    let _shared = beside_others();
     use std::os::unix::fs::PermissionsExt;
     let (t, root) = TempRoot::copy_of("uns-priv", &fixture("minimal"), "uns-priv");
     fs::set_permissions(&t.base, fs::Permissions::from_mode(0o700)).unwrap();
@@ -574,5 +609,39 @@ fn root_below_a_private_directory() {
     let f = facts(&out);
     assert_eq!(f["uid"], "0");
     assert_eq!(f["pid1_cmdline"], "/nixrun-probe facts");
+    snap.assert_unchanged();
+}
+
+/// --private-users-ownership=chown shifts the tree into the range once (as
+/// nspawn's does); a later -U (ownership auto) finds it shifted, takes the
+/// range it is owned in and changes nothing.
+#[test]
+fn chown_ownership_shifts_the_tree_into_its_range() {
+    let _shared = beside_others();
+    let (_t, root) = TempRoot::copy_of("uns-chown", &fixture("minimal"), "uns-chown");
+    let snap = HostSnapshot::take("uns-chown");
+    let owner = |p: &Path| {
+        let m = fs::symlink_metadata(p).unwrap();
+        (m.uid(), m.gid())
+    };
+    assert_eq!(owner(&root.join("nixrun-probe")), (0, 0));
+    let (code, out, err) = run_probe(
+        &root,
+        &["--private-users=pick", "--private-users-ownership=chown"],
+        &["facts"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(facts(&out)["uid"], "0");
+    let (base, gid) = owner(&root);
+    assert_picked(base);
+    assert_eq!(gid, base, "the root's group is not shifted with its owner");
+    assert_eq!(owner(&root.join("nixrun-probe")), (base, base));
+    assert!(!locked(base), "the range stayed locked after the run");
+
+    let (code, out, err) = run_probe(&root, &["-U"], &["facts"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(facts(&out)["uid"], "0");
+    assert_eq!(owner(&root), (base, base), "a second start moved the tree");
+    assert_eq!(owner(&root.join("nixrun-probe")), (base, base));
     snap.assert_unchanged();
 }
