@@ -766,6 +766,15 @@ if uns_setup; then
     else
         fail uns-map "uid_map '$umap' gid_map '$gmap'"
     fi
+    # machined reads the shift from PID 1's uid_map (nsenter -U, machinectl
+    # shell and bind use it).
+    ms=$(busctl call org.freedesktop.machine1 /org/freedesktop/machine1 \
+        org.freedesktop.machine1.Manager GetMachineUIDShift s uns 2>&1)
+    if [ -n "$shift_" ] && [ "$ms" = "u $shift_" ]; then
+        ok uns-machined-shift "GetMachineUIDShift uns: $ms"
+    else
+        fail uns-machined-shift "GetMachineUIDShift uns: '$ms', uid_map shift '$shift_'"
+    fi
     out=$(timeout "$STOP_TIMEOUT" systemctl stop "$uns_unit" 2>&1)
     if [ "$(systemctl is-active "$uns_unit")" = inactive ] && [ -n "$shift_" ] &&
         [ ! -e "/run/systemd/nspawn-uid/$shift_" ]; then
@@ -776,7 +785,7 @@ if uns_setup; then
     umount "$uns_root" 2>/dev/null
 else
     why_not="setting up container@uns failed"
-    not_run uns-running uns-no-failed uns-map uns-stop-clean
+    not_run uns-running uns-no-failed uns-map uns-machined-shift uns-stop-clean
 fi
 
 # ---------------------------------------------------------------- host shutdown
