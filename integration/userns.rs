@@ -525,7 +525,13 @@ fn nixos_shaped_guest_with_idmapped_store_and_binds() {
     // Sources as the host has them: root's (like /nix/var/nix/profiles/
     // per-container/X) and a user's (like a bindMounts entry, nixpkgs#419007).
     let (by_root, by_user, plain) = (t.path("by-root"), t.path("by-user"), t.path("plain"));
-    for (d, owner) in [(&by_root, 0), (&by_user, 1234), (&plain, 1234)] {
+    let for_owner = t.path("for-owner");
+    for (d, owner) in [
+        (&by_root, 0),
+        (&by_user, 1234),
+        (&plain, 1234),
+        (&for_owner, 1234),
+    ] {
         fs::create_dir(d).unwrap();
         std::os::unix::fs::chown(d, Some(owner), Some(owner)).unwrap();
     }
@@ -536,6 +542,11 @@ fn nixos_shaped_guest_with_idmapped_store_and_binds() {
     let b1 = format!("--bind={}:/srv/by-root:idmap", by_root.display());
     let b2 = format!("--bind={}:/srv/by-user:rootidmap", by_user.display());
     let b3 = format!("--bind={}:/srv/plain", plain.display());
+    // :owneridmap: the source's owner becomes the mount point's owner in the
+    // guest (here its uid 1000, on the ID-mapped root's disk as 1000).
+    fs::create_dir_all(root.join("srv/for-owner")).unwrap();
+    std::os::unix::fs::chown(root.join("srv/for-owner"), Some(1000), Some(1000)).unwrap();
+    let b4 = format!("--bind={}:/srv/for-owner:owneridmap", for_owner.display());
     let mut cmd = nixrun_cmd(&[
         "--keep-unit",
         "-M",
@@ -550,6 +561,7 @@ fn nixos_shaped_guest_with_idmapped_store_and_binds() {
         &b1,
         &b2,
         &b3,
+        &b4,
         "/nix/var/nix/profiles/system/init",
     ]);
     unit.enter(&mut cmd);
@@ -590,6 +602,21 @@ fn nixos_shaped_guest_with_idmapped_store_and_binds() {
         "file in the :rootidmap bind is the source owner's"
     );
     assert!(!plain.join("f").exists());
+    let o = ctl_exec(
+        "uns-nixos",
+        "stat -c %u:%g /srv/for-owner; setpriv --reuid=1000 --regid=1000 --clear-groups \
+         sh -c 'echo c > /srv/for-owner/f' && echo written",
+    );
+    assert_eq!(
+        o.lines().collect::<Vec<_>>(),
+        ["1000:1000", "written"],
+        "{o}"
+    );
+    assert_eq!(
+        owner(&for_owner.join("f")),
+        (1234, 1234),
+        "file in the :owneridmap bind is the source owner's"
+    );
     stop(&mut c);
     snap.assert_unchanged();
 }
@@ -644,4 +671,96 @@ fn chown_ownership_shifts_the_tree_into_its_range() {
     assert_eq!(owner(&root), (base, base), "a second start moved the tree");
     assert_eq!(owner(&root.join("nixrun-probe")), (base, base));
     snap.assert_unchanged();
+}
+
+/// A real systemd-nspawn -U holding its range in the lock directory: nixrun
+/// refuses to use it (both take OFD locks on the same files).
+#[test]
+fn a_range_nspawn_holds_is_refused() {
+    let _shared = beside_others();
+    require_tool("systemd-nspawn", "systemd-container");
+    let (_tn, nsp_root) = TempRoot::copy_of("uns-nsp", &fixture("debian"), "uns-nsp");
+    let unit = UnitCgroup::new("uns-nsp");
+    let mut cmd = Command::new("systemd-nspawn");
+    cmd.args([
+        "-U",
+        "-q",
+        "--keep-unit",
+        "--register=no",
+        "-M",
+        "uns-nsp",
+        "-D",
+    ])
+    .arg(&nsp_root)
+    .args(["/bin/sleep", "60"])
+    .env("SYSTEMD_NSPAWN_UNIFIED_HIERARCHY", "1")
+    .stdin(std::process::Stdio::null())
+    .stdout(std::process::Stdio::null());
+    unit.enter(&mut cmd);
+    let mut nspawn = cmd.spawn().expect("spawn systemd-nspawn");
+    // nspawn's payload: the process in another PID namespace below it.
+    let ours = fs::read_link("/proc/self/ns/pid").unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let payload = loop {
+        let found = processes_in(unit.v2())
+            .into_iter()
+            .find(|p| fs::read_link(format!("/proc/{p}/ns/pid")).is_ok_and(|ns| ns != ours));
+        if let Some(p) = found {
+            break p.parse::<i32>().unwrap();
+        }
+        assert!(
+            std::time::Instant::now() < deadline && nspawn.try_wait().unwrap().is_none(),
+            "systemd-nspawn -U started no payload"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let shift = shift_of(payload);
+    assert!(locked(shift), "nspawn holds no lock on {LOCK_DIR}/{shift}");
+
+    let (_t, root) = TempRoot::copy_of("uns-nsp-b", &fixture("minimal"), "uns-nsp-b");
+    let fixed = format!("--private-users={shift}:65536");
+    let outcome = std::panic::catch_unwind(|| {
+        assert_refused(
+            "uns-nsp-b",
+            &[
+                "-D",
+                root.to_str().unwrap(),
+                "-q",
+                &fixed,
+                "/nixrun-probe",
+                "facts",
+            ],
+            &[&shift.to_string(), "another container"],
+            &[],
+        )
+    });
+    // SIGTERM: nspawn kills its payload and reaps it (a SIGKILLed nspawn
+    // would leave it running, and the host's PID 1 reaps slowly).
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(nspawn.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while nspawn.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    if nspawn.try_wait().unwrap().is_none() {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(payload),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = nspawn.kill();
+        let _ = nspawn.wait();
+    }
+    while !processes_in(unit.v2()).is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    for d in &unit.dirs {
+        for sub in ["payload", "supervisor"] {
+            remove_cgroup_tree(&d.join(sub));
+        }
+    }
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e);
+    }
 }
