@@ -764,3 +764,33 @@ fn a_range_nspawn_holds_is_refused() {
         std::panic::resume_unwind(e);
     }
 }
+
+/// -U with a private network (NixOS's privateUsers with privateNetwork): the
+/// guest's network namespace belongs to its user namespace, the supervisor
+/// still puts the veth's end into it and addresses both ends before PID 1
+/// runs, and the links go at exit.
+#[test]
+fn private_network_in_a_user_namespace() {
+    let _shared = beside_others();
+    let ns = common::netns::Netns::new("uns-net");
+    let (_t, root) = TempRoot::copy_of("uns-net", &fixture("minimal"), "uns-net");
+    let mut listener = ns.probe(&["listen", "7072", "1"]);
+    let (st, out, err) = run_cmd(ns.nixrun(&[
+        "-D",
+        root.to_str().unwrap(),
+        "-q",
+        "-U",
+        "-n",
+        "--host-address=10.233.7.1/24",
+        "--local-address=10.233.7.2/24",
+        "/nixrun-probe",
+        "connect",
+        "10.233.7.1",
+        "7072",
+    ]));
+    let _ = listener.0.kill();
+    let _ = listener.0.wait();
+    assert_eq!(exit_code(st), 0, "{out}{err}");
+    assert_eq!(out.trim(), "connected pong 10.233.7.2");
+    assert_eq!(ns.links(), ["lo"], "links left in the test's namespace");
+}
