@@ -207,7 +207,8 @@ fn nixrunctl_exec_enters_the_user_namespace() {
     let shift = shift_of(c.leader());
     let out = ctl_exec(
         "uns-exec",
-        "id -u; id -g; cat /proc/self/uid_map; stat -c '%u:%g %U' /etc/shadow /root /dev/null",
+        "id -u; id -g; cat /proc/self/uid_map; \
+         stat -c '%u:%g %U' /etc/shadow /root /dev/null /dev/pts /dev/pts/ptmx /dev/console",
     );
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines[0], "0", "id -u in the guest: {out}");
@@ -215,7 +216,19 @@ fn nixrunctl_exec_enters_the_user_namespace() {
     let map: Vec<&str> = lines[2].split_whitespace().collect();
     assert_eq!(map, ["0", &shift.to_string(), "65536"], "{out}");
     // The guest's own owners, not the host's view (overflow 65534) of them.
-    assert_eq!(&lines[3..6], ["0:42 root", "0:0 root", "0:0 root"], "{out}");
+    // devpts: the guest's root's, new ptys in its tty group (5).
+    assert_eq!(
+        &lines[3..9],
+        [
+            "0:42 root",
+            "0:0 root",
+            "0:0 root",
+            "0:0 root",
+            "0:0 root",
+            "0:5 root"
+        ],
+        "{out}"
+    );
     // The exec'd process is the host's uid SHIFT, like the guest's PID 1.
     let mut child = Command::new(NIXRUNCTL)
         .args([
