@@ -683,6 +683,34 @@ fn chown_ownership_shifts_the_tree_into_its_range() {
     assert_eq!(facts(&out)["uid"], "0");
     assert_eq!(owner(&root), (base, base), "a second start moved the tree");
     assert_eq!(owner(&root.join("nixrun-probe")), (base, base));
+    // yes: the range the root is owned in (the probe's line shows its map).
+    let (code, out, err) = run_probe(
+        &root,
+        &["--private-users=yes"],
+        &["escape", "userns-map-host-root"],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(&format!("[(0, {base}, 65536)]")), "{out}");
+    snap.assert_unchanged();
+}
+
+/// identity: a user namespace whose ids are the host's (capabilities relative
+/// to the guest only): the probe rightly says the host's root is mapped.
+#[test]
+fn identity_maps_the_hosts_ids() {
+    let _shared = beside_others();
+    let (_t, root) = TempRoot::copy_of("uns-ident", &fixture("minimal"), "uns-ident");
+    let snap = HostSnapshot::take("uns-ident");
+    let (code, out, err) = run_probe(
+        &root,
+        &["--private-users=identity"],
+        &["escape", "userns-map-host-root"],
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.starts_with("ESCAPED userns-map-host-root") && out.contains("[(0, 0, 65536)]"),
+        "{out}"
+    );
     snap.assert_unchanged();
 }
 
