@@ -526,6 +526,15 @@ fn bad_userns_input_is_refused_and_leaves_nothing() {
         before,
         "the root gained entries"
     );
+    // A failure after the range was locked (no init in the root, found only
+    // once the tree is built): the lock goes with the run.
+    let (_t2, late) = TempRoot::copy_of("uns-bad-late", &fixture("minimal"), "uns-bad-late");
+    assert_refused(
+        "uns-bad-late",
+        &["-D", late.to_str().unwrap(), "-U", "-b"],
+        &["no init found"],
+        &[hashed("uns-bad-late")],
+    );
 }
 
 /// The NixOS-shaped guest as container@.service starts it with privateUsers =
