@@ -10,9 +10,9 @@ roots"): nixrun -U against systemd-nspawn 252 on this host.
   2. boot (spawn -> READY=1 on $NOTIFY_SOCKET) and stop (SIGTERM -> exited,
      cgroup empty) of the Debian guest, the same four. Both runtimes get
      SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1, as compare.py and NixOS's
-     container@.service give it, and each instance a cgroup of its own (in
-     the root cgroup nspawn 252 -U does not boot here: "Failed to create
-     /init.scope control group: Permission denied"; in one of its own it does).
+     container@.service give it, and each instance a fresh cgroup of its own
+     (nspawn -U fails in a cgroup an earlier -U run with another range left
+     its payload/init.scope in).
 
 Runs are interleaved (A B C ... A B C ..., order rotated each round): the
 machines are shared and noisy, only ratios from one run mean much. Prints a
