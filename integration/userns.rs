@@ -578,6 +578,7 @@ fn nixos_shaped_guest_with_idmapped_store_and_binds() {
         "--private-users=pick",
         "--notify-ready=yes",
         "--kill-signal=SIGRTMIN+3",
+        "--link-journal=try-guest",
         &store,
         &probe,
         &b1,
@@ -639,7 +640,25 @@ fn nixos_shaped_guest_with_idmapped_store_and_binds() {
         (1234, 1234),
         "file in the :owneridmap bind is the source owner's"
     );
+    // The guest's journald writes its journal as the guest's root (on the
+    // ID-mapped root, uid 0 on disk); try-guest links it on the host.
+    let id = ctl_exec("uns-nixos", "cat /etc/machine-id")
+        .trim()
+        .to_string();
+    let j = ctl_exec(
+        "uns-nixos",
+        &format!("journalctl --flush; stat -c %u /var/log/journal/{id}/system.journal"),
+    );
+    assert_eq!(j.trim(), "0", "the guest's journal: {j}");
+    let link = Path::new("/var/log/journal").join(&id);
     stop(&mut c);
+    if Path::new("/var/log/journal").is_dir() {
+        assert_eq!(
+            fs::read_link(&link).unwrap(),
+            root.join("var/log/journal").join(&id)
+        );
+        fs::remove_file(&link).unwrap();
+    }
     snap.assert_unchanged();
 }
 
