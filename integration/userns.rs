@@ -15,8 +15,18 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Command;
+use std::sync::{RwLock, RwLockReadGuard};
 
 const NIXRUNCTL: &str = env!("CARGO_BIN_EXE_nixrunctl");
+
+/// The bad-input test mounts ramfs and overlayfs on the host, which every
+/// other test's HostSnapshot would see: it runs alone, the others beside each
+/// other.
+static HOST_MOUNTS: RwLock<()> = RwLock::new(());
+
+fn beside_others() -> RwLockReadGuard<'static, ()> {
+    HOST_MOUNTS.read().unwrap_or_else(|e| e.into_inner())
+}
 /// nspawn's lock directory, shared with nixrun so that neither hands out a
 /// range the other uses.
 const LOCK_DIR: &str = "/run/systemd/nspawn-uid";
@@ -68,6 +78,10 @@ fn assert_picked(shift: u32) {
     );
 }
 
+fn hashed(machine: &str) -> u32 {
+    nixrun::supervisor::userns::hashed_candidate(machine)
+}
+
 fn lock_files() -> BTreeSet<String> {
     fs::read_dir(LOCK_DIR)
         .map(|rd| {
@@ -113,6 +127,7 @@ fn stop(c: &mut Spawned) {
 
 #[test]
 fn debian_guest_boots_with_u_pick_to_running() {
+    let _shared = beside_others();
     let (_t, root) = TempRoot::copy_of("uns-deb", &fixture("debian"), "uns-deb");
     let snap = HostSnapshot::take("uns-deb");
     let locks_before = lock_files();
@@ -128,7 +143,7 @@ fn debian_guest_boots_with_u_pick_to_running() {
     let shift = shift_of(leader);
     assert_picked(shift);
     // nspawn's pick: the name's hash first, when nobody holds it.
-    let hashed = nixrun::supervisor::userns::hashed_candidate("uns-deb");
+    let hashed = hashed("uns-deb");
     if !locks_before.contains(&hashed.to_string()) {
         assert_eq!(shift, hashed, "the first free candidate is the name's hash");
     }
@@ -178,6 +193,7 @@ fn debian_guest_boots_with_u_pick_to_running() {
 
 #[test]
 fn nixrunctl_exec_enters_the_user_namespace() {
+    let _shared = beside_others();
     let (_t, root) = TempRoot::copy_of("uns-exec", &fixture("debian"), "uns-exec");
     let snap = HostSnapshot::take("uns-exec");
     let mut c = Spawned::start(&[
@@ -191,7 +207,8 @@ fn nixrunctl_exec_enters_the_user_namespace() {
     let shift = shift_of(c.leader());
     let out = ctl_exec(
         "uns-exec",
-        "id -u; id -g; cat /proc/self/uid_map; stat -c '%u:%g %U' /etc/shadow /root /dev/null",
+        "id -u; id -g; cat /proc/self/uid_map; \
+         stat -c '%u:%g %U' /etc/shadow /root /dev/null /dev/pts /dev/pts/ptmx /dev/console",
     );
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines[0], "0", "id -u in the guest: {out}");
@@ -199,7 +216,19 @@ fn nixrunctl_exec_enters_the_user_namespace() {
     let map: Vec<&str> = lines[2].split_whitespace().collect();
     assert_eq!(map, ["0", &shift.to_string(), "65536"], "{out}");
     // The guest's own owners, not the host's view (overflow 65534) of them.
-    assert_eq!(&lines[3..6], ["0:42 root", "0:0 root", "0:0 root"], "{out}");
+    // devpts: the guest's root's, new ptys in its tty group (5).
+    assert_eq!(
+        &lines[3..9],
+        [
+            "0:42 root",
+            "0:0 root",
+            "0:0 root",
+            "0:0 root",
+            "0:0 root",
+            "0:5 root"
+        ],
+        "{out}"
+    );
     // The exec'd process is the host's uid SHIFT, like the guest's PID 1.
     let mut child = Command::new(NIXRUNCTL)
         .args([
@@ -266,9 +295,10 @@ fn sleeping_guest(tag: &str, extra: &[&str]) -> (TempRoot, Spawned) {
 
 #[test]
 fn two_guests_get_different_ranges_and_never_nspawns() {
+    let _shared = beside_others();
     // A range nspawn holds (its lock file, its format) is never handed out:
     // the first guest's name hash is taken by a "running nspawn".
-    let hashed = nixrun::supervisor::userns::hashed_candidate("uns-two-a");
+    let hashed = hashed("uns-two-a");
     let nspawn_lock = nspawn_holds(hashed);
     let snap_a = HostSnapshot::take("uns-two-a");
     let snap_b = HostSnapshot::take("uns-two-b");
@@ -296,6 +326,7 @@ fn two_guests_get_different_ranges_and_never_nspawns() {
             "facts",
         ],
         &[&overlap["--private-users=".len()..], &sa.to_string()],
+        &[sa + 0x10000],
     );
 
     // A SIGKILLed supervisor takes its guest along (the death signal survives
@@ -363,10 +394,15 @@ fn remove_cgroup_tree(dir: &Path) {
 }
 
 /// Runs nixrun expecting a refusal: one line naming `mentions`, non-zero, and
-/// no lock file, mount or cgroup left.
-fn assert_refused(tag: &str, args: &[&str], mentions: &[&str]) {
+/// no mount, cgroup or lock file left — of the ranges `blocks` it could have
+/// locked (the directory as a whole changes with the tests running beside).
+fn assert_refused(tag: &str, args: &[&str], mentions: &[&str], blocks: &[u32]) {
     let snap = HostSnapshot::take(tag);
-    let locks = lock_files();
+    let fresh: Vec<u32> = blocks
+        .iter()
+        .copied()
+        .filter(|b| !lock_files().contains(&b.to_string()))
+        .collect();
     let (st, out, err) = run(args);
     assert!(!st.success(), "nixrun accepted {args:?}");
     let lines: Vec<&str> = err.lines().collect();
@@ -380,12 +416,17 @@ fn assert_refused(tag: &str, args: &[&str], mentions: &[&str]) {
         );
     }
     assert!(out.is_empty(), "stdout: {out}");
-    assert_eq!(lock_files(), locks, "lock files changed");
+    let left: Vec<&u32> = fresh
+        .iter()
+        .filter(|b| lock_files().contains(&b.to_string()))
+        .collect();
+    assert!(left.is_empty(), "lock files left in {LOCK_DIR}: {left:?}");
     snap.assert_unchanged();
 }
 
 #[test]
 fn bad_userns_input_is_refused_and_leaves_nothing() {
+    let _alone = HOST_MOUNTS.write().unwrap_or_else(|e| e.into_inner());
     let (t, root) = TempRoot::copy_of("uns-bad", &fixture("minimal"), "uns-bad");
     let r = root.to_str().unwrap();
     let before = fs::read_dir(&root).unwrap().count();
@@ -400,6 +441,7 @@ fn bad_userns_input_is_refused_and_leaves_nothing() {
             "/nixrun-probe",
         ],
         &["--private-users-ownership=chown", "64K-aligned"],
+        &[0x80000],
     );
     assert_refused(
         "uns-bad",
@@ -411,6 +453,7 @@ fn bad_userns_input_is_refused_and_leaves_nothing() {
             "/nixrun-probe",
         ],
         &["64K-aligned"],
+        &[0x80000, 0x90000],
     );
     // ramfs cannot be ID-mapped (tmpfs can since Linux 6.3, overlayfs cannot
     // either, see below): named in the line, nothing locked.
@@ -428,6 +471,7 @@ fn bad_userns_input_is_refused_and_leaves_nothing() {
             "uns-bad",
             &["-D", r, "-U", &bind, "/nixrun-probe"],
             &[&ramfs.display().to_string(), "ramfs", "cannot be ID-mapped"],
+            &[hashed("uns-bad")],
         );
     });
     let _ = Command::new("umount").arg(&ramfs).status();
@@ -463,6 +507,7 @@ fn bad_userns_input_is_refused_and_leaves_nothing() {
                 "/nixrun-probe",
             ],
             &["overlay", "cannot be ID-mapped"],
+            &[hashed("merged")],
         );
     });
     let _ = Command::new("umount").arg(&merged).status();
@@ -474,11 +519,21 @@ fn bad_userns_input_is_refused_and_leaves_nothing() {
         "uns-bad",
         &["-D", r, "--bind=/tmp:/data:idmap", "/nixrun-probe"],
         &["ID-mapped bind of /tmp", "user namespace"],
+        &[],
     );
     assert_eq!(
         fs::read_dir(&root).unwrap().count(),
         before,
         "the root gained entries"
+    );
+    // A failure after the range was locked (no init in the root, found only
+    // once the tree is built): the lock goes with the run.
+    let (_t2, late) = TempRoot::copy_of("uns-bad-late", &fixture("minimal"), "uns-bad-late");
+    assert_refused(
+        "uns-bad-late",
+        &["-D", late.to_str().unwrap(), "-U", "-b"],
+        &["no init found"],
+        &[hashed("uns-bad-late")],
     );
 }
 
@@ -486,12 +541,19 @@ fn bad_userns_input_is_refused_and_leaves_nothing() {
 /// "pick": the store bound `:idmap`, plus writable binds with each idmap option.
 #[test]
 fn nixos_shaped_guest_with_idmapped_store_and_binds() {
+    let _shared = beside_others();
     let fx = fixture("nixos");
     let (t, root) = TempRoot::copy_of("uns-nixos", &fx.join("root"), "uns-nixos");
     // Sources as the host has them: root's (like /nix/var/nix/profiles/
     // per-container/X) and a user's (like a bindMounts entry, nixpkgs#419007).
     let (by_root, by_user, plain) = (t.path("by-root"), t.path("by-user"), t.path("plain"));
-    for (d, owner) in [(&by_root, 0), (&by_user, 1234), (&plain, 1234)] {
+    let for_owner = t.path("for-owner");
+    for (d, owner) in [
+        (&by_root, 0),
+        (&by_user, 1234),
+        (&plain, 1234),
+        (&for_owner, 1234),
+    ] {
         fs::create_dir(d).unwrap();
         std::os::unix::fs::chown(d, Some(owner), Some(owner)).unwrap();
     }
@@ -502,6 +564,11 @@ fn nixos_shaped_guest_with_idmapped_store_and_binds() {
     let b1 = format!("--bind={}:/srv/by-root:idmap", by_root.display());
     let b2 = format!("--bind={}:/srv/by-user:rootidmap", by_user.display());
     let b3 = format!("--bind={}:/srv/plain", plain.display());
+    // :owneridmap: the source's owner becomes the mount point's owner in the
+    // guest (here its uid 1000, on the ID-mapped root's disk as 1000).
+    fs::create_dir_all(root.join("srv/for-owner")).unwrap();
+    std::os::unix::fs::chown(root.join("srv/for-owner"), Some(1000), Some(1000)).unwrap();
+    let b4 = format!("--bind={}:/srv/for-owner:owneridmap", for_owner.display());
     let mut cmd = nixrun_cmd(&[
         "--keep-unit",
         "-M",
@@ -511,11 +578,13 @@ fn nixos_shaped_guest_with_idmapped_store_and_binds() {
         "--private-users=pick",
         "--notify-ready=yes",
         "--kill-signal=SIGRTMIN+3",
+        "--link-journal=try-guest",
         &store,
         &probe,
         &b1,
         &b2,
         &b3,
+        &b4,
         "/nix/var/nix/profiles/system/init",
     ]);
     unit.enter(&mut cmd);
@@ -556,6 +625,241 @@ fn nixos_shaped_guest_with_idmapped_store_and_binds() {
         "file in the :rootidmap bind is the source owner's"
     );
     assert!(!plain.join("f").exists());
+    let o = ctl_exec(
+        "uns-nixos",
+        "stat -c %u:%g /srv/for-owner; setpriv --reuid=1000 --regid=1000 --clear-groups \
+         sh -c 'echo c > /srv/for-owner/f' && echo written",
+    );
+    assert_eq!(
+        o.lines().collect::<Vec<_>>(),
+        ["1000:1000", "written"],
+        "{o}"
+    );
+    assert_eq!(
+        owner(&for_owner.join("f")),
+        (1234, 1234),
+        "file in the :owneridmap bind is the source owner's"
+    );
+    // The guest's journald writes its journal as the guest's root (on the
+    // ID-mapped root, uid 0 on disk); try-guest links it on the host.
+    let id = ctl_exec("uns-nixos", "cat /etc/machine-id")
+        .trim()
+        .to_string();
+    let j = ctl_exec(
+        "uns-nixos",
+        &format!("journalctl --flush; stat -c %u /var/log/journal/{id}/system.journal"),
+    );
+    assert_eq!(j.trim(), "0", "the guest's journal: {j}");
+    let link = Path::new("/var/log/journal").join(&id);
     stop(&mut c);
+    if Path::new("/var/log/journal").is_dir() {
+        assert_eq!(
+            fs::read_link(&link).unwrap(),
+            root.join("var/log/journal").join(&id)
+        );
+        fs::remove_file(&link).unwrap();
+    }
     snap.assert_unchanged();
+}
+
+/// A root below a directory only the host's root may enter (nspawn's
+/// /var/lib/machines is 0700): PID 1, already the guest's root, never walks
+/// that path.
+#[test]
+fn root_below_a_private_directory() {
+    let _shared = beside_others();
+    use std::os::unix::fs::PermissionsExt;
+    let (t, root) = TempRoot::copy_of("uns-priv", &fixture("minimal"), "uns-priv");
+    fs::set_permissions(&t.base, fs::Permissions::from_mode(0o700)).unwrap();
+    let snap = HostSnapshot::take("uns-priv");
+    let (code, out, err) = run_probe(&root, &["-U"], &["facts"]);
+    assert_eq!(code, 0, "{err}");
+    let f = facts(&out);
+    assert_eq!(f["uid"], "0");
+    assert_eq!(f["pid1_cmdline"], "/nixrun-probe facts");
+    snap.assert_unchanged();
+}
+
+/// --private-users-ownership=chown shifts the tree into the range once (as
+/// nspawn's does); a later -U (ownership auto) finds it shifted, takes the
+/// range it is owned in and changes nothing.
+#[test]
+fn chown_ownership_shifts_the_tree_into_its_range() {
+    let _shared = beside_others();
+    let (_t, root) = TempRoot::copy_of("uns-chown", &fixture("minimal"), "uns-chown");
+    let snap = HostSnapshot::take("uns-chown");
+    let owner = |p: &Path| {
+        let m = fs::symlink_metadata(p).unwrap();
+        (m.uid(), m.gid())
+    };
+    assert_eq!(owner(&root.join("nixrun-probe")), (0, 0));
+    let (code, out, err) = run_probe(
+        &root,
+        &["--private-users=pick", "--private-users-ownership=chown"],
+        &["facts"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(facts(&out)["uid"], "0");
+    let (base, gid) = owner(&root);
+    assert_picked(base);
+    assert_eq!(gid, base, "the root's group is not shifted with its owner");
+    assert_eq!(owner(&root.join("nixrun-probe")), (base, base));
+    assert!(!locked(base), "the range stayed locked after the run");
+
+    let (code, out, err) = run_probe(&root, &["-U"], &["facts"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(facts(&out)["uid"], "0");
+    assert_eq!(owner(&root), (base, base), "a second start moved the tree");
+    assert_eq!(owner(&root.join("nixrun-probe")), (base, base));
+    // yes: the range the root is owned in (the probe's line shows its map).
+    let (code, out, err) = run_probe(
+        &root,
+        &["--private-users=yes"],
+        &["escape", "userns-map-host-root"],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(&format!("[(0, {base}, 65536)]")), "{out}");
+    snap.assert_unchanged();
+}
+
+/// identity: a user namespace whose ids are the host's (capabilities relative
+/// to the guest only): the probe rightly says the host's root is mapped.
+#[test]
+fn identity_maps_the_hosts_ids() {
+    let _shared = beside_others();
+    let (_t, root) = TempRoot::copy_of("uns-ident", &fixture("minimal"), "uns-ident");
+    let snap = HostSnapshot::take("uns-ident");
+    let (code, out, err) = run_probe(
+        &root,
+        &["--private-users=identity"],
+        &["escape", "userns-map-host-root"],
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.starts_with("ESCAPED userns-map-host-root") && out.contains("[(0, 0, 65536)]"),
+        "{out}"
+    );
+    snap.assert_unchanged();
+}
+
+/// A real systemd-nspawn -U holding its range in the lock directory: nixrun
+/// refuses to use it (both take OFD locks on the same files).
+#[test]
+fn a_range_nspawn_holds_is_refused() {
+    let _shared = beside_others();
+    require_tool("systemd-nspawn", "systemd-container");
+    let (_tn, nsp_root) = TempRoot::copy_of("uns-nsp", &fixture("debian"), "uns-nsp");
+    let unit = UnitCgroup::new("uns-nsp");
+    let mut cmd = Command::new("systemd-nspawn");
+    cmd.args([
+        "-U",
+        "-q",
+        "--keep-unit",
+        "--register=no",
+        "-M",
+        "uns-nsp",
+        "-D",
+    ])
+    .arg(&nsp_root)
+    .args(["/bin/sleep", "60"])
+    .env("SYSTEMD_NSPAWN_UNIFIED_HIERARCHY", "1")
+    .stdin(std::process::Stdio::null())
+    .stdout(std::process::Stdio::null());
+    unit.enter(&mut cmd);
+    let mut nspawn = cmd.spawn().expect("spawn systemd-nspawn");
+    // nspawn's payload: the process in another PID namespace below it.
+    let ours = fs::read_link("/proc/self/ns/pid").unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let payload = loop {
+        let found = processes_in(unit.v2())
+            .into_iter()
+            .find(|p| fs::read_link(format!("/proc/{p}/ns/pid")).is_ok_and(|ns| ns != ours));
+        if let Some(p) = found {
+            break p.parse::<i32>().unwrap();
+        }
+        assert!(
+            std::time::Instant::now() < deadline && nspawn.try_wait().unwrap().is_none(),
+            "systemd-nspawn -U started no payload"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let shift = shift_of(payload);
+    assert!(locked(shift), "nspawn holds no lock on {LOCK_DIR}/{shift}");
+
+    let (_t, root) = TempRoot::copy_of("uns-nsp-b", &fixture("minimal"), "uns-nsp-b");
+    let fixed = format!("--private-users={shift}:65536");
+    let outcome = std::panic::catch_unwind(|| {
+        assert_refused(
+            "uns-nsp-b",
+            &[
+                "-D",
+                root.to_str().unwrap(),
+                "-q",
+                &fixed,
+                "/nixrun-probe",
+                "facts",
+            ],
+            &[&shift.to_string(), "another container"],
+            &[],
+        )
+    });
+    // SIGTERM: nspawn kills its payload and reaps it (a SIGKILLed nspawn
+    // would leave it running, and the host's PID 1 reaps slowly).
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(nspawn.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while nspawn.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    if nspawn.try_wait().unwrap().is_none() {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(payload),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = nspawn.kill();
+        let _ = nspawn.wait();
+    }
+    while !processes_in(unit.v2()).is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    for d in &unit.dirs {
+        for sub in ["payload", "supervisor"] {
+            remove_cgroup_tree(&d.join(sub));
+        }
+    }
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e);
+    }
+}
+
+/// -U with a private network (NixOS's privateUsers with privateNetwork): the
+/// guest's network namespace belongs to its user namespace, the supervisor
+/// still puts the veth's end into it and addresses both ends before PID 1
+/// runs, and the links go at exit.
+#[test]
+fn private_network_in_a_user_namespace() {
+    let _shared = beside_others();
+    let ns = common::netns::Netns::new("uns-net");
+    let (_t, root) = TempRoot::copy_of("uns-net", &fixture("minimal"), "uns-net");
+    let mut listener = ns.probe(&["listen", "7072", "1"]);
+    let (st, out, err) = run_cmd(ns.nixrun(&[
+        "-D",
+        root.to_str().unwrap(),
+        "-q",
+        "-U",
+        "-n",
+        "--host-address=10.233.7.1/24",
+        "--local-address=10.233.7.2/24",
+        "/nixrun-probe",
+        "connect",
+        "10.233.7.1",
+        "7072",
+    ]));
+    let _ = listener.0.kill();
+    let _ = listener.0.wait();
+    assert_eq!(exit_code(st), 0, "{out}{err}");
+    assert_eq!(out.trim(), "connected pong 10.233.7.2");
+    assert_eq!(ns.links(), ["lo"], "links left in the test's namespace");
 }

@@ -110,7 +110,16 @@ fn apply_one(root: &Root, op: &Op, out: &mut Outputs) -> Result<(), MountError> 
                 what: fstype.to_string(),
                 target: target.clone(),
                 errno,
-            })
+            })?;
+            // A devpts the host's root mounts (the outer phase of a start
+            // with a user namespace) has its directory and ptmx owned by the
+            // host's root, nobody to the guest: given to the guest's root, as
+            // nspawn does.
+            if let (&"devpts", Some((uid, gid))) = (fstype, root.owner()) {
+                root.chown(target, uid, gid)?;
+                root.chown(&target.join("ptmx"), uid, gid)?;
+            }
+            Ok(())
         }
         Op::Bind {
             source,

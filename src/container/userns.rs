@@ -31,10 +31,10 @@ use crate::plan::Plan;
 use crate::policy::mounts::Phase;
 use crate::policy::Policy;
 use crate::protocol::{ChildEnd, FromChild, ToChild};
-use nix::mount::{mount, MsFlags};
 use nix::sched::{unshare, CloneFlags};
 use nix::unistd::{Gid, Uid};
-use std::os::fd::AsFd;
+use rustix::mount::{MoveMountFlags, OpenTreeFlags};
+use std::os::fd::{AsFd, AsRawFd};
 
 /// Mounts the root ID-mapped onto itself when the range maps it; false
 /// otherwise (the caller binds it plainly).
@@ -88,6 +88,11 @@ pub(super) fn outer(setup: &Setup<'_>, channel: &ChildEnd) -> Result<(), StepErr
     let root = super::outer_setup(plan, policy)?.with_owner(Some((guest_root, guest_root)));
     let mut out = mounts::Outputs::default();
     mounts::apply(&root, policy.mounts.ops(Phase::Outer), &mut out)?;
+    // PID 1 reaches its root through its working directory, which the clone
+    // carries into its copy of our mount namespace: by path, the guest's root
+    // could not pass a host directory above the root that only the host's
+    // root may enter (nspawn's /var/lib/machines is 0700).
+    nix::unistd::fchdir(root.fd().as_raw_fd()).map_err(sys("chdir into the container root"))?;
     drop(root);
 
     let mut flags = CloneFlags::CLONE_PARENT
@@ -128,7 +133,6 @@ fn inner(
     channel: &ChildEnd,
     mut out: mounts::Outputs,
 ) -> Result<Never, StepError> {
-    let plan = setup.plan;
     rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
         .map_err(|e| StepError::Sys("PR_SET_PDEATHSIG", crate::sys::errno(e)))?;
     // Sync point 1: the maps are written, we are in our cgroups.
@@ -153,17 +157,32 @@ fn inner(
     rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::Dumpable)
         .map_err(|e| StepError::Sys("PR_SET_DUMPABLE", crate::sys::errno(e)))?;
     unshare(CloneFlags::CLONE_NEWCGROUP).map_err(sys("unshare cgroup namespace"))?;
-    mount(
-        Some(&plan.root),
-        &plan.root,
-        None::<&str>,
-        MsFlags::MS_BIND | MsFlags::MS_REC,
-        None::<&str>,
+    // The root (our working directory) cloned with everything below it and
+    // attached onto itself: the clone's top mount is not locked.
+    let here = rustix::fs::CWD;
+    let tree = rustix::mount::open_tree(
+        here,
+        "",
+        OpenTreeFlags::OPEN_TREE_CLONE
+            | OpenTreeFlags::OPEN_TREE_CLOEXEC
+            | OpenTreeFlags::AT_RECURSIVE
+            | OpenTreeFlags::AT_EMPTY_PATH,
     )
-    .map_err(sys(
-        "bind the container root onto itself in the user namespace",
-    ))?;
-    let root = Root::open_dir(&plan.root).map_err(sys("open the container root"))?;
+    .map_err(|e| StepError::Sys("clone the container root", crate::sys::errno(e)))?;
+    rustix::mount::move_mount(
+        &tree,
+        "",
+        here,
+        "",
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
+    )
+    .map_err(|e| {
+        StepError::Sys(
+            "bind the container root onto itself in the user namespace",
+            crate::sys::errno(e),
+        )
+    })?;
+    let root = Root::new(tree);
     mounts::apply(&root, setup.policy.mounts.ops(Phase::Inner), &mut out)?;
     super::pivot_and_exec(setup, channel, root, out)
 }

@@ -447,6 +447,26 @@ fn owned(options: &str, mode: Mode) -> String {
     }
 }
 
+/// A shared tmpfs entry (`run_tmpfs`) with its options `owned`.
+fn owned_mount(op: Op, mode: Mode) -> Op {
+    match op {
+        Op::Mount {
+            fstype,
+            target,
+            flags,
+            data,
+            optional,
+        } => Op::Mount {
+            fstype,
+            target,
+            flags,
+            data: data.map(|d| owned(&d, mode)),
+            optional,
+        },
+        other => other,
+    }
+}
+
 fn build(plan: &Plan, facts: &Facts, mode: Mode) -> Table {
     use MsFlags as F;
     let nosuid_nodev_noexec = F::MS_NOSUID | F::MS_NODEV | F::MS_NOEXEC;
@@ -514,14 +534,13 @@ fn build(plan: &Plan, facts: &Facts, mode: Mode) -> Table {
     if plan.console != Console::Pipe {
         t.add(Op::Console);
     }
-    t.add(run_tmpfs_owned(mode));
+    t.add(owned_mount(run_tmpfs(), mode));
     for (when, op) in run_host(&facts.uuid, facts.host_os_release.as_deref()) {
         // With a user namespace nixrun's outer phase still runs as the host's
-        // root, which may make the chr and blk nodes (run_host leaves them to
-        // runtimes whose mounts are made inside the user namespace).
-        let when = match op {
-            Op::Node { .. } => When::Always,
-            _ => when,
+        // root, which may make the 0:0 device nodes.
+        let when = match when {
+            When::HostUsers if mode.uid_shift.is_some() => When::Always,
+            w => w,
         };
         t.when(when, op);
     }
@@ -646,19 +665,11 @@ fn build(plan: &Plan, facts: &Facts, mode: Mode) -> Table {
 
 /// The container's /run: a bounded tmpfs of its own.
 pub fn run_tmpfs() -> Op {
-    run_tmpfs_owned(Mode {
-        private_network: false,
-        uid_shift: None,
-    })
-}
-
-/// The same, its root the guest's root's with nixrun's user namespace.
-fn run_tmpfs_owned(mode: Mode) -> Op {
     fresh(
         "tmpfs",
         "/run",
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_STRICTATIME,
-        Some(&owned(&format!("mode=0755,{LIMITS_RUN}"), mode)),
+        Some(&format!("mode=0755,{LIMITS_RUN}")),
     )
 }
 

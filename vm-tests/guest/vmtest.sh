@@ -766,6 +766,23 @@ if uns_setup; then
     else
         fail uns-map "uid_map '$umap' gid_map '$gmap'"
     fi
+    # machined reads the shift from PID 1's uid_map (nsenter -U, machinectl
+    # shell and bind use it).
+    ms=$(busctl call org.freedesktop.machine1 /org/freedesktop/machine1 \
+        org.freedesktop.machine1.Manager GetMachineUIDShift s uns 2>&1)
+    if [ -n "$shift_" ] && [ "$ms" = "u $shift_" ]; then
+        ok uns-machined-shift "GetMachineUIDShift uns: $ms"
+    else
+        fail uns-machined-shift "GetMachineUIDShift uns: '$ms', uid_map shift '$shift_'"
+    fi
+    # machinectl shell enters through the guest's systemd (nixpkgs#57083:
+    # nixos-container run/login enter without the user namespace; this works).
+    out=$(timeout 120 machinectl shell uns /bin/sh -c 'echo "uid=$(id -u) shadow=$(stat -c %u /etc/shadow)"' 2>&1)
+    if echo "$out" | grep -q 'uid=0 shadow=0'; then
+        ok uns-machinectl-shell "$(echo "$out" | grep -m1 uid=)"
+    else
+        fail uns-machinectl-shell "$(echo "$out" | head -c 300)"
+    fi
     out=$(timeout "$STOP_TIMEOUT" systemctl stop "$uns_unit" 2>&1)
     if [ "$(systemctl is-active "$uns_unit")" = inactive ] && [ -n "$shift_" ] &&
         [ ! -e "/run/systemd/nspawn-uid/$shift_" ]; then
@@ -776,7 +793,7 @@ if uns_setup; then
     umount "$uns_root" 2>/dev/null
 else
     why_not="setting up container@uns failed"
-    not_run uns-running uns-no-failed uns-map uns-stop-clean
+    not_run uns-running uns-no-failed uns-map uns-machined-shift uns-machinectl-shell uns-stop-clean
 fi
 
 # ---------------------------------------------------------------- host shutdown
