@@ -855,8 +855,10 @@ mod tests {
         many.always.extend(&scattered);
         let mut when = default_denied();
         // A condition on both halves of an argument, and one on the high half.
-        when.when
-            .insert(number("ptrace").unwrap(), (2, 0xff0000_00ff, 0x120000_0003));
+        when.when.insert(
+            number("ptrace").unwrap(),
+            (2, 0x00ff_0000_00ff, 0x0012_0000_0003),
+        );
         when.when.insert(number("kill").unwrap(), (5, 1 << 40, 0));
         let cases = [
             default_denied(),
@@ -869,8 +871,8 @@ mod tests {
         ];
         let argsets = [
             [0u64; 6],
-            [1, 0, 0x120000_0003, 0, 0, 0],
-            [0, 0, 0x130000_0003, 0, 0, 1 << 40],
+            [1, 0, 0x0012_0000_0003, 0, 0, 0],
+            [0, 0, 0x0013_0000_0003, 0, 0, 1 << 40],
             [u64::MAX; 6],
         ];
         for d in &cases {
