@@ -1382,7 +1382,9 @@ class Bench:
             runs = {rt: [] for rt in roots}
             # Untimed, for the page cache (as the boot part); --quick relies on
             # the boot part's boots of the same guests, to stay near a minute.
-            for rt in ([] if self.args.quick and "boot" in self.results else roots):
+            warm = not (self.args.quick and "boot" in self.results)
+            self.results["net"]["warm"] = warm
+            for rt in (roots if warm else []):
                 scratch = f"netwarm-{guest}-{rt.split('-')[-1]}"
                 wroot = self.copy_debian(scratch) if guest == "debian" else self.copy_nixos(scratch)
                 name = f"nx{g}w"
@@ -2225,7 +2227,9 @@ def report_net(L, net):
         L.append("### Boot and stop with a veth (`-n`)\n")
         L.append(f"As in part 2, with `-n --machine=NAME` added for both runtimes: a veth pair, "
                  "`ve-NAME` in the benchmark's namespace and `host0` in the guest's (no addresses). "
-                 f"One untimed warm-up boot per runtime, then a first boot and {net['cycles']} "
+                 + ("One untimed warm-up boot per runtime, then a" if net.get("warm", True) else
+                  "No warm-up boot (--quick: the boot part booted the same guests), a")
+                 + f" first boot and {net['cycles']} "
                  "interleaved cycles on one root per runtime. Stop = SIGTERM → exit, which "
                  "includes the runtime removing its veth. After each exit the benchmark waits up to "
                  "1 s for the namespace to hold no link but `lo`; what is still there then, and "
@@ -2436,7 +2440,8 @@ def main():
     ap.add_argument("--boot-cycles", type=int)
     ap.add_argument("--scale", help="comma-separated N (default 10,25,50,100; quick: 10)")
     ap.add_argument("--scale-reps", type=int, help="repetitions per N ≤ 50 (default 3; quick: 1); bigger N run once")
-    ap.add_argument("--settle", type=float, default=0.5, help="seconds to let a booted guest settle")
+    ap.add_argument("--settle", type=float,
+                    help="seconds to let a booted guest settle (default 0.5; quick: 0.25)")
     ap.add_argument("--keep-sysctl", action="store_true",
                     help="do not raise fs.inotify limits for the scale part")
     ap.add_argument("--soak-cycles", type=int,
@@ -2464,6 +2469,8 @@ def main():
     q = args.quick
     if q:
         CALM_LIMIT["limit"] = 3.0
+    if args.settle is None:
+        args.settle = 0.25 if q else 0.5
     args.exec_rounds = args.exec_rounds or (20 if q else 200)
     args.warmup = 2 if q else 5
     args.boot_cycles = args.boot_cycles or (2 if q else 20)
@@ -2511,8 +2518,10 @@ def main():
         if "scale" not in skip:
             part("scale", bench.bench_scale, ns, args.scale_reps)
         if "net" not in skip:
-            part("net", bench.bench_net, args.exec_rounds, args.warmup, args.boot_cycles, args.net_scale,
-                 args.scale_reps)
+            # --quick: one cycle per runtime and guest in the net part (its
+            # boot/stop targets are the boot part's, measured there).
+            part("net", bench.bench_net, args.exec_rounds, args.warmup, 1 if q else args.boot_cycles,
+                 args.net_scale, args.scale_reps)
         if "soak" not in skip:
             part("soak", bench.bench_soak, args.soak_cycles, args.soak_boots)
     finally:
