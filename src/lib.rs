@@ -21,6 +21,7 @@ pub mod ctl;
 pub mod dbus;
 pub mod net;
 pub mod nspawn;
+pub mod oci;
 pub mod phase;
 pub mod plan;
 pub mod policy;

@@ -192,6 +192,15 @@ pub type SupervisorEnd = End<ToChild, FromChild>;
 pub type ChildEnd = End<FromChild, ToChild>;
 
 pub fn pair() -> Result<(SupervisorEnd, ChildEnd), ChannelError> {
+    pair_of()
+}
+
+/// Both ends of a channel: the first sends `A`, the second `B`.
+pub type Pair<A, B> = (End<A, B>, End<B, A>);
+
+/// A channel for another set of messages: the OCI front end's init speaks
+/// its own sync points (oci/init.rs) over the same framing.
+pub fn pair_of<A: Message, B: Message>() -> Result<Pair<A, B>, ChannelError> {
     let (a, b) = socketpair(
         AddressFamily::Unix,
         SockType::SeqPacket,

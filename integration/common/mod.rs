@@ -701,3 +701,34 @@ impl NixosGuest {
         }
     }
 }
+
+/// The settings at the root of every cgroup hierarchy that change every
+/// cgroup on the host (the controllers cgroup2's root passes down, its
+/// limits, the v1 release agents): no test may change them.
+pub fn cgroup_root_settings() -> Vec<(PathBuf, String)> {
+    let mi = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let mut out = Vec::new();
+    for l in mi.lines() {
+        let Some((left, right)) = l.split_once(" - ") else {
+            continue;
+        };
+        let fstype = right.split(' ').next().unwrap_or("");
+        if fstype != "cgroup" && fstype != "cgroup2" {
+            continue;
+        }
+        let root = PathBuf::from(left.split(' ').nth(4).unwrap());
+        for name in [
+            "cgroup.subtree_control",
+            "cgroup.max.depth",
+            "cgroup.max.descendants",
+            "release_agent",
+            "notify_on_release",
+            "cgroup.clone_children",
+        ] {
+            if let Ok(v) = fs::read_to_string(root.join(name)) {
+                out.push((root.join(name), v));
+            }
+        }
+    }
+    out
+}

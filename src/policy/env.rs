@@ -32,6 +32,22 @@ pub fn os_release_pairs(text: &str) -> Vec<(String, String)> {
     out
 }
 
+/// The container interface's variables: who manages the container, its
+/// UUID, where to send sd_notify messages, the host's os-release fields.
+/// Shared by both front ends (the OCI one for booted guests).
+pub fn interface_vars(
+    uuid: &uuid::Uuid,
+    host_os_pairs: &[(String, String)],
+) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = vec![
+        ("container".into(), "nixrun".into()),
+        ("container_uuid".into(), uuid.hyphenated().to_string()),
+        ("NOTIFY_SOCKET".into(), "/run/host/notify".into()),
+    ];
+    v.extend(host_os_pairs.iter().cloned());
+    v
+}
+
 /// PID 1's environment: the container interface's variables, then --setenv (which
 /// wins, replacing a variable of the same name in place).
 pub fn guest_env(plan: &Plan, facts: &Facts) -> Vec<(String, String)> {
@@ -40,15 +56,12 @@ pub fn guest_env(plan: &Plan, facts: &Facts) -> Vec<(String, String)> {
             "PATH".into(),
             "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
         ),
-        ("container".into(), "nixrun".into()),
         ("TERM".into(), plan.term.clone()),
         ("HOME".into(), "/root".into()),
         ("USER".into(), "root".into()),
         ("LOGNAME".into(), "root".into()),
-        ("container_uuid".into(), facts.uuid.hyphenated().to_string()),
-        ("NOTIFY_SOCKET".into(), "/run/host/notify".into()),
     ];
-    env.extend(facts.host_os_pairs.iter().cloned());
+    env.splice(1..1, interface_vars(&facts.uuid, &facts.host_os_pairs));
     for (k, v) in &plan.setenv {
         match env.iter_mut().find(|(ek, _)| ek == k) {
             Some(slot) => slot.1 = v.clone(),

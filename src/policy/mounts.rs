@@ -440,70 +440,9 @@ fn build(plan: &Plan, facts: &Facts, mode: Mode) -> Table {
     if plan.console != Console::Pipe {
         t.add(Op::Console);
     }
-    t.add(fresh(
-        "tmpfs",
-        "/run",
-        F::MS_NOSUID | F::MS_NODEV | F::MS_STRICTATIME,
-        Some(&format!("mode=0755,{LIMITS_RUN}")),
-    ));
-    t.add(Op::Mkdir {
-        path: p("/run/host"),
-        mode: 0o755,
-    });
-    t.add(Op::File {
-        path: p("/run/host/container-manager"),
-        contents: b"nixrun\n".to_vec(),
-        mode: 0o444,
-    });
-    t.add(Op::File {
-        path: p("/run/host/container-uuid"),
-        contents: format!("{}\n", facts.uuid.hyphenated()).into_bytes(),
-        mode: 0o444,
-    });
-    t.add(Op::Mkdir {
-        path: p("/run/host/inaccessible"),
-        mode: 0o555,
-    });
-    for (path, kind) in [
-        (INACCESSIBLE_REG, SFlag::S_IFREG),
-        ("/run/host/inaccessible/fifo", SFlag::S_IFIFO),
-        ("/run/host/inaccessible/chr", SFlag::S_IFCHR),
-        ("/run/host/inaccessible/blk", SFlag::S_IFBLK),
-    ] {
-        // Device 0:0 has no driver: the chr and blk nodes open with ENXIO. In a
-        // user namespace mknod refuses device nodes; the guest then lacks them.
-        let when = if kind == SFlag::S_IFCHR || kind == SFlag::S_IFBLK {
-            When::HostUsers
-        } else {
-            When::Always
-        };
-        t.when(
-            when,
-            Op::Node {
-                path: p(path),
-                kind,
-                mode: 0,
-                major: 0,
-                minor: 0,
-            },
-        );
-        if path == INACCESSIBLE_REG {
-            t.add(Op::Mkdir {
-                path: p("/run/host/inaccessible/dir"),
-                mode: 0,
-            });
-        }
-    }
-    t.add(Op::NotifySocket);
-    if let Some(os) = &facts.host_os_release {
-        t.add(Op::Bind {
-            source: BindSource::Host(os.clone()),
-            target: p("/run/host/os-release"),
-            kind: Kind::File,
-            recursive: false,
-            access: Access::ReadOnly,
-            optional: true,
-        });
+    t.add(run_tmpfs());
+    for (when, op) in run_host(&facts.uuid, facts.host_os_release.as_deref()) {
+        t.when(when, op);
     }
     t.add(fresh(
         "tmpfs",
@@ -584,27 +523,14 @@ fn build(plan: &Plan, facts: &Facts, mode: Mode) -> Table {
         nosuid_nodev_noexec | F::MS_RDONLY,
         None,
     ));
-    // fusectl lets its mounter abort any FUSE connection of the host. The guest
-    // may not mount it (mountguard.rs), and with its mount point hidden the
-    // guest's sys-fs-fuse-connections.mount skips itself instead of failing.
-    t.add(Op::Mount {
-        fstype: "tmpfs",
-        target: p("/sys/fs/fuse"),
-        flags: nosuid_nodev_noexec | F::MS_RDONLY,
-        data: Some(format!("mode=0555,{LIMITS_EMPTY}")),
-        optional: true,
-    });
+    t.add(fuse_hidden());
     // Its instance serves the mounter's IPC namespace.
     t.add(fresh("mqueue", "/dev/mqueue", nosuid_nodev_noexec, None));
+    // Mounted after the cgroup namespace was entered (sync point 1), so its
+    // root is the container's own cgroup: the guest sees and can write only
+    // its subtree.
     t.phase = Phase::Inner;
-    // Mounted after the cgroup namespace was entered, so its root is the
-    // container's own cgroup: the guest sees and can write only its subtree.
-    t.add(fresh(
-        "cgroup2",
-        "/sys/fs/cgroup",
-        nosuid_nodev_noexec,
-        None,
-    ));
+    t.add(cgroup2());
     for (_, op) in api_user {
         t.add(op);
     }
@@ -612,6 +538,133 @@ fn build(plan: &Plan, facts: &Facts, mode: Mode) -> Table {
     Table {
         entries: t.entries,
         mode,
+    }
+}
+
+/// The container's /run: a bounded tmpfs of its own.
+pub fn run_tmpfs() -> Op {
+    fresh(
+        "tmpfs",
+        "/run",
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_STRICTATIME,
+        Some(&format!("mode=0755,{LIMITS_RUN}")),
+    )
+}
+
+/// What the container interface puts in /run/host, in order: the manager's
+/// name, the container's UUID, the inaccessible nodes systemd masks with,
+/// the notify socket, the host's os-release; the caller makes /run/host
+/// read-only once everything it adds is there. Each with the mode it
+/// applies in. Shared by both front ends (the OCI one for booted guests).
+pub fn run_host(uuid: &uuid::Uuid, host_os_release: Option<&Path>) -> Vec<(When, Op)> {
+    let mut v = vec![
+        (
+            When::Always,
+            Op::Mkdir {
+                path: p("/run/host"),
+                mode: 0o755,
+            },
+        ),
+        (
+            When::Always,
+            Op::File {
+                path: p("/run/host/container-manager"),
+                contents: b"nixrun\n".to_vec(),
+                mode: 0o444,
+            },
+        ),
+        (
+            When::Always,
+            Op::File {
+                path: p("/run/host/container-uuid"),
+                contents: format!("{}\n", uuid.hyphenated()).into_bytes(),
+                mode: 0o444,
+            },
+        ),
+        (
+            When::Always,
+            Op::Mkdir {
+                path: p("/run/host/inaccessible"),
+                mode: 0o555,
+            },
+        ),
+    ];
+    for (path, kind) in [
+        (INACCESSIBLE_REG, SFlag::S_IFREG),
+        ("/run/host/inaccessible/fifo", SFlag::S_IFIFO),
+        ("/run/host/inaccessible/chr", SFlag::S_IFCHR),
+        ("/run/host/inaccessible/blk", SFlag::S_IFBLK),
+    ] {
+        // Device 0:0 has no driver: the chr and blk nodes open with ENXIO. In a
+        // user namespace mknod refuses device nodes; the guest then lacks them.
+        let when = if kind == SFlag::S_IFCHR || kind == SFlag::S_IFBLK {
+            When::HostUsers
+        } else {
+            When::Always
+        };
+        v.push((
+            when,
+            Op::Node {
+                path: p(path),
+                kind,
+                mode: 0,
+                major: 0,
+                minor: 0,
+            },
+        ));
+        if path == INACCESSIBLE_REG {
+            v.push((
+                When::Always,
+                Op::Mkdir {
+                    path: p("/run/host/inaccessible/dir"),
+                    mode: 0,
+                },
+            ));
+        }
+    }
+    v.push((When::Always, Op::NotifySocket));
+    if let Some(os) = host_os_release {
+        // Not optional: an optional bind skips a target that does not exist,
+        // and nothing else makes this one (the guest never had it). The
+        // source was found at start-up.
+        v.push((
+            When::Always,
+            Op::Bind {
+                source: BindSource::Host(os.to_path_buf()),
+                target: p("/run/host/os-release"),
+                kind: Kind::File,
+                recursive: false,
+                access: Access::ReadOnly,
+                optional: false,
+            },
+        ));
+    }
+    v
+}
+
+/// The container's cgroup2 tree. Mounted after the cgroup namespace was
+/// entered, so its root is the container's own cgroup: the guest sees and can
+/// write only its subtree.
+pub fn cgroup2() -> Op {
+    fresh(
+        "cgroup2",
+        "/sys/fs/cgroup",
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None,
+    )
+}
+
+/// An empty read-only tmpfs over /sys/fs/fuse. fusectl lets its mounter abort
+/// any FUSE connection of the host. The guest may not mount it
+/// (mountguard.rs), and with its mount point hidden the guest's
+/// sys-fs-fuse-connections.mount skips itself instead of failing.
+pub fn fuse_hidden() -> Op {
+    Op::Mount {
+        fstype: "tmpfs",
+        target: p("/sys/fs/fuse"),
+        flags: MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_RDONLY,
+        data: Some(format!("mode=0555,{LIMITS_EMPTY}")),
+        optional: true,
     }
 }
 
@@ -785,6 +838,21 @@ mod tests {
         assert!(table
             .ops(Phase::Inner)
             .any(|op| op.path() == Some(Path::new("/sys/kernel/x"))));
+    }
+
+    #[test]
+    fn the_hosts_os_release_is_bound_where_it_exists() {
+        let ops = run_host(
+            &uuid::Uuid::from_u128(1),
+            Some(Path::new("/etc/os-release")),
+        );
+        // The target is made: nothing else creates /run/host/os-release.
+        assert!(ops.iter().any(|(_, op)| matches!(op,
+            Op::Bind { target, optional: false, access: Access::ReadOnly, .. }
+                if target == Path::new("/run/host/os-release"))));
+        assert!(!run_host(&uuid::Uuid::from_u128(1), None)
+            .iter()
+            .any(|(_, op)| op.path() == Some(Path::new("/run/host/os-release"))));
     }
 
     #[test]

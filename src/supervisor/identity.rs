@@ -26,15 +26,7 @@ pub enum IdentityError {
 
 pub fn facts(plan: &Plan) -> Result<Facts, IdentityError> {
     let root = Root::open_dir(&plan.root).map_err(IdentityError::Open)?;
-    let host_os_release = ["/etc/os-release", "/usr/lib/os-release"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists());
-    let host_os_pairs = host_os_release
-        .as_deref()
-        .and_then(|p| std::fs::read_to_string(p).ok())
-        .map(|s| os_release_pairs(&s))
-        .unwrap_or_default();
+    let (host_os_release, host_os_pairs) = host_os_release();
     let guest_id = read_machine_id(&root, &plan.root)?;
     let uuid = match guest_id.or(plan.uuid) {
         Some(u) => u,
@@ -48,6 +40,30 @@ pub fn facts(plan: &Plan) -> Result<Facts, IdentityError> {
         extra_binds,
         inside_nixrun: inside_nixrun(),
     })
+}
+
+/// The host's os-release file and the fields the container interface passes on.
+pub fn host_os_release() -> (Option<PathBuf>, Vec<(String, String)>) {
+    let path = ["/etc/os-release", "/usr/lib/os-release"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists());
+    let pairs = path
+        .as_deref()
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .map(|s| os_release_pairs(&s))
+        .unwrap_or_default();
+    (path, pairs)
+}
+
+/// The UUID of a container without --uuid: the guest's machine id if it has
+/// one (so that the two agree), else a new random one.
+pub fn guest_or_random_uuid(root_dir: &Path) -> Result<Uuid, IdentityError> {
+    let root = Root::open_dir(root_dir).map_err(IdentityError::Open)?;
+    match read_machine_id(&root, root_dir)? {
+        Some(u) => Ok(u),
+        None => random_uuid().map_err(IdentityError::Random),
+    }
 }
 
 /// Whether we run in a nixrun guest: its /run/host is the outer nixrun's,

@@ -85,6 +85,27 @@ impl HostNotifier {
         }
     }
 
+    /// Whether there is a manager to tell.
+    pub fn wanted(&self) -> bool {
+        self.addr.is_some()
+    }
+
+    /// Waits up to `limit` for the queue to go out (before exiting).
+    pub fn drain(&mut self, limit: std::time::Duration) {
+        let deadline = std::time::Instant::now() + limit;
+        self.flush();
+        while let Some(fd) = self.blocked() {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            let mut set = super::poll::PollSet::new();
+            set.add_writable(super::poll::Token::HostNotify, fd);
+            let _ = set.wait(Some(left));
+            self.flush();
+        }
+    }
+
     /// Queues `m` and sends what the socket takes now.
     pub fn tell(&mut self, m: HostMessage) {
         if self.addr.is_none() {

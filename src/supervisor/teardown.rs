@@ -36,6 +36,13 @@ impl<'a> Teardown<'a> {
         errors
     }
 
+    /// Drops the steps without running them: what they would undo now
+    /// belongs to someone else (an OCI container created for a later
+    /// `start`, which outlives the runtime process that set it up).
+    pub fn keep(&mut self) {
+        self.steps.clear();
+    }
+
     /// Runs the steps and reports failures as warnings on stderr: by then the
     /// container is over, and a failed cleanup must not hide its exit status.
     pub fn finish(&mut self) {
