@@ -42,6 +42,9 @@ pub struct Root {
     /// Who what we create belongs to (the guest's root in a user namespace):
     /// None, whoever we are.
     owner: Option<(u32, u32)>,
+    /// The root directory's (device, inode), looked up once for `is_root`,
+    /// which every mount asks.
+    id: std::cell::OnceCell<Option<(u64, u64)>>,
 }
 
 /// "/a/b" → "a/b"; "/" → "."
@@ -57,7 +60,11 @@ fn relative(path: &Path) -> &Path {
 impl Root {
     /// Takes an fd of the root directory (O_PATH is enough).
     pub fn new(fd: OwnedFd) -> Root {
-        Root { fd, owner: None }
+        Root {
+            fd,
+            owner: None,
+            id: std::cell::OnceCell::new(),
+        }
     }
 
     /// Everything this Root creates from now on is chowned to `owner` (uid,
@@ -147,6 +154,14 @@ impl Root {
     /// Creates `path` and its missing parents as directories (like mkdir -p), each
     /// component created relative to its already-resolved parent.
     pub fn mkdir_all(&self, path: &Path, mode: u32) -> Result<OwnedFd> {
+        // Mostly the directory exists (the mount table's parents are made
+        // once, then used by the nodes and links below them): one lookup of
+        // the whole path, resolved as the walk below resolves each prefix.
+        match self.open_in_root(path, OFlags::PATH | OFlags::DIRECTORY) {
+            Ok(fd) => return Ok(fd),
+            Err(Errno::ENOENT) => {}
+            Err(e) => return Err(err("open", path)(e)),
+        }
         let mut cur = PathBuf::from("/");
         let mut fd = self.open(&cur, OFlags::PATH | OFlags::DIRECTORY)?;
         for comp in relative(path).components() {
@@ -181,9 +196,13 @@ impl Root {
     /// Whether `fd` is the root directory itself: a container path that resolves to
     /// "/" (a symlink to "/" or ".." chains) must not get a mount over the root.
     pub fn is_root(&self, fd: &OwnedFd) -> bool {
-        let a = nix::sys::stat::fstat(fd.as_raw_fd());
-        let b = nix::sys::stat::fstat(self.fd.as_raw_fd());
-        matches!((a, b), (Ok(a), Ok(b)) if a.st_dev == b.st_dev && a.st_ino == b.st_ino)
+        let id = |fd: &OwnedFd| {
+            nix::sys::stat::fstat(fd.as_raw_fd())
+                .ok()
+                .map(|st| (st.st_dev, st.st_ino))
+        };
+        let root = *self.id.get_or_init(|| id(&self.fd));
+        matches!((id(fd), root), (Some(a), Some(b)) if a == b)
     }
 
     /// Makes sure a mount point of the right kind exists and returns an O_PATH fd of

@@ -9,10 +9,13 @@
 //! - `Phase::Outer` entries are applied first, in the mount namespace the child
 //!   was cloned into, where host paths are still reachable: /dev, /run, /tmp and
 //!   the user's binds (nspawn's outer child does these).
-//! - `Phase::Inner` entries are the API file systems whose instance belongs to the
-//!   container's own namespaces (PID, network, cgroup, and the user namespace once
-//!   there is one): /proc and its masks, /sys, the cgroup2 mount, /dev/mqueue —
-//!   then the user's mounts below /proc or /sys, which those would hide.
+//! - `Phase::Inner` entries are applied once the supervisor has put the child
+//!   into its cgroups (sync point 1): the cgroup2 mount, whose root is the
+//!   cgroup namespace's, then the user's mounts below /proc or /sys. The other
+//!   API file systems, whose instance belongs to the container's PID, network
+//!   and IPC namespaces (/proc and its masks, /sys, /dev/mqueue), end the outer
+//!   phase, or join the inner one where a user namespace needs the id maps
+//!   first.
 //! - `When` says in which mode an entry applies: device nodes are created with
 //!   mknod by the host's root, but bound from the host where a user namespace
 //!   forbids mknod; /proc/sys/net is writable only with a network of the guest's
@@ -610,8 +613,17 @@ fn build(plan: &Plan, facts: &Facts, mode: Mode) -> Table {
     // the runtime put there.
     t.add(read_only("/run/host", false));
 
-    // --- inner: the API file systems of the container's namespaces -----------
-    t.phase = Phase::Inner;
+    // --- the API file systems of the container's namespaces -------------------
+    // Without a user namespace, all but the cgroup2 mount depend on nothing
+    // sync point 1 brings (the PID, network and IPC namespaces exist from the
+    // clone on): they are built in the outer phase, while the supervisor
+    // makes the cgroups on the other CPU (~0.2 ms of a start). With one, they
+    // wait for the supervisor's id maps.
+    t.phase = if mode.uid_shift.is_none() {
+        Phase::Outer
+    } else {
+        Phase::Inner
+    };
     t.add(fresh("proc", "/proc", nosuid_nodev_noexec, None));
     for pr in proc_protections(true) {
         let target = Path::new("/proc").join(pr.path);
@@ -649,10 +661,14 @@ fn build(plan: &Plan, facts: &Facts, mode: Mode) -> Table {
     } else {
         t.add(sysfs);
     }
-    t.add(cgroup2());
     t.add(fuse_hidden());
     // Its instance serves the mounter's IPC namespace.
     t.add(fresh("mqueue", "/dev/mqueue", nosuid_nodev_noexec, None));
+    // Mounted after the cgroup namespace was entered (sync point 1), so its
+    // root is the container's own cgroup: the guest sees and can write only
+    // its subtree.
+    t.phase = Phase::Inner;
+    t.add(cgroup2());
     for (_, op) in api_user {
         t.add(op);
     }
@@ -937,13 +953,30 @@ mod tests {
         assert!(position(&t, mount_at("/run")) < store);
         // The tmpfs on /var comes before the bind below it, although given after.
         assert!(position(&t, mount_at("/var")) < position(&t, mount_at("/var/x/hosts")));
-        // /run/host is made read-only last of the outer phase, after everything
-        // was put there.
+        // /run/host is made read-only after everything was put there, and
+        // before the API file systems (the /proc masks only read from it).
         let table = table(&plan(), &facts());
-        assert_eq!(
-            table.ops(Phase::Outer).last(),
-            Some(&read_only("/run/host", false))
-        );
+        let outer: Vec<&Op> = table.ops(Phase::Outer).collect();
+        let ro = outer
+            .iter()
+            .position(|op| *op == &read_only("/run/host", false))
+            .expect("/run/host is made read-only");
+        let last_made = outer
+            .iter()
+            .rposition(|op| {
+                !matches!(op, Op::Bind { .. }) && op.path().is_some_and(|p| p.starts_with("/run"))
+            })
+            .unwrap();
+        assert!(last_made < ro);
+        assert!(ro < position(&outer, mount_at("/proc")));
+        // The cgroup2 mount waits for sync point 1 (the cgroup namespace).
+        assert!(matches!(
+            table.ops(Phase::Inner).next(),
+            Some(Op::Mount {
+                fstype: "cgroup2",
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -1,0 +1,138 @@
+#!/usr/bin/env python3
+"""A/B of nixrun builds against each other, for one optimisation at a time.
+
+compare.py measures one nixrun against its peers; this measures two or more
+nixrun binaries (and the floor and bwrap) side by side in one interleaved run,
+with compare.py's own machinery (scratch file system, a cgroup per instance,
+posix_spawn), so that a change's effect is a ratio from the same run on this
+noisy shared machine, not a difference between two runs.
+
+Usage (root):
+    python3 benches/ab.py NAME=PATH NAME=PATH ... [--rounds 200] [--phases 60]
+                                                  [--boots 6] [--no-peers]
+  exec: /bin/true in the Debian guest, ROUNDS interleaved rounds;
+  phases: per-phase medians (NIXRUN_PHASE_TIMES=1) of each binary, interleaved;
+  boots: Debian boot/stop cycles per binary, interleaved, with the supervisor's
+         RSS 0.5 s after READY=1 (as compare.py measures it).
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import compare  # noqa: E402
+
+
+def phases_once(bench, exe, env):
+    argv = [exe, "-D", str(bench.exec_root), "-q", "--console=pipe", "/bin/true"]
+    slot = bench.cg.slot(f"p{time.monotonic_ns()}")
+    r, w = os.pipe()
+    bench.cg._enter(slot)
+    try:
+        t0 = time.monotonic_ns()
+        pid = os.posix_spawn(argv[0], argv, env, file_actions=[
+            (os.POSIX_SPAWN_DUP2, bench.devnull, 0), (os.POSIX_SPAWN_DUP2, bench.devnull, 1),
+            (os.POSIX_SPAWN_DUP2, w, 2)])
+    finally:
+        bench.cg._enter(bench.cg.home)
+    os.close(w)
+    with os.fdopen(r, errors="replace") as f:
+        text = f.read()
+    os.waitpid(pid, 0)
+    t1 = time.monotonic_ns()
+    bench.cg.remove(slot)
+    prev, row = t0, []
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[0] == "nixrun-phase":
+            row.append((parts[1], (int(parts[2]) - prev) / 1e3))
+            prev = int(parts[2])
+    row.append(("exit", (t1 - prev) / 1e3))
+    row.append(("total", (t1 - t0) / 1e3))
+    return row
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("bins", nargs="+", help="NAME=PATH")
+    ap.add_argument("--rounds", type=int, default=200)
+    ap.add_argument("--phases", type=int, default=60)
+    ap.add_argument("--boots", type=int, default=0)
+    ap.add_argument("--no-peers", action="store_true")
+    a = ap.parse_args()
+    bins = dict(b.split("=", 1) for b in a.bins)
+    args = compare.argparse.Namespace(nixrun=list(bins.values())[0], settle=0.5, quick=False)
+    bench = compare.Bench(args)
+    try:
+        bench.setup()
+        cmds = {name: (lambda exe: lambda i: [exe, "-D", str(bench.exec_root), "-q", "--console=pipe",
+                                              "/bin/true"])(str(Path(p).resolve())) for name, p in bins.items()}
+        if not a.no_peers:
+            peers = bench.exec_commands()
+            for k in ("bwrap", "unshare+chroot (floor)"):
+                if k in peers:
+                    cmds[k] = peers[k]
+        if a.rounds:
+            res = bench.exec_rounds(cmds, a.rounds, 5, "ab")
+            first = list(bins)[0]
+            print(f"exec /bin/true, {a.rounds} interleaved rounds (busy at start: {bench.results['busy']['ab']:.0f} %,"
+                  f" load {' → '.join(bench.results['loadavg']['ab'])})")
+            base = res.get("unshare+chroot (floor)")
+            for n, s in res.items():
+                t, c = s["time"], s["cpu"]
+                extra = ""
+                if base:
+                    extra += f"  /floor {t['median'] / base['time']['median']:.3f}×"
+                if "bwrap" in res:
+                    extra += f"  /bwrap {t['median'] / res['bwrap']['time']['median']:.3f}×"
+                if n in bins and first in res:
+                    extra += f"  /{first} {t['median'] / res[first]['time']['median']:.3f}×"
+                print(f"  {n:24} wall {t['median'] * 1e3:.2f} ms ({t['min'] * 1e3:.2f}–{t['max'] * 1e3:.2f})"
+                      f"  cpu {c['median'] * 1e3:.2f} ms  failed {s['failures']}{extra}")
+        if a.phases:
+            env = dict(bench.env, NIXRUN_PHASE_TIMES="1")
+            rows = {n: {} for n in bins}
+            for i in range(a.phases + 3):
+                for n, p in bins.items():
+                    row = phases_once(bench, str(Path(p).resolve()), env)
+                    if i >= 3:
+                        for k, v in row:
+                            rows[n].setdefault(k, []).append(v)
+            names = list(rows[list(bins)[0]])
+            for n in bins:
+                for k in rows[n]:
+                    if k not in names:
+                        names.append(k)
+            print(f"phases (µs, medians of {a.phases} interleaved runs)")
+            print("  " + f"{'phase':20}" + "".join(f"{n:>12}" for n in bins))
+            for k in names:
+                print("  " + f"{k:20}" + "".join(
+                    f"{statistics.median(rows[n][k]):12.0f}" if k in rows[n] else f"{'-':>12}" for n in bins))
+        if a.boots:
+            root = bench.copy_debian("ab-boot")
+            out = {n: [] for n in bins}
+            for c in range(a.boots + 1):
+                order = list(bins) if c % 2 == 0 else list(reversed(bins))
+                for n in order:
+                    bench.nixrun = str(Path(bins[n]).resolve())
+                    r = bench.boot_cycle("nixrun", "debian", root, f"ab-boot-{n}-{c}")
+                    if c:
+                        out[n].append(r)
+            print(f"debian boot/stop, {a.boots} interleaved cycles")
+            for n, rs in out.items():
+                ok = [r for r in rs if r["ready"] is not None]
+                rss = [r["mem"][0] / compare.MIB for r in ok if r["mem"]]
+                print(f"  {n:12} ready {statistics.median([r['ready'] for r in ok]):.3f} s  "
+                      f"stop {statistics.median([r['stop'] for r in ok]):.3f} s  "
+                      f"rss {statistics.median(rss):.3f} MiB (max {max(rss):.3f})  "
+                      f"not ready {len(rs) - len(ok)}, exit≠0 {sum(r['rc'] != 0 for r in rs)}")
+    finally:
+        bench.close()
+
+
+if __name__ == "__main__":
+    main()
