@@ -322,3 +322,151 @@ fn nested_debian_guest_boots_and_its_probe_finds_no_way_out() {
     assert_eq!(exit_code(c.wait_exit(STOP_TIMEOUT)), 0);
     snap.assert_unchanged();
 }
+
+// ------------------------------------------------------------ user namespaces
+
+/// A host directory owned by the host's root (0755, a 0644 file in it), to be
+/// bound into a -U guest without an ID mapping: the probe's
+/// userns-host-root-files attack tries to write it.
+fn host_root_files(t: &TempRoot) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = t.path("host-root-files");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("file"), "the host's root's").unwrap();
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(dir.join("file"), fs::Permissions::from_mode(0o644)).unwrap();
+    dir
+}
+
+const HOST_FILES_AT: &str = "/run/nixrun-host-files";
+
+/// The userns attacks ran inside a namespace of the guest's own (not the
+/// host's, where they only say so) and found the bound host files.
+fn assert_userns_attacks_ran(report: &str, guest: &str) {
+    for l in report.lines().filter(|l| l.contains(" userns-")) {
+        assert!(
+            !l.contains("not in a user namespace of its own"),
+            "{guest}: the guest is not in a user namespace: {l}"
+        );
+    }
+    let files = report
+        .lines()
+        .find(|l| l.contains(" userns-host-root-files"))
+        .expect("userns-host-root-files reported");
+    assert!(
+        files.contains(&format!("{HOST_FILES_AT}/file")),
+        "{guest}: the bound host file was not attacked: {files}"
+    );
+}
+
+#[test]
+fn minimal_guest_with_u_probe_as_pid_1() {
+    let (t, root) = TempRoot::copy_of("esc-uns-min", &fixture("minimal"), "esc-uns-min");
+    let snap = HostSnapshot::take("esc-uns-min");
+    let store = store_dir(&t);
+    let files = format!("--bind={}:{HOST_FILES_AT}", host_root_files(&t).display());
+    let env = format!("--setenv=NIXRUN_PROBE_HOST_FILES={HOST_FILES_AT}");
+    let host_pid = format!("--setenv=NIXRUN_PROBE_HOST_PID={}", std::process::id());
+    let (code, out, err) = run_probe(&root, &["-U", &store, &files, &env, &host_pid], &["escape"]);
+    assert_all_blocked(&out, "minimal -U");
+    assert_userns_attacks_ran(&out, "minimal -U");
+    assert_eq!(code, 0, "{err}");
+    snap.assert_unchanged();
+}
+
+#[test]
+fn debian_guest_with_u_probe_as_a_service() {
+    let (t, root) = TempRoot::copy_of("esc-uns-deb", &fixture("debian"), "esc-uns-deb");
+    install_probe(&root);
+    let store = store_dir(&t);
+    let files = format!("--bind={}:{HOST_FILES_AT}", host_root_files(&t).display());
+    let snap = HostSnapshot::take("esc-uns-deb");
+    let mut c = Spawned::start(&[
+        "-U",
+        "-D",
+        root.to_str().unwrap(),
+        "-b",
+        "--notify-ready=yes",
+        &store,
+        &files,
+    ]);
+    c.wait_ready(BOOT_TIMEOUT);
+    let host_pid = format!("--setenv=NIXRUN_PROBE_HOST_PID={}", std::process::id());
+    let files_env = format!("--setenv=NIXRUN_PROBE_HOST_FILES={HOST_FILES_AT}");
+    // Through nixrunctl exec, which enters the guest's user namespace: the
+    // guest's systemd takes orders from its own root only (the host's root is
+    // nobody to it, and nsenter without -U is the host's root).
+    let ctl = Path::new(NIXRUN.as_str()).with_file_name("nixrunctl");
+    let in_guest = |argv: &[&str]| -> String {
+        let out = std::process::Command::new(&ctl)
+            .args(["exec", "esc-uns-deb", "--"])
+            .args(argv)
+            .output()
+            .expect("nixrunctl exec");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let report = in_guest(&[
+        "systemd-run",
+        "--wait",
+        "--pipe",
+        "--quiet",
+        &host_pid,
+        &files_env,
+        "/usr/local/bin/nixrun-probe",
+        "escape",
+    ]);
+    assert_all_blocked(&report, "debian -U");
+    assert_userns_attacks_ran(&report, "debian -U");
+    let state = in_guest(&["systemctl", "is-system-running"]);
+    assert_eq!(state.trim(), "running");
+    c.signal(libc::SIGTERM);
+    assert_eq!(exit_code(c.wait_exit(STOP_TIMEOUT)), 0);
+    snap.assert_unchanged();
+}
+
+/// The userns attacks are not blind: where the wall is missing they say
+/// ESCAPED — the host files bound `:idmap` (host root is the guest's root
+/// there, nspawn's documented meaning), a namespace that maps the host's root
+/// (`unshare -U -r`), and one whose process is still the host's root
+/// (`unshare -U`, no map).
+#[test]
+fn userns_attacks_report_what_gets_through() {
+    let (t, root) = TempRoot::copy_of("esc-uns-ctl", &fixture("minimal"), "esc-uns-ctl");
+    let files = format!(
+        "--bind={}:{HOST_FILES_AT}:idmap",
+        host_root_files(&t).display()
+    );
+    let env = format!("--setenv=NIXRUN_PROBE_HOST_FILES={HOST_FILES_AT}");
+    let (_, out, err) = run_probe(
+        &root,
+        &["-U", &files, &env],
+        &["escape", "userns-host-root-files"],
+    );
+    assert!(
+        out.starts_with("ESCAPED userns-host-root-files")
+            && out.contains(&format!("{HOST_FILES_AT}/file")),
+        "{out}{err}"
+    );
+
+    require_tool("unshare", "util-linux");
+    let probe = probe_binary();
+    let on_host = |unshare: &[&str], attack: &str| -> String {
+        let out = std::process::Command::new("unshare")
+            .args(unshare)
+            .arg(&probe)
+            .args(["escape", attack])
+            .output()
+            .expect("unshare");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let mapped = on_host(&["--user", "--map-root-user"], "userns-map-host-root");
+    assert!(
+        mapped.starts_with("ESCAPED userns-map-host-root") && mapped.contains("host's uid 0"),
+        "{mapped}"
+    );
+    let unmapped = on_host(&["--user"], "userns-host-root-files");
+    assert!(
+        unmapped.starts_with("ESCAPED userns-host-root-files"),
+        "{unmapped}"
+    );
+}

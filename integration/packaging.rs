@@ -409,8 +409,7 @@ AUTO_START=1
         want.push("/nix/var/nix/profiles/system/init".into());
         assert_eq!(r.argv, want, "{}", r.dump);
 
-        let e = nixrun_parse(&r.argv).expect_err("nixrun accepted a user namespace");
-        assert_eq!(e, "--private-users is not supported yet by nixrun");
+        nixrun_parse(&r.argv).unwrap_or_else(|e| panic!("nixrun refused {:?}: {e}", r.argv));
     }
 }
 
@@ -464,17 +463,15 @@ fn network_fields_become_nspawns_flags_and_nixruns_addresses() {
         assert_eq!(net, flags, "{conf}");
         nixrun_parse(&r.argv).unwrap_or_else(|e| panic!("{conf}: {e}"));
     }
-    // A user namespace other than "no" is passed on, and nixrun refuses it.
+    // A user namespace other than "no" is passed on, and nixrun takes it.
     let tmp = TempDir::new("userns");
     fs::create_dir(tmp.path("deb")).unwrap();
     let r = Start::new(&tmp, "deb", "PRIVATE_USERS=identity\n")
         .env("root", tmp.s("deb"))
         .run("sh");
     assert!(r.argv.iter().any(|a| a == "--private-users=identity"));
-    assert_eq!(
-        nixrun_parse(&r.argv).unwrap_err(),
-        "--private-users is not supported yet by nixrun"
-    );
+    let cli = nixrun_parse(&r.argv).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cli.private_users, ["identity"]);
 }
 
 #[test]
@@ -1633,13 +1630,9 @@ fn nixos_module_switches_containers_to_nixrun() {
     );
     assert!(svc["nixrun@"]["execStart"].is_null());
 
+    // privateUsers = "pick" (container net) is supported: no warning.
     let warnings = v["warnings"].as_array().unwrap();
-    assert_eq!(warnings.len(), 1, "{warnings:?}");
-    let w = warnings[0].as_str().unwrap();
-    assert!(
-        w.starts_with("containers.net: nixrun does not support privateUsers yet"),
-        "{w}"
-    );
+    assert!(warnings.is_empty(), "{warnings:?}");
     assert_eq!(v["packages"], serde_json::json!(["/nix/store/stub-nixrun"]));
     assert_eq!(
         v["systemPackages"],

@@ -135,8 +135,8 @@ let
 
   # Container options whose nspawn flags nixrun refuses ("not supported yet"):
   # said at evaluation, not only when the unit fails to start.
-  unsupported =
-    c: lib.optional (c.privateUsers != "no") "privateUsers" ++ lib.optional c.ephemeral "ephemeral";
+  # (privateUsers is supported: --private-users= with :idmap on the /nix binds.)
+  unsupported = c: lib.optional c.ephemeral "ephemeral";
 in
 {
   options.virtualisation.nixrun = {

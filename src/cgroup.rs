@@ -62,7 +62,21 @@ pub enum CgroupError {
     Remove(PathBuf, #[source] io::Error),
     #[error("device policy on {0}: {1}")]
     Devices(PathBuf, String),
+    #[error("giving {0} to the guest's root: {1}")]
+    Chown(PathBuf, #[source] io::Error),
 }
+
+/// What of its cgroup a guest in a user namespace needs to own to manage its
+/// subtree (systemd's cg_set_access list, as nspawn chowns them): make
+/// sub-cgroups, move processes, delegate controllers.
+pub const GUEST_OWNED: &[&str] = &[
+    "",
+    "cgroup.procs",
+    "cgroup.threads",
+    "cgroup.subtree_control",
+    "memory.oom.group",
+    "memory.reclaim",
+];
 
 /// The container's limit on tasks (processes and threads), nspawn's unit's
 /// TasksMax=16384: a guest must not exhaust the host's pid space.
@@ -235,6 +249,7 @@ pub trait CgroupFs: std::fmt::Debug {
     fn read(&self, file: &Path) -> io::Result<String>;
     /// Loads the device program for `rules` and attaches it to `dir` (cgroup2).
     fn attach_device_program(&self, dir: &Path, rules: &[Rule]) -> io::Result<()>;
+    fn chown(&self, path: &Path, uid: u32) -> io::Result<()>;
 }
 
 /// The host's cgroup file systems.
@@ -269,6 +284,10 @@ impl CgroupFs for Kernel {
         let dir = fs::File::open(dir)?;
         crate::sys::bpf::attach_device_program(dir.as_fd(), prog.as_fd())?;
         Ok(())
+    }
+
+    fn chown(&self, path: &Path, uid: u32) -> io::Result<()> {
+        std::os::unix::fs::chown(path, Some(uid), Some(uid))
     }
 }
 
@@ -451,6 +470,25 @@ impl Cgroups {
                     format!("loading the BPF device program: {e}"),
                 )
             })
+    }
+
+    /// Gives the payload's cgroup2 directory and the files a manager writes to
+    /// `uid` (the guest's root in its user namespace). The v1 hierarchies are
+    /// the supervisor's: the guest does not see them.
+    pub fn chown_payload(&self, uid: u32) -> Result<(), CgroupError> {
+        let payload = &self.placements[0].payload;
+        for f in GUEST_OWNED {
+            let path = if f.is_empty() {
+                payload.clone()
+            } else {
+                payload.join(f)
+            };
+            match self.fs.chown(&path, uid) {
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                r => r.map_err(|e| CgroupError::Chown(path.clone(), e))?,
+            }
+        }
+        Ok(())
     }
 
     /// The guest's payload cgroup in cgroup2, on the host: the root of its
@@ -775,6 +813,15 @@ mod tests {
                 .push((dir.to_path_buf(), rules.to_vec()));
             Ok(())
         }
+
+        fn chown(&self, path: &Path, uid: u32) -> io::Result<()> {
+            fs::symlink_metadata(path)?;
+            self.writes
+                .lock()
+                .unwrap()
+                .push((path.to_path_buf(), format!("chown {uid}")));
+            Ok(())
+        }
     }
 
     impl TempFs {
@@ -967,6 +1014,36 @@ mod tests {
         assert_eq!(
             sb.writes_to("container@web.service/cgroup.procs"),
             vec!["0"]
+        );
+    }
+
+    #[test]
+    fn a_user_namespace_guest_owns_its_payload_in_cgroup2_only() {
+        let sb = Sandbox::new("chown");
+        let h = sb.hybrid("svc");
+        let cg = sb.cgroups(&h, false);
+        cg.create().unwrap();
+        let payload = h[0].own.join("nixrun/web/payload");
+        fs::write(payload.join("cgroup.procs"), "").unwrap();
+        fs::write(payload.join("cgroup.subtree_control"), "").unwrap();
+        cg.chown_payload(0x80000).unwrap();
+        let chowned: Vec<PathBuf> = sb
+            .fs
+            .writes
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, w)| w == "chown 524288")
+            .map(|(p, _)| p.clone())
+            .collect();
+        // Those that exist (memory.* need the controller); nothing of v1.
+        assert_eq!(
+            chowned,
+            vec![
+                payload.clone(),
+                payload.join("cgroup.procs"),
+                payload.join("cgroup.subtree_control")
+            ]
         );
     }
 

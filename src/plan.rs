@@ -86,6 +86,12 @@ pub enum PlanError {
     BadSyscall(#[from] crate::policy::seccomp::SeccompError),
     #[error("command {0:?} must be an absolute path when booting (-b takes arguments for init)")]
     BootArgs(String),
+    #[error("invalid --private-users={0:?}: {1}")]
+    BadPrivateUsers(String, String),
+    #[error("invalid --private-users-ownership={0:?}: expected off, chown, map or auto")]
+    BadOwnership(String),
+    #[error("{0}")]
+    Userns(String),
 }
 
 /// Where a bind mount's source lives.
@@ -140,6 +146,61 @@ pub struct Bind {
     pub recursive: bool,
     /// The mount point must be of the same kind (a directory for a directory).
     pub kind: SourceKind,
+    /// How the bind's owners are seen from a user namespace (nspawn's bind
+    /// options); only with --private-users.
+    pub idmap: Idmap,
+}
+
+/// A bind's ID mapping, as nspawn's `--bind=SRC:DST:OPTS` spells it. `s` is
+/// the container's shift, `p` the owner of the source on the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Idmap {
+    /// `noidmap`: the host's ids as they are (the guest's uid u is host s+u;
+    /// host-owned files show up as nobody).
+    #[default]
+    No,
+    /// `idmap`: host 0..range appear as the guest's 0..range (NixOS's
+    /// `/nix/store:/nix/store:idmap`).
+    Idmap,
+    /// `rootidmap`: p appears as the guest's root; nothing else is mapped.
+    RootIdmap,
+    /// `owneridmap`: p appears as the owner of the mount point in the guest;
+    /// nothing else is mapped.
+    OwnerIdmap,
+}
+
+/// The container's user namespace (-U, --private-users=).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PrivateUsers {
+    /// None: the guest's root is the host's root.
+    #[default]
+    No,
+    /// A fixed range: `BASE[:RANGE]`, `identity` (0:65536), or `yes` (shift
+    /// None: the root directory's owner, rounded down to 64K, 65536 ids).
+    Fixed { shift: Option<u32>, range: u32 },
+    /// `pick` (-U): a free 64K-aligned range, locked for the guest's life.
+    Pick,
+}
+
+impl PrivateUsers {
+    pub fn enabled(self) -> bool {
+        self != PrivateUsers::No
+    }
+}
+
+/// Who owns the root's files as the guest sees them (--private-users-ownership=).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Ownership {
+    /// The tree is used as it is.
+    #[default]
+    Off,
+    /// The tree is chowned into the range (once; permanently).
+    Chown,
+    /// The root is bound ID-mapped: on-disk 0..range are the guest's 0..range.
+    Map,
+    /// Map where the file system can be ID-mapped and the tree is not shifted
+    /// already, otherwise chown (the default with `pick`).
+    Auto,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -303,6 +364,8 @@ pub struct Plan {
     /// The container's limit on tasks (pids.max); None: none.
     pub tasks_max: Option<u64>,
     pub network: Network,
+    pub private_users: PrivateUsers,
+    pub ownership: Ownership,
 }
 
 impl Plan {
@@ -330,6 +393,8 @@ impl Plan {
             syscalls: SyscallChange::default(),
             tasks_max: Some(crate::cgroup::DEFAULT_TASKS_MAX),
             network: Network::default(),
+            private_users: PrivateUsers::No,
+            ownership: Ownership::Off,
         }
     }
 

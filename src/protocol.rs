@@ -4,16 +4,15 @@
 //!
 //! | # | sender     | message                 | the other side then                          |
 //! |---|------------|-------------------------|----------------------------------------------|
-//! | 1 | supervisor | `ToChild::Go`           | child: it is in its cgroup; unshares the cgroup namespace, builds its file system, drops privileges |
+//! | 0 | outer child | `FromChild::Inner(pid)` | with a user namespace only: the outer child (host's user namespace) built the outer mounts and cloned the container's PID 1 into the new namespaces, then exits; the supervisor writes PID 1's uid and gid maps |
+//! | 1 | supervisor | `ToChild::Go`           | child: it is in its cgroup (and its maps are written); unshares the cgroup namespace, builds its file system, drops privileges |
 //! | 2 | child      | `FromChild::Ready`      | supervisor: takes the console, notify socket and mount listener; the child resets its signals and execs |
 //! | 3 | child      | end of file             | supervisor: init runs (the child's end is close-on-exec) |
 //! | – | child      | `FromChild::Failed`     | supervisor: reports the line and cleans up; the child exits |
 //!
 //! A new step is one variant here, one `send` on one side and one `expect` on the
-//! other. Steps that are coming: with a user namespace, "unshared" (child) and
-//! "maps written" (supervisor) before #1; with a private network, "network
-//! namespace ready" and "links configured" between them; for the OCI front end,
-//! "created" and "start" before the exec.
+//! other. Steps that are coming: for the OCI front end, "created" and "start"
+//! before the exec.
 
 use crate::sys::fd::{recv, Received};
 use nix::errno::Errno;
@@ -45,11 +44,12 @@ enum Tag {
     Go = 1,
     Ready = 2,
     Failed = 3,
+    Inner = 4,
 }
 
 impl Tag {
     fn of(b: u8) -> Option<Tag> {
-        [Tag::Go, Tag::Ready, Tag::Failed]
+        [Tag::Go, Tag::Ready, Tag::Failed, Tag::Inner]
             .into_iter()
             .find(|t| *t as u8 == b)
     }
@@ -89,6 +89,8 @@ pub enum FromChild {
     Ready(Endpoints),
     /// A step failed; one line naming it.
     Failed(String),
+    /// Sync point 0 (user namespace): the container's PID 1, a host pid.
+    Inner(i32),
 }
 
 /// A message type: how it is written and read.
@@ -139,6 +141,11 @@ impl Message for FromChild {
                 }
                 (data, fds)
             }
+            FromChild::Inner(pid) => {
+                let mut data = vec![Tag::Inner as u8];
+                data.extend_from_slice(&pid.to_le_bytes());
+                (data, vec![])
+            }
             FromChild::Failed(line) => {
                 let mut data = vec![Tag::Failed as u8];
                 let mut end = line.len().min(MAX_LINE);
@@ -175,6 +182,10 @@ impl Message for FromChild {
             Some(Tag::Failed) => Ok(FromChild::Failed(
                 String::from_utf8_lossy(&data[1..]).into_owned(),
             )),
+            Some(Tag::Inner) => match data[1..].try_into() {
+                Ok(b) if i32::from_le_bytes(b) > 0 => Ok(FromChild::Inner(i32::from_le_bytes(b))),
+                _ => Err("a malformed pid".into()),
+            },
             _ => Err(format!("tag {} is not a message from the child", data[0])),
         }
     }
@@ -306,6 +317,8 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        child.send(&FromChild::Inner(4242)).unwrap();
+        assert!(matches!(sup.recv().unwrap(), Some(FromChild::Inner(4242))));
         child
             .send(&FromChild::Failed("mount /proc: EPERM".into()))
             .unwrap();
@@ -338,5 +351,7 @@ mod tests {
         assert!(ToChild::decode(&[Tag::Ready as u8], vec![]).is_err());
         // A role without its fd.
         assert!(FromChild::decode(&[Tag::Ready as u8, Role::Notify as u8], vec![]).is_err());
+        assert!(FromChild::decode(&[Tag::Inner as u8, 1, 2], vec![]).is_err());
+        assert!(FromChild::decode(&[Tag::Inner as u8, 0, 0, 0, 0], vec![]).is_err());
     }
 }

@@ -32,9 +32,11 @@
 
 pub mod caps;
 pub mod dev;
+pub mod idmap;
 pub mod lock;
 pub mod mounts;
 pub mod root;
+mod userns;
 
 use crate::plan::{Exec, Plan};
 use crate::policy::mounts::Phase;
@@ -90,10 +92,17 @@ fn sys(what: &'static str) -> impl FnOnce(Errno) -> StepError {
     move |e| StepError::Sys(what, e)
 }
 
-/// The child's entry point; returns only on failure (the exit status).
+/// The child's entry point; returns only on failure (the exit status). With a
+/// user namespace the child is the outer process (userns.rs), which returns 0
+/// once PID 1 is cloned.
 pub fn run(setup: &Setup<'_>, channel: &ChildEnd) -> isize {
-    match prepare_and_exec(setup, channel) {
-        Ok(never) => match never {},
+    let result = if setup.policy.userns.is_some() {
+        userns::outer(setup, channel).map(|()| 0)
+    } else {
+        prepare_and_exec(setup, channel).map(|never| match never {})
+    };
+    match result {
+        Ok(code) => code,
         Err(StepError::Channel(_)) => 1,
         Err(e) => {
             // Nothing more can be done if the supervisor is gone.
@@ -107,6 +116,27 @@ enum Never {}
 
 fn prepare_and_exec(setup: &Setup<'_>, channel: &ChildEnd) -> Result<Never, StepError> {
     let (plan, policy) = (setup.plan, setup.policy);
+    let root = outer_setup(plan, policy)?;
+    let mut out = mounts::Outputs::default();
+    mounts::apply(&root, policy.mounts.ops(Phase::Outer), &mut out)?;
+
+    // Sync point 1: in our cgroups now (the cgroup namespace is rooted where
+    // we are when it is made), the network set up. Also the guard against an
+    // early supervisor death: the channel then reads end-of-file.
+    let ToChild::Go = channel.expect()?;
+    crate::phase::mark("child-go");
+    unshare(CloneFlags::CLONE_NEWCGROUP).map_err(sys("unshare cgroup namespace"))?;
+    mounts::apply(&root, policy.mounts.ops(Phase::Inner), &mut out)?;
+    pivot_and_exec(setup, channel, root, out)
+}
+
+/// The first steps of a start, in the host's user namespace: death signal,
+/// the network namespace to join, our mounts made slaves, and the root
+/// mounted on itself (ID-mapped with a user namespace that maps the root), so
+/// that it can become / and the first half of the tree can be built on it.
+/// That half (/dev, /run, /tmp, the user's binds) needs neither our cgroups
+/// nor the network: it is built while the supervisor makes them.
+fn outer_setup(plan: &Plan, policy: &Policy) -> Result<Root, StepError> {
     rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
         .map_err(|e| StepError::Sys("PR_SET_PDEATHSIG", crate::sys::errno(e)))?;
     if let Some(path) = &plan.network.netns_path {
@@ -118,9 +148,6 @@ fn prepare_and_exec(setup: &Setup<'_>, channel: &ChildEnd) -> Result<Never, Step
         nix::sched::setns(ns, CloneFlags::CLONE_NEWNET)
             .map_err(sys("joining --network-namespace-path"))?;
     }
-    // The first half of the mount tree (/dev, /run, /tmp, the user's binds)
-    // needs neither our cgroups nor the network: it is built while the
-    // supervisor makes them, on the other CPU.
     mount(
         None::<&str>,
         "/",
@@ -129,26 +156,28 @@ fn prepare_and_exec(setup: &Setup<'_>, channel: &ChildEnd) -> Result<Never, Step
         None::<&str>,
     )
     .map_err(sys("make / a slave mount"))?;
-    mount(
-        Some(&plan.root),
-        &plan.root,
-        None::<&str>,
-        MsFlags::MS_BIND | MsFlags::MS_REC,
-        None::<&str>,
-    )
-    .map_err(sys("bind the container root onto itself"))?;
-    let root = Root::open_dir(&plan.root).map_err(sys("open the container root"))?;
-    let mut out = mounts::Outputs::default();
-    mounts::apply(&root, policy.mounts.ops(Phase::Outer), &mut out)?;
+    if !userns::mount_root(plan, policy)? {
+        mount(
+            Some(&plan.root),
+            &plan.root,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(sys("bind the container root onto itself"))?;
+    }
+    Root::open_dir(&plan.root).map_err(sys("open the container root"))
+}
 
-    // Sync point 1: in our cgroups now (the cgroup namespace is rooted where
-    // we are when it is made), the network set up. Also the guard against an
-    // early supervisor death: the channel then reads end-of-file.
-    let ToChild::Go = channel.expect()?;
-    crate::phase::mark("child-go");
-    unshare(CloneFlags::CLONE_NEWCGROUP).map_err(sys("unshare cgroup namespace"))?;
-    mounts::apply(&root, policy.mounts.ops(Phase::Inner), &mut out)?;
-
+/// The second half of a start, once the whole mount tree is built: pivot into
+/// the root, lock the tree, and become the guest's init.
+fn pivot_and_exec(
+    setup: &Setup<'_>,
+    channel: &ChildEnd,
+    root: Root,
+    out: mounts::Outputs,
+) -> Result<Never, StepError> {
+    let (plan, policy) = (setup.plan, setup.policy);
     crate::phase::mark("child-mounts");
     nix::unistd::fchdir(root.fd().as_raw_fd()).map_err(sys("chdir into the root"))?;
     // pivot_root(".", ".") stacks the old root under the new one; detaching it

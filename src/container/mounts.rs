@@ -2,13 +2,14 @@
 //! pivot_root. Every target is resolved within the root (root.rs): nothing here
 //! joins the root's path with a container path.
 
+use super::idmap::{self, Mapping};
 use super::root::{Root, RootError};
-use crate::plan::BindSource;
-use crate::policy::mounts::{Access, Kind, Op};
+use crate::plan::{BindSource, Idmap};
+use crate::policy::mounts::{Access, Kind, Op, TTY_GID};
 use crate::sys::{fd_path, mount_setattr, MOUNT_ATTR_RDONLY};
 use nix::errno::Errno;
 use nix::mount::{mount, MsFlags};
-use nix::sys::stat::makedev;
+use nix::sys::stat::{makedev, SFlag};
 use rustix::fs::{Mode, OFlags};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -41,6 +42,8 @@ pub enum MountError {
     Console(&'static str, #[source] Errno),
     #[error("notify socket: {0}: {1}")]
     Notify(&'static str, #[source] Errno),
+    #[error("{0}")]
+    Idmap(String),
 }
 
 /// Applies `ops` in order, collecting what they produce into `out`.
@@ -101,7 +104,16 @@ fn apply_one(root: &Root, op: &Op, out: &mut Outputs) -> Result<(), MountError> 
                 what: fstype.to_string(),
                 target: target.clone(),
                 errno,
-            })
+            })?;
+            // A devpts the host's root mounts (the outer phase of a start
+            // with a user namespace) has its directory and ptmx owned by the
+            // host's root, nobody to the guest: given to the guest's root, as
+            // nspawn does.
+            if let (&"devpts", Some((uid, gid))) = (fstype, root.owner()) {
+                root.chown(target, uid, gid)?;
+                root.chown(&target.join("ptmx"), uid, gid)?;
+            }
+            Ok(())
         }
         Op::Bind {
             source,
@@ -184,8 +196,54 @@ fn apply_one(root: &Root, op: &Op, out: &mut Outputs) -> Result<(), MountError> 
             contents,
             mode,
         } => Ok(root.write_file(path, contents, *mode)?),
+        Op::GuestDevice { path, major, minor } => {
+            match root.mknod(path, SFlag::S_IFCHR, 0o666, makedev(*major, *minor)) {
+                Err(e) if e.errno == Errno::EPERM => {}
+                r => return Ok(r?),
+            }
+            apply_one(
+                root,
+                &Op::Bind {
+                    source: BindSource::Host(path.clone()),
+                    target: path.clone(),
+                    kind: Kind::File,
+                    recursive: false,
+                    access: Access::Inherit,
+                    optional: false,
+                },
+                out,
+            )
+        }
+        Op::IdmapBind {
+            source,
+            target,
+            kind,
+            recursive,
+            access,
+            idmap,
+            shift,
+            range,
+        } => idmap_bind(
+            root,
+            source,
+            target,
+            *kind,
+            *recursive,
+            *access,
+            *idmap,
+            (*shift, *range),
+        ),
         Op::Console => {
             let (master, slave) = super::dev::open_pty(root)?;
+            if let Some((uid, gid)) = root.owner() {
+                // The guest's console is its root's, in its tty group.
+                rustix::fs::fchown(
+                    &slave,
+                    Some(rustix::fs::Uid::from_raw(uid)),
+                    Some(rustix::fs::Gid::from_raw(gid + TTY_GID)),
+                )
+                .map_err(|e| MountError::Console("chown the pty", crate::sys::errno(e)))?;
+            }
             let target = root.mount_point(Path::new("/dev/console"), Kind::File)?;
             mount(
                 Some(fd_path(slave.as_fd()).as_str()),
@@ -205,7 +263,89 @@ fn apply_one(root: &Root, op: &Op, out: &mut Outputs) -> Result<(), MountError> 
         }
         Op::NotifySocket => {
             out.notify = Some(super::dev::notify_socket(root)?);
+            if let Some((uid, gid)) = root.owner() {
+                // The guest's root must be able to send to it.
+                root.chown(Path::new("/run/host/notify"), uid, gid)?;
+            }
             Ok(())
         }
     }
+}
+
+/// A bind whose owners are mapped (Op::IdmapBind): a detached clone of the
+/// source, ID-mapped with the map its option asks for, moved onto the target.
+#[allow(clippy::too_many_arguments)]
+fn idmap_bind(
+    root: &Root,
+    source: &BindSource,
+    target: &Path,
+    kind: Kind,
+    recursive: bool,
+    access: Access,
+    idmap: Idmap,
+    (shift, range): (u32, u32),
+) -> Result<(), MountError> {
+    let (src, src_path) = match source {
+        BindSource::Host(path) => (
+            rustix::fs::open(path, OFlags::PATH | OFlags::CLOEXEC, Mode::empty())
+                .map_err(|e| MountError::Source(path.clone(), crate::sys::errno(e)))?,
+            path.clone(),
+        ),
+        BindSource::InRoot(path) => (
+            root.path_fd(path)
+                .map_err(|e| MountError::Source(path.clone(), e.errno))?,
+            path.clone(),
+        ),
+    };
+    let target_fd = mount_target(root, target, kind, false)?.expect("not optional");
+    let merr = |errno| MountError::Mount {
+        what: format!("ID-mapped bind of {}", src_path.display()),
+        target: target.to_path_buf(),
+        errno,
+    };
+    let owner = |fd: &OwnedFd| {
+        rustix::fs::fstat(fd)
+            .map(|s| s.st_uid)
+            .map_err(crate::sys::errno)
+    };
+    let mapping = match idmap {
+        Idmap::No => unreachable!("plain binds are Op::Bind"),
+        Idmap::Idmap => Mapping::Range { shift, range },
+        Idmap::RootIdmap => Mapping::Owner {
+            owner: owner(&src).map_err(merr)?,
+            to: shift,
+        },
+        // Whoever owns the mount point, as the host sees it (through the
+        // root's own mapping).
+        Idmap::OwnerIdmap => Mapping::Owner {
+            owner: owner(&src).map_err(merr)?,
+            to: owner(&target_fd).map_err(merr)?,
+        },
+    };
+    let ns = idmap::userns(&mapping).map_err(merr)?;
+    let tree = idmap::clone_idmapped(src.as_fd(), recursive, ns.as_fd()).map_err(|e| {
+        MountError::Idmap(format!(
+            "ID-mapped bind of {} onto {}: {} is on {}, which cannot be ID-mapped ({e})",
+            src_path.display(),
+            target.display(),
+            src_path.display(),
+            idmap::fs_type(Path::new(&crate::sys::fd_path(src.as_fd())))
+        ))
+    })?;
+    rustix::mount::move_mount(
+        &tree,
+        "",
+        &target_fd,
+        "",
+        rustix::mount::MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH
+            | rustix::mount::MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
+    )
+    .map_err(|e| merr(crate::sys::errno(e)))?;
+    let (set, clear) = match access {
+        Access::Inherit => return Ok(()),
+        Access::ReadOnly => (MOUNT_ATTR_RDONLY, 0),
+        Access::ReadWrite => (0, MOUNT_ATTR_RDONLY),
+    };
+    let mounted = root.path_fd(target)?;
+    mount_setattr(mounted.as_fd(), recursive, set, clear).map_err(merr)
 }

@@ -39,6 +39,9 @@ fn err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(Errno) -> RootError 
 
 pub struct Root {
     fd: OwnedFd,
+    /// Who what we create belongs to (the guest's root in a user namespace):
+    /// None, whoever we are.
+    owner: Option<(u32, u32)>,
     /// The root directory's (device, inode), looked up once for `is_root`,
     /// which every mount asks.
     id: std::cell::OnceCell<Option<(u64, u64)>>,
@@ -59,8 +62,51 @@ impl Root {
     pub fn new(fd: OwnedFd) -> Root {
         Root {
             fd,
+            owner: None,
             id: std::cell::OnceCell::new(),
         }
+    }
+
+    /// Everything this Root creates from now on is chowned to `owner` (uid,
+    /// gid); with a user namespace, the guest's root, so that the guest owns
+    /// its mount points, /run/host and the files in it.
+    pub fn with_owner(mut self, owner: Option<(u32, u32)>) -> Root {
+        self.owner = owner;
+        self
+    }
+
+    /// Who what this Root creates belongs to, if not whoever we are.
+    pub fn owner(&self) -> Option<(u32, u32)> {
+        self.owner
+    }
+
+    /// Chowns `name` in `dir` (not following a final symlink) to the owner.
+    fn own(&self, dir: &OwnedFd, name: &Path, path: &Path) -> Result<()> {
+        let Some((uid, gid)) = self.owner else {
+            return Ok(());
+        };
+        rustix::fs::chownat(
+            dir,
+            name,
+            Some(rustix::fs::Uid::from_raw(uid)),
+            Some(rustix::fs::Gid::from_raw(gid)),
+            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(|e| err("chown", path)(errno(e)))
+    }
+
+    /// Chowns an existing container path (resolved within the root, a final
+    /// symlink followed there) to `uid`:`gid`.
+    pub fn chown(&self, path: &Path, uid: u32, gid: u32) -> Result<()> {
+        let fd = self.path_fd(path)?;
+        rustix::fs::chownat(
+            &fd,
+            "",
+            Some(rustix::fs::Uid::from_raw(uid)),
+            Some(rustix::fs::Gid::from_raw(gid)),
+            rustix::fs::AtFlags::EMPTY_PATH,
+        )
+        .map_err(|e| err("chown", path)(errno(e)))
     }
 
     /// Opens a host directory (the container root, given canonical) as a Root.
@@ -125,7 +171,8 @@ impl Root {
                 Ok(next) => fd = next,
                 Err(Errno::ENOENT) => {
                     match mkdirat(Some(fd.as_raw_fd()), name, Mode::from_bits_truncate(mode)) {
-                        Ok(()) | Err(Errno::EEXIST) => {}
+                        Ok(()) => self.own(&fd, Path::new(name), &cur)?,
+                        Err(Errno::EEXIST) => {}
                         Err(e) => return Err(err("mkdir", &cur)(e)),
                     }
                     fd = self.open(&cur, OFlags::PATH | OFlags::DIRECTORY)?;
@@ -189,7 +236,10 @@ impl Root {
                     rustix::fs::Mode::from_bits_truncate(0o644),
                 );
                 match created.map_err(errno) {
-                    Ok(fd) => drop(fd),
+                    Ok(fd) => {
+                        drop(fd);
+                        self.own(&dir, &name, path)?;
+                    }
                     Err(Errno::EEXIST) => {}
                     Err(e) => return Err(err("create", path)(e)),
                 }
@@ -218,7 +268,9 @@ impl Root {
                 Err(e) => return Err(err("write", path)(e)),
             }
         }
-        // The umask would have masked the mode at creation.
+        self.own(&dir, &name, path)?;
+        // The umask would have masked the mode at creation (and a chown may
+        // have cleared set-id bits).
         nix::sys::stat::fchmod(fd.as_raw_fd(), Mode::from_bits_truncate(mode))
             .map_err(err("chmod", path))
     }
@@ -257,7 +309,8 @@ impl Root {
             Mode::from_bits_truncate(mode),
             dev,
         ) {
-            Ok(()) | Err(Errno::EEXIST) => {}
+            Ok(()) => self.own(&dir, &name, path)?,
+            Err(Errno::EEXIST) => {}
             Err(e) => return Err(err("mknod", path)(e)),
         }
         // mknod's mode is subject to the umask too.
@@ -273,7 +326,8 @@ impl Root {
     pub fn symlink(&self, path: &Path, target: &str) -> Result<()> {
         let (dir, name) = self.parent(path)?;
         match symlinkat(target, Some(dir.as_raw_fd()), &name) {
-            Ok(()) | Err(Errno::EEXIST) => Ok(()),
+            Ok(()) => self.own(&dir, &name, path),
+            Err(Errno::EEXIST) => Ok(()),
             Err(e) => Err(err("symlink", path)(e)),
         }
     }
@@ -343,6 +397,40 @@ mod tests {
         assert_eq!(e.errno, Errno::ELOOP);
         assert_eq!(std::fs::read(dir.join("victim")).unwrap(), b"keep");
         assert_eq!(root.read_file(Path::new("/etc/machine-id")).unwrap(), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn what_is_created_belongs_to_the_owner() {
+        use std::os::unix::fs::MetadataExt;
+        if !nix::unistd::geteuid().is_root() {
+            return; // chown to another uid needs root; the integration tests cover it too
+        }
+        let dir = tempdir("owner");
+        std::fs::create_dir(dir.join("existing")).unwrap();
+        let root = root_of(&dir).with_owner(Some((100_000, 100_005)));
+        root.mkdir_all(Path::new("/existing/a/b"), 0o755).unwrap();
+        root.mount_point(Path::new("/f"), Kind::File).unwrap();
+        root.write_file(Path::new("/w"), b"x", 0o4755).unwrap();
+        root.symlink(Path::new("/l"), "/nowhere").unwrap();
+        let owner = |p: &str| {
+            let m = std::fs::symlink_metadata(dir.join(p)).unwrap();
+            (m.uid(), m.gid())
+        };
+        assert_eq!(
+            owner("existing"),
+            (0, 0),
+            "an existing directory stays as it was"
+        );
+        for p in ["existing/a", "existing/a/b", "f", "w", "l"] {
+            assert_eq!(owner(p), (100_000, 100_005), "{p}");
+        }
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.join("w"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o7777, 0o4755, "chown must not cost the set-uid bit");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -258,6 +258,14 @@ pub fn enter(st: &MachineState, leader: &Leader) -> Result<()> {
         .iter()
         .map(|&(ns, flag)| Ok((ns, flag, leader.open_namespace(ns)?)))
         .collect::<Result<Vec<_>>>()?;
+    // With a user namespace of its own, the guest's root holds nothing over
+    // namespaces that belong to the host's (the host's network, or one joined
+    // with --network-namespace-path): those are joined first, as the host's
+    // root; the ones that are ours already are left alone.
+    let (before, after) = match &user {
+        None => (namespaces, Vec::new()),
+        Some(user) => split_by_owner(namespaces, user)?,
+    };
     let root = leader.root()?;
     let proc_cgroup = leader
         .read("cgroup")
@@ -273,6 +281,10 @@ pub fn enter(st: &MachineState, leader: &Leader) -> Result<()> {
     leader.check()?;
 
     cgroups::join(&dirs, std::process::id()).map_err(Failure::new)?;
+    for (ns, flag, fd) in before {
+        nix::sched::setns(fd, flag)
+            .map_err(|e| Failure::sys(format!("joining the machine's {ns} namespace"), e))?;
+    }
     if let Some(user) = user {
         nix::sched::setns(user, CloneFlags::CLONE_NEWUSER)
             .map_err(|e| Failure::sys("joining the machine's user namespace", e))?;
@@ -283,7 +295,7 @@ pub fn enter(st: &MachineState, leader: &Leader) -> Result<()> {
             .and_then(|()| nix::unistd::setresuid(uid, uid, uid))
             .map_err(|e| Failure::sys("becoming the machine's root", e))?;
     }
-    for (ns, flag, fd) in namespaces {
+    for (ns, flag, fd) in after {
         nix::sched::setns(fd, flag)
             .map_err(|e| Failure::sys(format!("joining the machine's {ns} namespace"), e))?;
     }
@@ -293,6 +305,38 @@ pub fn enter(st: &MachineState, leader: &Leader) -> Result<()> {
     nix::unistd::chdir("/").map_err(|e| Failure::sys("chdir /", e))?;
     drop(root);
     confinement.apply()
+}
+
+type Namespaces = Vec<(&'static str, CloneFlags, OwnedFd)>;
+
+/// The namespaces to join before the guest's user namespace (owned by
+/// another, and not ours already) and after it (its own); ours are dropped.
+fn split_by_owner(namespaces: Namespaces, user: &OwnedFd) -> Result<(Namespaces, Namespaces)> {
+    let id = |fd: std::os::fd::BorrowedFd<'_>| {
+        rustix::fs::fstat(fd)
+            .map(|s| (s.st_dev, s.st_ino))
+            .map_err(|e| Failure::sys("fstat a namespace", crate::sys::errno(e)))
+    };
+    let guest_user = id(user.as_fd())?;
+    let (mut before, mut after) = (Vec::new(), Vec::new());
+    for (ns, flag, fd) in namespaces {
+        let own = rustix::fs::stat(format!("/proc/self/ns/{ns}"))
+            .map(|s| (s.st_dev, s.st_ino))
+            .map_err(|e| {
+                Failure::sys(format!("reading our {ns} namespace"), crate::sys::errno(e))
+            })?;
+        if id(fd.as_fd())? == own {
+            continue;
+        }
+        let owner = crate::sys::ns_owner(fd.as_fd())
+            .map_err(|e| Failure::sys(format!("the owner of the machine's {ns} namespace"), e))?;
+        if id(owner.as_fd())? == guest_user {
+            after.push((ns, flag, fd));
+        } else {
+            before.push((ns, flag, fd));
+        }
+    }
+    Ok((before, after))
 }
 
 /// The environment of an entered process (call it inside the machine: the

@@ -165,6 +165,32 @@ pub struct Cli {
     #[arg(long = "property", value_name = "NAME=VALUE")]
     pub property: Vec<String>,
 
+    /// A user namespace with a free 64K range, locked while the guest runs
+    /// (--private-users=pick)
+    #[arg(short = 'U')]
+    pub pick_users: bool,
+
+    /// User namespace: no, yes (range from the root directory's owner), pick,
+    /// identity, or BASE[:RANGE]
+    #[arg(
+        long = "private-users",
+        value_name = "MODE",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "yes",
+        action = ArgAction::Append
+    )]
+    pub private_users: Vec<String>,
+
+    /// Ownership of the root's files in the user namespace: off, chown, map (ID-mapped
+    /// mount) or auto [default: auto with pick, else off]
+    #[arg(long = "private-users-ownership", value_name = "MODE")]
+    pub private_users_ownership: Option<String>,
+
+    /// Same as --private-users-ownership=chown
+    #[arg(long = "private-users-chown")]
+    pub private_users_chown: bool,
+
     /// Do not print nixrun's own status messages
     #[arg(short = 'q', long = "quiet")]
     pub quiet: bool,
@@ -197,9 +223,6 @@ const UNSUPPORTED: &[(&str, Option<char>, Takes)] = &[
     ("pivot-root", None, Takes::Value),
     ("user", Some('u'), Takes::Value),
     ("slice", Some('S'), Takes::Value),
-    ("private-users", Some('U'), Takes::OptionalValue),
-    ("private-users-ownership", None, Takes::Value),
-    ("private-users-chown", None, Takes::Nothing),
     ("ambient-capability", None, Takes::Value),
     ("no-new-privileges", None, Takes::Value),
     ("rlimit", None, Takes::Value),
@@ -257,24 +280,32 @@ pub fn command() -> Command {
     cmd
 }
 
-/// Values of unsupported flags that ask for what nixrun does anyway:
-/// `--private-users=no` is nspawn's default, and NixOS passes it to every
-/// container.
-fn harmless(long: &str, m: &ArgMatches) -> bool {
-    long == "private-users"
-        && m.get_many::<String>(long).is_some_and(|mut vs| {
-            vs.all(|v| matches!(v.as_str(), "no" | "false" | "0" | "off" | "n" | "f"))
-        })
-}
-
 fn unsupported_given(m: &ArgMatches) -> Option<&'static str> {
     UNSUPPORTED.iter().find_map(|&(long, _, takes)| {
         let given = match takes {
             Takes::Nothing => m.get_flag(long),
-            _ => m.contains_id(long) && m.value_source(long).is_some() && !harmless(long, m),
+            _ => m.contains_id(long) && m.value_source(long).is_some(),
         };
         given.then_some(long)
     })
+}
+
+/// `-U` and `--private-users=` set the same thing; as in nspawn, whichever
+/// comes last on the command line counts. The result is in `private_users`
+/// (its last value), `-U` standing for "pick".
+fn last_private_users(m: &ArgMatches, cli: &mut Cli) {
+    let pick_at = m
+        .indices_of("pick_users")
+        .and_then(|mut i| i.next_back())
+        .filter(|_| cli.pick_users);
+    let value_at = m
+        .indices_of("private_users")
+        .and_then(|mut i| i.next_back());
+    if let Some(p) = pick_at {
+        if value_at.map_or(true, |v| v < p) {
+            cli.private_users.push("pick".into());
+        }
+    }
 }
 
 /// Parses nixrun's arguments (without argv[0] handling: pass the full argv).
@@ -295,7 +326,10 @@ where
             "--{flag} is not supported yet by nixrun"
         )));
     }
-    Cli::from_arg_matches(&matches).map_err(|e| CliError::Usage(one_line(&e.to_string())))
+    let mut cli =
+        Cli::from_arg_matches(&matches).map_err(|e| CliError::Usage(one_line(&e.to_string())))?;
+    last_private_users(&matches, &mut cli);
+    Ok(cli)
 }
 
 /// clap renders multi-line errors with usage hints; keep only the statement itself.
@@ -386,30 +420,40 @@ mod tests {
             "--overlay is not supported yet by nixrun"
         );
         assert_eq!(
-            usage(&["-D", "/r", "-U", "-b"]),
-            "--private-users is not supported yet by nixrun"
-        );
-        assert_eq!(
-            usage(&["-D", "/r", "--private-users=pick", "-b"]),
-            "--private-users is not supported yet by nixrun"
-        );
-        assert_eq!(
             usage(&["-D", "/r", "-x", "-b"]),
             "--ephemeral is not supported yet by nixrun"
         );
-        // What nixrun does anyway is accepted.
-        ok(&["-D", "/r", "--private-users=no", "-b"]);
-        ok(&["-D", "/r", "--private-users=false", "-b"]);
+    }
+
+    #[test]
+    fn the_last_user_namespace_flag_counts() {
+        let last = |args: &[&str]| ok(args).private_users.last().cloned();
+        assert_eq!(last(&["-D", "/r", "-b"]), None);
+        assert_eq!(last(&["-D", "/r", "-U", "-b"]).as_deref(), Some("pick"));
         assert_eq!(
-            usage(&[
-                "-D",
-                "/r",
-                "--private-users=no",
-                "--private-users=pick",
-                "-b"
-            ]),
-            "--private-users is not supported yet by nixrun"
+            last(&["-D", "/r", "--private-users", "-b"]).as_deref(),
+            Some("yes")
         );
+        assert_eq!(
+            last(&["-D", "/r", "--private-users=no", "--private-users=pick"]).as_deref(),
+            Some("pick")
+        );
+        assert_eq!(
+            last(&["-D", "/r", "-U", "--private-users=no"]).as_deref(),
+            Some("no")
+        );
+        assert_eq!(
+            last(&["-D", "/r", "--private-users=no", "-U"]).as_deref(),
+            Some("pick")
+        );
+        let c = ok(&[
+            "-D",
+            "/r",
+            "--private-users-ownership=chown",
+            "--private-users-chown",
+        ]);
+        assert_eq!(c.private_users_ownership.as_deref(), Some("chown"));
+        assert!(c.private_users_chown);
     }
 
     #[test]

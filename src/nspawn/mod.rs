@@ -9,8 +9,8 @@ mod network;
 
 use crate::plan::{
     container_path, is_hostname, is_machine_name, machine_from_dir, parse_uuid, user_mount_target,
-    validate_root, Bind, BindSource, CapsChange, Console, Exec, LinkJournal, Plan, PlanError,
-    Register, SourceKind, SyscallChange, Tmpfs,
+    validate_root, Bind, BindSource, CapsChange, Console, Exec, Idmap, LinkJournal, Ownership,
+    Plan, PlanError, PrivateUsers, Register, SourceKind, SyscallChange, Tmpfs,
 };
 use crate::signal::parse_signal;
 use cli::Cli;
@@ -142,6 +142,21 @@ pub fn plan(cli: Cli, stdin_is_tty: bool, stdout_is_tty: bool) -> Result<Plan, P
     for p in &cli.property {
         tasks_max = parse_property(p)?;
     }
+    let private_users = match cli.private_users.last() {
+        Some(v) => parse_private_users(v)?,
+        None => PrivateUsers::No,
+    };
+    let ownership = if cli.private_users_chown {
+        Ownership::Chown
+    } else {
+        match cli.private_users_ownership.as_deref() {
+            Some(v) => parse_ownership(v)?,
+            // nspawn's default: only a picked range maps (or chowns) the tree.
+            None if private_users == PrivateUsers::Pick => Ownership::Auto,
+            None => Ownership::Off,
+        }
+    };
+    check_userns(private_users, ownership, &binds)?;
     let term = match console {
         Console::Interactive => std::env::var("TERM").unwrap_or_else(|_| "vt220".into()),
         // systemd's default for a console it cannot ask about.
@@ -169,7 +184,122 @@ pub fn plan(cli: Cli, stdin_is_tty: bool, stdout_is_tty: bool) -> Result<Plan, P
         syscalls,
         tasks_max,
         network,
+        private_users,
+        ownership,
     })
+}
+
+/// nspawn's --private-users= values: a boolean (`yes`: the range from the
+/// root directory's owner), `pick`, `identity`, or `BASE[:RANGE]`. Numbers
+/// are ranges, never booleans (`0` is `0:65536`, what NixOS's
+/// `privateUsers = 0` passes).
+fn parse_private_users(v: &str) -> Result<PrivateUsers, PlanError> {
+    const RANGE: u32 = 0x10000;
+    let bad = |why: &str| PlanError::BadPrivateUsers(v.to_string(), why.to_string());
+    if !v.is_empty() && !v.bytes().all(|b| b.is_ascii_digit()) {
+        match v {
+            "yes" | "y" | "true" | "t" | "on" => {
+                return Ok(PrivateUsers::Fixed {
+                    shift: None,
+                    range: RANGE,
+                })
+            }
+            "no" | "n" | "false" | "f" | "off" => return Ok(PrivateUsers::No),
+            "pick" => return Ok(PrivateUsers::Pick),
+            "identity" => {
+                return Ok(PrivateUsers::Fixed {
+                    shift: Some(0),
+                    range: RANGE,
+                })
+            }
+            "managed" => {
+                return Err(bad(
+                    "managed ranges come from systemd-nsresourced, which nixrun does not use",
+                ))
+            }
+            _ => {}
+        }
+    }
+    let (base, range) = match v.split_once(':') {
+        Some((b, r)) => (b, Some(r)),
+        None => (v, None),
+    };
+    let number = |s: &str| -> Option<u32> {
+        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse().ok())
+            .flatten()
+    };
+    let expected = "expected no, yes, pick, identity or BASE[:RANGE]";
+    let shift = number(base).ok_or_else(|| bad(expected))?;
+    let range = match range {
+        Some(r) => number(r).ok_or_else(|| bad(expected))?,
+        None => RANGE,
+    };
+    // The kernel's maps cannot reach (uid_t)-1, the invalid uid.
+    if range == 0 || u64::from(shift) + u64::from(range) > u64::from(u32::MAX) {
+        return Err(bad("the range must be non-empty and end below 4294967295"));
+    }
+    Ok(PrivateUsers::Fixed {
+        shift: Some(shift),
+        range,
+    })
+}
+
+fn parse_ownership(v: &str) -> Result<Ownership, PlanError> {
+    match v {
+        "off" => Ok(Ownership::Off),
+        "chown" => Ok(Ownership::Chown),
+        "map" => Ok(Ownership::Map),
+        "auto" => Ok(Ownership::Auto),
+        other => Err(PlanError::BadOwnership(other.to_string())),
+    }
+}
+
+/// What nspawn refuses before it starts (or fails on half-way): ID-mapped
+/// binds without a user namespace, a chown into a range that is not 64K
+/// aligned and 64K long (nspawn's chown keeps the low 16 bits of each id).
+fn check_userns(
+    users: PrivateUsers,
+    ownership: Ownership,
+    binds: &[Bind],
+) -> Result<(), PlanError> {
+    for b in binds.iter().filter(|b| b.idmap != Idmap::No) {
+        let spec = match &b.source {
+            BindSource::Host(p) | BindSource::InRoot(p) => p.display().to_string(),
+        };
+        if !users.enabled() {
+            return Err(PlanError::Userns(format!(
+                "the ID-mapped bind of {spec} needs a user namespace (--private-users= or -U)"
+            )));
+        }
+        // Those are mounted from inside the user namespace, where nothing
+        // may be ID-mapped.
+        if b.target.starts_with("/proc") || b.target.starts_with("/sys") {
+            return Err(PlanError::Userns(format!(
+                "the ID-mapped bind of {spec} onto {} is not supported: binds below /proc and /sys \
+                 are made inside the user namespace",
+                b.target.display()
+            )));
+        }
+    }
+    if ownership != Ownership::Off && !users.enabled() {
+        return Err(PlanError::Userns(
+            "--private-users-ownership= needs a user namespace (--private-users= or -U)".into(),
+        ));
+    }
+    if let PrivateUsers::Fixed {
+        shift: Some(shift),
+        range,
+    } = users
+    {
+        if ownership == Ownership::Chown && (shift & 0xFFFF != 0 || range != 0x10000) {
+            return Err(PlanError::Userns(format!(
+                "--private-users-ownership=chown needs a 64K-aligned base and a range of 65536 \
+                 (it keeps the low 16 bits of each id), not {shift}:{range}"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// nspawn passes --property= to the scope unit it creates; of the unit
@@ -239,16 +369,16 @@ fn parse_bind(flag: &'static str, spec: &str, readonly: bool) -> Result<Bind, Pl
         ));
     }
     let mut recursive = true;
+    let mut idmap = Idmap::No;
     if let Some(opts) = parts.get(2) {
         for o in opts.split(',') {
             match o {
                 "rbind" | "" => recursive = true,
                 "norbind" => recursive = false,
-                "idmap" | "noidmap" | "rootidmap" | "owneridmap" => {
-                    return Err(bad(format!(
-                        "option {o} is not supported yet (it needs user namespaces)"
-                    )))
-                }
+                "noidmap" => idmap = Idmap::No,
+                "idmap" => idmap = Idmap::Idmap,
+                "rootidmap" => idmap = Idmap::RootIdmap,
+                "owneridmap" => idmap = Idmap::OwnerIdmap,
                 other => return Err(bad(format!("unknown option {other:?}"))),
             }
         }
@@ -284,6 +414,7 @@ fn parse_bind(flag: &'static str, spec: &str, readonly: bool) -> Result<Bind, Pl
         readonly,
         recursive,
         kind,
+        idmap,
     })
 }
 
@@ -342,7 +473,7 @@ mod tests {
             "relative:/x",
             "/tmp:relative",
             "/tmp:/x:bogus",
-            "/tmp:/x:idmap",
+            "/tmp:/x:idmap,map",
             "/tmp:/../etc",
             "/tmp:/",
             "/tmp:/a:b:c",
@@ -360,6 +491,90 @@ mod tests {
             parse_bind("bind", "/nonexistent/nixrun-test", false),
             Err(PlanError::BindSource { .. })
         ));
+    }
+
+    #[test]
+    fn idmap_options() {
+        let b = |spec: &str| parse_bind("bind", spec, false).unwrap().idmap;
+        assert_eq!(b("/tmp"), Idmap::No);
+        assert_eq!(b("/tmp:/x:idmap"), Idmap::Idmap);
+        assert_eq!(b("/tmp:/x:norbind,rootidmap"), Idmap::RootIdmap);
+        assert_eq!(b("/tmp:/x:owneridmap"), Idmap::OwnerIdmap);
+        assert_eq!(b("/tmp:/x:idmap,noidmap"), Idmap::No);
+    }
+
+    #[test]
+    fn private_users_values() {
+        let fixed = |shift, range| PrivateUsers::Fixed { shift, range };
+        for (v, want) in [
+            ("no", PrivateUsers::No),
+            ("false", PrivateUsers::No),
+            ("yes", fixed(None, 65536)),
+            ("pick", PrivateUsers::Pick),
+            ("identity", fixed(Some(0), 65536)),
+            ("0", fixed(Some(0), 65536)),
+            ("1", fixed(Some(1), 65536)),
+            ("1879048192", fixed(Some(1879048192), 65536)),
+            ("65536:1000", fixed(Some(65536), 1000)),
+        ] {
+            assert_eq!(parse_private_users(v).unwrap(), want, "{v}");
+        }
+        for bad in [
+            "",
+            "maybe",
+            "managed",
+            "1:0",
+            "-1",
+            "65536:",
+            ":5",
+            "4294901760:65536",
+            "1:2:3",
+        ] {
+            assert!(
+                matches!(
+                    parse_private_users(bad),
+                    Err(PlanError::BadPrivateUsers(..))
+                ),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn user_namespace_combinations_nspawn_refuses() {
+        let idmapped = parse_bind("bind", "/tmp:/x:idmap", false).unwrap();
+        let plain = parse_bind("bind", "/tmp:/x", false).unwrap();
+        let fixed = |shift, range| PrivateUsers::Fixed {
+            shift: Some(shift),
+            range,
+        };
+        assert!(check_userns(
+            PrivateUsers::No,
+            Ownership::Off,
+            std::slice::from_ref(&plain)
+        )
+        .is_ok());
+        assert!(check_userns(
+            PrivateUsers::No,
+            Ownership::Off,
+            std::slice::from_ref(&idmapped)
+        )
+        .is_err());
+        assert!(check_userns(
+            PrivateUsers::Pick,
+            Ownership::Auto,
+            std::slice::from_ref(&idmapped)
+        )
+        .is_ok());
+        assert!(check_userns(PrivateUsers::No, Ownership::Chown, &[]).is_err());
+        let below_proc = parse_bind("bind", "/tmp:/proc/x:idmap", false).unwrap();
+        assert!(check_userns(PrivateUsers::Pick, Ownership::Auto, &[below_proc]).is_err());
+        assert!(check_userns(fixed(0x80000, 65536), Ownership::Chown, &[]).is_ok());
+        for (s, r) in [(0x80001, 65536), (0x80000, 1000), (0x80000, 131072)] {
+            let e = check_userns(fixed(s, r), Ownership::Chown, &[]).unwrap_err();
+            assert!(e.to_string().contains("64K-aligned"), "{e}");
+            assert!(check_userns(fixed(s, r), Ownership::Map, &[]).is_ok());
+        }
     }
 
     #[test]

@@ -33,6 +33,36 @@ pub struct Facts {
     /// says so): that guest's supervisor already serves the mounts and bpf(2)
     /// calls of everything below it, this container's guest included.
     pub inside_nixrun: bool,
+    /// The container's user namespace, its range decided (and locked) at
+    /// start-up; None without --private-users.
+    pub userns: Option<Userns>,
+}
+
+/// A user namespace's range and how the root's files are owned in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Userns {
+    /// The host uid (and gid) of the guest's root.
+    pub shift: u32,
+    pub range: u32,
+    /// The root directory is bound ID-mapped: on-disk ids 0..range are the
+    /// guest's 0..range, so the guest's root writes files as on-disk 0.
+    pub map_root: bool,
+}
+
+impl Userns {
+    /// The host's id of the guest's id `id` (as the kernel sees it, a kuid).
+    pub fn host_id(&self, id: u32) -> u32 {
+        self.shift + id
+    }
+
+    /// The id a file owned by the guest's `id` has on the root's disk.
+    pub fn disk_id(&self, id: u32) -> u32 {
+        if self.map_root {
+            id
+        } else {
+            self.shift + id
+        }
+    }
 }
 
 impl Facts {
@@ -44,6 +74,7 @@ impl Facts {
             host_os_pairs: vec![],
             extra_binds: vec![],
             inside_nixrun: false,
+            userns: None,
         }
     }
 }
@@ -61,6 +92,8 @@ pub struct Policy {
     /// outer supervisor's guard serves our guest's calls (it gets them: the
     /// innermost filter with a listener wins, and ours would have none).
     pub outer_guard: bool,
+    /// The container's user namespace (the outer phase runs outside it).
+    pub userns: Option<Userns>,
 }
 
 impl Policy {
@@ -74,6 +107,7 @@ impl Policy {
             env: env::guest_env(plan, facts),
             mounts: mounts::table(plan, facts),
             outer_guard: facts.inside_nixrun,
+            userns: facts.userns,
         })
     }
 }

@@ -19,13 +19,20 @@
 //! - `When` says in which mode an entry applies: device nodes are created with
 //!   mknod by the host's root, but bound from the host where a user namespace
 //!   forbids mknod; /proc/sys/net is writable only with a network of the guest's
-//!   own. The mode comes from the plan (`Mode::of`).
+//!   own. The mode comes from the plan and the start-up facts (`Mode::of`).
+//!
+//! With a user namespace (`Mode::uid_shift`) the outer phase runs in the host's
+//! user namespace (the container's outer process, container/userns.rs) and the
+//! inner one in the guest's: the tmpfs mounts get the guest's root as owner,
+//! binds may be ID-mapped (`Op::IdmapBind`), and sysfs is mounted in the outer
+//! phase unless the network namespace is the guest's own (the kernel lets a
+//! user namespace mount sysfs only for a network namespace it owns).
 //!
 //! Order within a phase is the table's order: /dev and /run exist before user
 //! binds land on them; the /proc masks need /run/host/inaccessible.
 
 use super::Facts;
-use crate::plan::{Bind, BindSource, Console, Plan};
+use crate::plan::{Bind, BindSource, Console, Idmap, Plan};
 use nix::mount::MsFlags;
 use nix::sys::stat::SFlag;
 use std::path::{Path, PathBuf};
@@ -69,7 +76,7 @@ pub const DEVICES: &[(&str, u64, u64)] = &[
 pub const INACCESSIBLE_REG: &str = "/run/host/inaccessible/reg";
 
 /// The tty group's gid in Debian and NixOS guests (devpts gives new ptys to it).
-const TTY_GID: u32 = 5;
+pub const TTY_GID: u32 = 5;
 
 /// Size and inode limits of the runtime's tmpfs mounts, nspawn's (systemd's
 /// TMPFS_LIMITS_*): without them each allows half the host's RAM, and a guest
@@ -222,15 +229,42 @@ pub enum Op {
     Console,
     /// The sd_notify socket at /run/host/notify; it goes to the supervisor.
     NotifySocket,
+    /// A device node of the guest's root (in a user namespace): made by the
+    /// outer phase, as the host's root, with mode 0666 and given to the
+    /// guest's root; where mknod is refused (a device cgroup without `m`, a
+    /// runtime that is itself in a user namespace) the host's node of that
+    /// path is bound instead, as nspawn falls back.
+    GuestDevice {
+        path: PathBuf,
+        major: u64,
+        minor: u64,
+    },
+    /// A bind whose owners are mapped for the guest's user namespace (the
+    /// user's `:idmap`, `:rootidmap`, `:owneridmap`), made by the host's root
+    /// in the outer phase; see container/idmap.rs for the maps.
+    IdmapBind {
+        source: BindSource,
+        target: PathBuf,
+        kind: Kind,
+        recursive: bool,
+        access: Access,
+        idmap: Idmap,
+        /// The guest's range (the user namespace's).
+        shift: u32,
+        range: u32,
+    },
 }
 
 impl Op {
     /// The container path the entry mounts on or creates.
     pub fn path(&self) -> Option<&Path> {
         match self {
-            Op::Mount { target, .. } | Op::Bind { target, .. } => Some(target),
+            Op::Mount { target, .. } | Op::Bind { target, .. } | Op::IdmapBind { target, .. } => {
+                Some(target)
+            }
             Op::Mkdir { path, .. }
             | Op::Node { path, .. }
+            | Op::GuestDevice { path, .. }
             | Op::Symlink { path, .. }
             | Op::File { path, .. } => Some(path),
             Op::Console => Some(Path::new("/dev/console")),
@@ -267,11 +301,10 @@ pub struct Mode {
 }
 
 impl Mode {
-    pub fn of(plan: &Plan) -> Mode {
+    pub fn of(plan: &Plan, facts: &Facts) -> Mode {
         Mode {
             private_network: plan.network.private,
-            // No front end creates user namespaces yet.
-            uid_shift: None,
+            uid_shift: facts.userns.map(|u| u.shift),
         }
     }
 
@@ -366,7 +399,36 @@ impl Builder {
 }
 
 pub fn table(plan: &Plan, facts: &Facts) -> Table {
-    build(plan, facts, Mode::of(plan))
+    build(plan, facts, Mode::of(plan, facts))
+}
+
+/// tmpfs options giving the file system's root to the guest's root (nspawn's
+/// tmpfs_patch_options; nothing to add for the host's ids).
+fn owned(options: &str, mode: Mode) -> String {
+    match mode.uid_shift {
+        Some(s) if s != 0 => format!("{options},uid={s},gid={s}"),
+        _ => options.to_string(),
+    }
+}
+
+/// A shared tmpfs entry (`run_tmpfs`) with its options `owned`.
+fn owned_mount(op: Op, mode: Mode) -> Op {
+    match op {
+        Op::Mount {
+            fstype,
+            target,
+            flags,
+            data,
+            optional,
+        } => Op::Mount {
+            fstype,
+            target,
+            flags,
+            data: data.map(|d| owned(&d, mode)),
+            optional,
+        },
+        other => other,
+    }
 }
 
 fn build(plan: &Plan, facts: &Facts, mode: Mode) -> Table {
@@ -382,7 +444,7 @@ fn build(plan: &Plan, facts: &Facts, mode: Mode) -> Table {
         "tmpfs",
         "/dev",
         F::MS_NOSUID | F::MS_STRICTATIME,
-        Some(&format!("mode=0755,{LIMITS_DEV}")),
+        Some(&owned(&format!("mode=0755,{LIMITS_DEV}"), mode)),
     ));
     for &(dev, major, minor) in DEVICES {
         t.when(
@@ -395,16 +457,12 @@ fn build(plan: &Plan, facts: &Facts, mode: Mode) -> Table {
                 minor,
             },
         );
-        // nspawn's fallback where mknod is refused: the host's node, bound.
         t.when(
             When::PrivateUsers,
-            Op::Bind {
-                source: BindSource::Host(p(dev)),
-                target: p(dev),
-                kind: Kind::File,
-                recursive: false,
-                access: Access::Inherit,
-                optional: false,
+            Op::GuestDevice {
+                path: p(dev),
+                major,
+                minor,
             },
         );
     }
@@ -424,7 +482,7 @@ fn build(plan: &Plan, facts: &Facts, mode: Mode) -> Table {
         "tmpfs",
         "/dev/shm",
         F::MS_NOSUID | F::MS_NODEV | F::MS_STRICTATIME,
-        Some(&format!("mode=01777,{LIMITS_NESTED}")),
+        Some(&owned(&format!("mode=01777,{LIMITS_NESTED}"), mode)),
     ));
     for (name, target) in [
         ("/dev/fd", "/proc/self/fd"),
@@ -440,15 +498,21 @@ fn build(plan: &Plan, facts: &Facts, mode: Mode) -> Table {
     if plan.console != Console::Pipe {
         t.add(Op::Console);
     }
-    t.add(run_tmpfs());
+    t.add(owned_mount(run_tmpfs(), mode));
     for (when, op) in run_host(&facts.uuid, facts.host_os_release.as_deref()) {
+        // With a user namespace nixrun's outer phase still runs as the host's
+        // root, which may make the 0:0 device nodes.
+        let when = match when {
+            When::HostUsers if mode.uid_shift.is_some() => When::Always,
+            w => w,
+        };
         t.when(when, op);
     }
     t.add(fresh(
         "tmpfs",
         "/tmp",
         F::MS_NOSUID | F::MS_NODEV | F::MS_STRICTATIME,
-        Some(&format!("mode=01777,{LIMITS_NESTED}")),
+        Some(&owned(&format!("mode=01777,{LIMITS_NESTED}"), mode)),
     ));
 
     // The user's mounts, parents before children whatever the command line
@@ -457,7 +521,7 @@ fn build(plan: &Plan, facts: &Facts, mode: Mode) -> Table {
     // otherwise be hidden by (as nspawn's inner child does).
     let mut user: Vec<(PathBuf, Op)> = Vec::new();
     for b in plan.binds.iter().chain(&facts.extra_binds) {
-        user.push((b.target.clone(), bind_op(b)));
+        user.push((b.target.clone(), bind_op(b, facts)));
     }
     for tm in &plan.tmpfs {
         user.push((
@@ -466,7 +530,7 @@ fn build(plan: &Plan, facts: &Facts, mode: Mode) -> Table {
                 fstype: "tmpfs",
                 target: tm.target.clone(),
                 flags: F::MS_NODEV | F::MS_STRICTATIME,
-                data: Some(tm.options.clone()),
+                data: Some(owned(&tm.options, mode)),
                 optional: false,
             },
         ));
@@ -516,13 +580,20 @@ fn build(plan: &Plan, facts: &Facts, mode: Mode) -> Table {
         }
     }
     // Mounted from inside the container's namespaces, sysfs shows its network
-    // namespace's devices.
-    t.add(fresh(
-        "sysfs",
-        "/sys",
-        nosuid_nodev_noexec | F::MS_RDONLY,
-        None,
-    ));
+    // namespace's devices. A user namespace may mount it only for a network
+    // namespace it owns; for any other (the host's, --network-namespace-path)
+    // the outer phase mounts it, as the host's root, in that namespace.
+    let sysfs = fresh("sysfs", "/sys", nosuid_nodev_noexec | F::MS_RDONLY, None);
+    let own_netns = plan.network.private && plan.network.netns_path.is_none();
+    if mode.uid_shift.is_some() && !own_netns {
+        t.entries.push(Entry {
+            op: sysfs,
+            phase: Phase::Outer,
+            when: When::PrivateUsers,
+        });
+    } else {
+        t.add(sysfs);
+    }
     t.add(fuse_hidden());
     // Its instance serves the mounter's IPC namespace.
     t.add(fresh("mqueue", "/dev/mqueue", nosuid_nodev_noexec, None));
@@ -668,22 +739,36 @@ pub fn fuse_hidden() -> Op {
     }
 }
 
-fn bind_op(b: &Bind) -> Op {
-    Op::Bind {
-        source: b.source.clone(),
-        target: b.target.clone(),
-        kind: if b.kind.is_dir() {
-            Kind::Dir
-        } else {
-            Kind::File
+fn bind_op(b: &Bind, facts: &Facts) -> Op {
+    let kind = if b.kind.is_dir() {
+        Kind::Dir
+    } else {
+        Kind::File
+    };
+    let access = if b.readonly {
+        Access::ReadOnly
+    } else {
+        Access::Inherit
+    };
+    match facts.userns {
+        Some(u) if b.idmap != Idmap::No => Op::IdmapBind {
+            source: b.source.clone(),
+            target: b.target.clone(),
+            kind,
+            recursive: b.recursive,
+            access,
+            idmap: b.idmap,
+            shift: u.shift,
+            range: u.range,
         },
-        recursive: b.recursive,
-        access: if b.readonly {
-            Access::ReadOnly
-        } else {
-            Access::Inherit
+        _ => Op::Bind {
+            source: b.source.clone(),
+            target: b.target.clone(),
+            kind,
+            recursive: b.recursive,
+            access,
+            optional: false,
         },
-        optional: false,
     }
 }
 
@@ -701,6 +786,7 @@ mod tests {
                 readonly: true,
                 recursive: true,
                 kind: SourceKind::Dir,
+                idmap: Idmap::No,
             },
             Bind {
                 source: BindSource::Host("/etc/hosts".into()),
@@ -708,6 +794,7 @@ mod tests {
                 readonly: false,
                 recursive: true,
                 kind: SourceKind::File,
+                idmap: Idmap::No,
             },
         ];
         plan.tmpfs = vec![Tmpfs {
@@ -923,7 +1010,8 @@ mod tests {
             }
         ));
 
-        // In a user namespace: binds instead of mknod, the tty group shifted.
+        // In a user namespace: the guest's devices (mknod or the host's
+        // node), the tty group shifted.
         let userns = build(
             &plan(),
             &facts(),
@@ -934,7 +1022,77 @@ mod tests {
         );
         let ops = userns.all();
         assert!(ops.iter().any(|op| matches!(op, Op::Mount { fstype: "devpts", data: Some(d), .. } if d.ends_with("gid=65541"))));
-        assert!(!ops.iter().any(|op| matches!(op, Op::Node { kind, .. } if *kind == SFlag::S_IFCHR || *kind == SFlag::S_IFBLK)));
-        assert!(ops.iter().any(|op| matches!(op, Op::Bind { source: BindSource::Host(s), target, .. } if s == Path::new("/dev/null") && target == Path::new("/dev/null"))));
+        assert!(!ops
+            .iter()
+            .any(|op| matches!(op, Op::Node { path, .. } if path.starts_with("/dev/"))));
+        assert!(ops.iter().any(|op| matches!(op, Op::GuestDevice { path, major: 1, minor: 3 } if path == Path::new("/dev/null"))));
+    }
+
+    fn userns_facts(shift: u32) -> Facts {
+        Facts {
+            userns: Some(super::super::Userns {
+                shift,
+                range: 0x10000,
+                map_root: true,
+            }),
+            ..facts()
+        }
+    }
+
+    #[test]
+    fn a_user_namespace_owns_the_runtimes_tmpfs_and_maps_binds() {
+        let mut pl = plan();
+        pl.binds[0].idmap = Idmap::Idmap;
+        let t = table(&pl, &userns_facts(0x80000));
+        assert_eq!(t.mode.uid_shift, Some(0x80000));
+        let ops = t.all();
+        for target in ["/dev", "/dev/shm", "/run", "/tmp", "/var"] {
+            let data = ops
+                .iter()
+                .find_map(|op| match op {
+                    Op::Mount {
+                        fstype: "tmpfs",
+                        target: t,
+                        data: Some(d),
+                        ..
+                    } if t == Path::new(target) => Some(d.clone()),
+                    _ => None,
+                })
+                .unwrap_or_else(|| panic!("no tmpfs on {target}"));
+            assert!(data.ends_with(",uid=524288,gid=524288"), "{target}: {data}");
+        }
+        // The store is ID-mapped with the range, /var/x/hosts is not.
+        assert!(ops.iter().any(|op| matches!(op, Op::IdmapBind { target, idmap: Idmap::Idmap, shift: 0x80000, range: 0x10000, access: Access::ReadOnly, .. } if target == Path::new("/nix/store"))));
+        assert!(ops.iter().any(
+            |op| matches!(op, Op::Bind { target, .. } if target == Path::new("/var/x/hosts"))
+        ));
+        // sysfs for the host's network is mounted outside the user namespace.
+        assert!(t.ops(Phase::Outer).any(|op| matches!(
+            op,
+            Op::Mount {
+                fstype: "sysfs",
+                ..
+            }
+        )));
+        assert!(!t.ops(Phase::Inner).any(|op| matches!(
+            op,
+            Op::Mount {
+                fstype: "sysfs",
+                ..
+            }
+        )));
+        // With a network of its own, from inside it.
+        pl.network.private = true;
+        let t = table(&pl, &userns_facts(0x80000));
+        assert!(t.ops(Phase::Inner).any(|op| matches!(
+            op,
+            Op::Mount {
+                fstype: "sysfs",
+                ..
+            }
+        )));
+        // identity (shift 0) needs no owner on its tmpfs mounts.
+        let t = table(&plan(), &userns_facts(0));
+        assert!(t.all().iter().any(|op| matches!(op, Op::Mount { fstype: "tmpfs", target, data: Some(d), .. } if target == Path::new("/run") && !d.contains("uid="))));
     }
 }

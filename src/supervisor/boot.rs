@@ -90,6 +90,12 @@ impl<'a> Boot<'a> {
         if own_netns {
             flags |= CloneFlags::CLONE_NEWNET;
         }
+        // With a user namespace the child is the outer process, in a mount
+        // namespace of its own only; it clones PID 1 into the rest, owned by
+        // the guest's user namespace (container/userns.rs).
+        if policy.userns.is_some() {
+            flags = CloneFlags::CLONE_NEWNS;
+        }
         let child = Box::new(|| {
             // Our copy of the supervisor's end would hide the supervisor's death.
             let _ = nix::unistd::close(sup_raw);
@@ -103,11 +109,14 @@ impl<'a> Boot<'a> {
 
         let reaped = Rc::new(Cell::new(false));
         let r = reaped.clone();
+        // PID 1, once the outer child of a user-namespace start has named it.
+        let leader = Rc::new(Cell::new(pid));
+        let l = leader.clone();
         // Whatever happens from here on, the container does not outlive the boot.
         undo.push("stopping the container", move || {
             if !r.get() {
-                let _ = kill(pid, libc::SIGKILL);
-                reap_blocking(pid);
+                let _ = kill(l.get(), libc::SIGKILL);
+                reap_blocking(l.get());
                 r.set(true);
             }
             Ok(())
@@ -131,6 +140,31 @@ impl<'a> Boot<'a> {
             net: None,
         };
         boot.act(life.handle(Event::Cloned, Instant::now()), host);
+        if let Some(u) = policy.userns {
+            // Sync point 0: the outer child built the first half of the tree
+            // and cloned PID 1; it exits now. Anything else is its failure,
+            // which the loop reads (its line) and reaps.
+            let first = boot.channel.as_ref().map(|c| c.recv());
+            match first {
+                Some(Ok(Some(FromChild::Inner(p)))) => {
+                    reap_blocking(pid);
+                    boot.pid = Pid::from_raw(p);
+                    leader.set(boot.pid);
+                    super::userns::write_maps(p, &u).map_err(SupervisorError::Failed)?;
+                }
+                Some(Ok(Some(FromChild::Failed(line)))) => {
+                    boot.setup_failed = true;
+                    if let Some(next) =
+                        boot.act(life.handle(Event::SetupFailed(line), Instant::now()), host)
+                    {
+                        return next;
+                    }
+                    return boot.event_loop(sigfd, life, registrar, host);
+                }
+                _ => return boot.event_loop(sigfd, life, registrar, host),
+            }
+        }
+        let pid = boot.pid;
         // While the child builds the first half of its mount tree, its cgroups
         // are made, with it in them. Sync point 1: it goes on (to the cgroup
         // namespace, /proc, /sys and the exec) only once it is in them (and
@@ -150,6 +184,10 @@ impl<'a> Boot<'a> {
                 return boot.event_loop(sigfd, life, registrar, host);
             }
             Err(e) => return Err(e.into()),
+        }
+        if let Some(u) = policy.userns {
+            // The guest's systemd manages its own subtree.
+            cgroups.chown_payload(u.host_id(0))?;
         }
         if own_netns {
             boot.net = Some(network::setup(plan, pid.as_raw(), undo)?);
@@ -368,6 +406,10 @@ impl<'a> Boot<'a> {
                 self.setup_failed = true;
                 Ok(Some(Event::SetupFailed(line)))
             }
+            // Only the outer child sends it, and it is read before the loop.
+            Some(FromChild::Inner(_)) => Err(SupervisorError::Failed(
+                "the container sent its PID 1 out of turn".into(),
+            )),
             None => {
                 // Sync point 3, if the child got that far: its end is
                 // close-on-exec. Otherwise it died; its exit status tells how.

@@ -397,7 +397,7 @@ fn place(tree: &OwnedFd, dest: &Destination<'_>) -> Result<(), Errno> {
             )
             .map_err(errno)
         }
-        Target::CallerFd(fd, _) => move_mount(
+        Target::CallerFd(fd) => move_mount(
             tree,
             "",
             fd,

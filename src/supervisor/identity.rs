@@ -3,8 +3,8 @@
 //! and the journal link. The result is the `Facts` the policy is computed from.
 
 use crate::container::root::{Root, RootError};
-use crate::plan::{Bind, BindSource, LinkJournal, Plan, SourceKind};
-use crate::policy::{env::os_release_pairs, Facts};
+use crate::plan::{Bind, BindSource, Idmap, LinkJournal, Plan, SourceKind};
+use crate::policy::{env::os_release_pairs, Facts, Userns};
 use std::path::{Path, PathBuf};
 use uuid::Uuid;
 
@@ -24,7 +24,9 @@ pub enum IdentityError {
     Random(#[source] nix::errno::Errno),
 }
 
-pub fn facts(plan: &Plan) -> Result<Facts, IdentityError> {
+/// The facts of a start; `userns` is the container's user namespace, decided
+/// before (the journal directory made here belongs to the guest's root).
+pub fn facts(plan: &Plan, userns: Option<Userns>) -> Result<Facts, IdentityError> {
     let root = Root::open_dir(&plan.root).map_err(IdentityError::Open)?;
     let (host_os_release, host_os_pairs) = host_os_release();
     let guest_id = read_machine_id(&root, &plan.root)?;
@@ -32,13 +34,16 @@ pub fn facts(plan: &Plan) -> Result<Facts, IdentityError> {
         Some(u) => u,
         None => random_uuid().map_err(IdentityError::Random)?,
     };
-    let extra_binds = link_journal(plan, &root, &uuid)?.into_iter().collect();
+    let extra_binds = link_journal(plan, &root, &uuid, userns)?
+        .into_iter()
+        .collect();
     Ok(Facts {
         uuid,
         host_os_release,
         host_os_pairs,
         extra_binds,
         inside_nixrun: inside_nixrun(),
+        userns,
     })
 }
 
@@ -110,7 +115,16 @@ fn read_machine_id(root: &Root, path: &Path) -> Result<Option<Uuid>, IdentityErr
 /// /etc/machine-id is empty. `guest`: the host gets a symlink to the guest's
 /// directory. `auto`: if the host already has a directory for this machine (made
 /// for `host` mode), the guest gets it bound in — returned as an extra bind.
-fn link_journal(plan: &Plan, root: &Root, uuid: &Uuid) -> Result<Option<Bind>, IdentityError> {
+///
+/// In a user namespace the guest's journal directory is made for the guest's
+/// root, and a host directory bound in is ID-mapped (its owners are the
+/// guest's, as the root's are).
+fn link_journal(
+    plan: &Plan,
+    root: &Root,
+    uuid: &Uuid,
+    userns: Option<Userns>,
+) -> Result<Option<Bind>, IdentityError> {
     let id = uuid.simple().to_string();
     let host_dir = Path::new("/var/log/journal");
     let host_path = host_dir.join(&id);
@@ -128,6 +142,11 @@ fn link_journal(plan: &Plan, root: &Root, uuid: &Uuid) -> Result<Option<Bind>, I
                 readonly: false,
                 recursive: false,
                 kind: SourceKind::Dir,
+                idmap: if userns.is_some() {
+                    Idmap::Idmap
+                } else {
+                    Idmap::No
+                },
             }));
         }
         LinkJournal::Guest => true,
@@ -157,6 +176,19 @@ fn link_journal(plan: &Plan, root: &Root, uuid: &Uuid) -> Result<Option<Bind>, I
         _ => {
             if let Err(e) = root.mkdir_all(&in_guest, 0o2755) {
                 return fail(e.to_string());
+            }
+            if let Some(u) = userns {
+                // Only the directories made here; the guest's journald fixes
+                // up its own files.
+                let mut dir = Path::new("/var/log/journal").to_path_buf();
+                for d in [None, Some(&id)] {
+                    if let Some(d) = d {
+                        dir.push(d);
+                    }
+                    if let Err(e) = root.chown(&dir, u.disk_id(0), u.disk_id(0)) {
+                        return fail(e.to_string());
+                    }
+                }
             }
             if let Err(e) = std::os::unix::fs::symlink(&guest_dir, &host_path) {
                 return fail(format!("{}: {e}", host_path.display()));

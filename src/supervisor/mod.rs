@@ -36,6 +36,7 @@ pub mod notify;
 pub mod output;
 pub mod poll;
 pub mod teardown;
+pub mod userns;
 
 use crate::cgroup::{CgroupError, Cgroups};
 use crate::plan::{Console as ConsoleMode, Plan, Register};
@@ -132,8 +133,23 @@ pub fn run(plan: &Plan) -> Result<i32, SupervisorError> {
         });
     }
 
+    // The user namespace's range, locked for the run (nspawn's lock files too).
+    let resolved = userns::resolve(plan).map_err(SupervisorError::Failed)?;
+    let userns = resolved.as_ref().map(|r| r.userns);
+    if let Some(r) = resolved {
+        if r.chown {
+            userns::chown_tree(&plan.root, r.userns.shift).map_err(SupervisorError::Failed)?;
+        }
+        for lock in r.locks {
+            run_undo.push("releasing a user namespace range", move || {
+                lock.release();
+                Ok(())
+            });
+        }
+    }
+
     crate::phase::mark("locks");
-    let facts = identity::facts(plan)?;
+    let facts = identity::facts(plan, userns)?;
     crate::phase::mark("facts");
     let policy = Policy::compute(plan, &facts)?;
     crate::phase::mark("policy");

@@ -206,10 +206,7 @@ impl MountGuard {
         let root = open("root")?;
         let cwd = open("cwd")?;
         let target = match caller_fd_number(&r.target) {
-            Some(n) => Target::CallerFd(
-                take_fd(r.tid, n)?,
-                File::open("/proc/self/fd").map_err(io_errno)?,
-            ),
+            Some(n) => Target::CallerFd(take_fd(r.tid, n)?),
             None => Target::Path,
         };
         Ok((root, cwd, target))
@@ -345,9 +342,8 @@ impl MountGuard {
 pub enum Target {
     /// The path as given, resolved from the caller's root and working directory.
     Path,
-    /// The caller's "/proc/self/fd/N": our copy of its fd N, and our fd directory
-    /// (opened in the host's /proc, before entering the caller's namespaces).
-    CallerFd(OwnedFd, File),
+    /// The caller's "/proc/self/fd/N": our copy of its fd N.
+    CallerFd(OwnedFd),
 }
 
 /// N, if the path is the caller's own "/proc/self/fd/N" (or thread-self).
@@ -374,22 +370,30 @@ fn mount_as_caller(
     cwd: &File,
     target: &Target,
 ) -> Result<(), Errno> {
+    // This helper's own fd directory, opened in the host's /proc before we
+    // leave its namespace: a process may always follow its own fd links, also
+    // as the caller's ids in the caller's user namespace (not the
+    // supervisor's, which is another process).
+    let own_fds = match target {
+        Target::CallerFd(..) => Some(File::open("/proc/thread-self/fd").map_err(io_errno)?),
+        Target::Path => None,
+    };
     if let Some((ns, kind)) = extra_ns {
         setns(ns, kind)?;
     }
     setns(mnt_ns, CloneFlags::CLONE_NEWNS)?;
-    let target_path = match target {
-        Target::Path => {
+    let target_path = match (target, &own_fds) {
+        (Target::CallerFd(fd), Some(dir)) => {
+            // Relative to our fd directory, our copy of the fd is a link to the
+            // caller's target, in the caller's mount namespace.
+            nix::unistd::fchdir(dir.as_raw_fd())?;
+            CString::new(fd.as_raw_fd().to_string()).expect("digits")
+        }
+        _ => {
             nix::unistd::fchdir(root.as_raw_fd())?;
             nix::unistd::chroot(".")?;
             nix::unistd::fchdir(cwd.as_raw_fd())?;
             r.target.clone()
-        }
-        Target::CallerFd(fd, our_fd_dir) => {
-            // Relative to our fd directory, our copy of the fd is a link to the
-            // caller's target, in the caller's mount namespace.
-            nix::unistd::fchdir(our_fd_dir.as_raw_fd())?;
-            CString::new(fd.as_raw_fd().to_string()).expect("digits")
         }
     };
     // The new superblock's root is owned by its mounter's file-system ids, and

@@ -22,6 +22,7 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 
 // From <linux/mount.h>; libc has the syscall number but not the flags.
 pub const MOUNT_ATTR_RDONLY: u64 = 0x0000_0001;
+const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
 const AT_RECURSIVE: libc::c_uint = 0x8000;
 
 #[repr(C)]
@@ -36,12 +37,35 @@ struct MountAttr {
 /// optionally on the whole subtree. Unlike a MS_REMOUNT, it changes only the
 /// named attributes, so nosuid/nodev/noexec of a bind survive making it read-only.
 pub fn mount_setattr(fd: BorrowedFd<'_>, recursive: bool, set: u64, clear: u64) -> nix::Result<()> {
-    let attr = MountAttr {
-        attr_set: set,
-        attr_clr: clear,
-        propagation: 0,
-        userns_fd: 0,
-    };
+    setattr(
+        fd,
+        recursive,
+        MountAttr {
+            attr_set: set,
+            attr_clr: clear,
+            propagation: 0,
+            userns_fd: 0,
+        },
+    )
+}
+
+/// mount_setattr(2) MOUNT_ATTR_IDMAP on the (detached) mount `fd` refers to,
+/// with the uid and gid maps of the user namespace `userns`; only that
+/// mount, not those below it.
+pub fn mount_setattr_idmap(fd: BorrowedFd<'_>, userns: BorrowedFd<'_>) -> nix::Result<()> {
+    setattr(
+        fd,
+        false,
+        MountAttr {
+            attr_set: MOUNT_ATTR_IDMAP,
+            attr_clr: 0,
+            propagation: 0,
+            userns_fd: userns.as_raw_fd() as u64,
+        },
+    )
+}
+
+fn setattr(fd: BorrowedFd<'_>, recursive: bool, attr: MountAttr) -> nix::Result<()> {
     let empty = CString::default();
     let mut flags = libc::AT_EMPTY_PATH as libc::c_uint;
     if recursive {

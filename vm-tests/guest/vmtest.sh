@@ -706,6 +706,96 @@ else
     not_run net-start net-early net-addresses net-booted net-stop-clean
 fi
 
+# ---------------------------------------------------------------- user namespace
+
+# container@uns.service as NixOS makes it for privateUsers = "pick": the conf
+# says PRIVATE_USERS=pick and the unit passes --private-users=$PRIVATE_USERS
+# (NixOS's script adds :idmap to its /nix binds; this Debian guest has none).
+# On this pure cgroup2 host the guest's systemd must reach running with its
+# own subtree chowned to the range. The root is the one the checks above used,
+# bound (not copied: an ID-mapped root changes nothing on disk).
+uns_unit=container@uns.service
+uns_root=/var/lib/containers/uns
+uns_setup() {
+    mkdir -p /etc/nixos-containers "$uns_root" "/run/systemd/system/$uns_unit.d" || return 1
+    printf 'PRIVATE_USERS=pick\n' >/etc/nixos-containers/uns.conf || return 1
+    mount --bind "$root" "$uns_root" || return 1
+    local bin
+    case $RUNTIME in
+        nixrun) bin=/usr/local/bin/nixrun ;;
+        *) bin=/usr/bin/systemd-nspawn ;;
+    esac
+    printf '[Service]\nExecStart=\nExecStart=%s --keep-unit -M %%i -D %s --notify-ready=yes --kill-signal=SIGRTMIN+3 --private-users=${PRIVATE_USERS} -b\n' \
+        "$bin" "$uns_root" >"/run/systemd/system/$uns_unit.d/nrvm-uns.conf" || return 1
+    systemctl daemon-reload
+}
+if uns_setup; then
+    t0=$(now)
+    out=$(timeout "$BOOT_TIMEOUT" systemctl start "$uns_unit" 2>&1)
+    rc=$?
+    mp=$(systemctl show -p MainPID --value "$uns_unit")
+    uns_leader=
+    if [ "$rc" = 0 ]; then
+        for p in $(cat /proc/"$mp"/task/*/children 2>/dev/null); do
+            if is_ns_init "$p"; then uns_leader=$p; fi
+        done
+    fi
+    uns_st=
+    [ -z "$uns_leader" ] || uns_st=$(leader=$uns_leader guest_wait_running)
+    umap=$(cat "/proc/$uns_leader/uid_map" 2>/dev/null | tr -s ' ' | sed 's/^ //')
+    gmap=$(cat "/proc/$uns_leader/gid_map" 2>/dev/null | tr -s ' ' | sed 's/^ //')
+    shift_=${umap#0 }
+    shift_=${shift_%% *}
+    if [ "$rc" = 0 ] && [ "$uns_st" = running ]; then
+        ok uns-running "PRIVATE_USERS=pick: started in $(since "$t0"), guest running"
+    else
+        fail uns-running "rc=$rc guest '${uns_st:-}' after $(since "$t0"): $out $(journalctl -q --no-pager -u "$uns_unit" -n 8 -o cat | tr '\n' ' ')"
+    fi
+    if [ -n "$uns_leader" ] && booted "$uns_st"; then
+        failed=$(leader=$uns_leader guest_failed_units | tr '\n' ' ')
+        if [ -z "$failed" ]; then ok uns-no-failed; else fail uns-no-failed "$failed"; fi
+    else
+        why_not="container@uns did not boot"
+        not_run uns-no-failed
+    fi
+    # One line, 0 SHIFT 65536, the same for gids (what machined's
+    # GetMachineUIDShift accepts); SHIFT 64K-aligned in nspawn's pick range.
+    if [ "$(echo "$umap" | wc -l)" = 1 ] && [ "$umap" = "$gmap" ] && [ "${umap% *}" = "0 $shift_" ] &&
+        [ "${umap##* }" = 65536 ] && [ $((shift_ % 65536)) = 0 ] && [ "$shift_" -ge 524288 ]; then
+        ok uns-map "uid_map and gid_map: $umap; lock $(ls /run/systemd/nspawn-uid/ 2>/dev/null | tr '\n' ' ')"
+    else
+        fail uns-map "uid_map '$umap' gid_map '$gmap'"
+    fi
+    # machined reads the shift from PID 1's uid_map (nsenter -U, machinectl
+    # shell and bind use it).
+    ms=$(busctl call org.freedesktop.machine1 /org/freedesktop/machine1 \
+        org.freedesktop.machine1.Manager GetMachineUIDShift s uns 2>&1)
+    if [ -n "$shift_" ] && [ "$ms" = "u $shift_" ]; then
+        ok uns-machined-shift "GetMachineUIDShift uns: $ms"
+    else
+        fail uns-machined-shift "GetMachineUIDShift uns: '$ms', uid_map shift '$shift_'"
+    fi
+    # machinectl shell enters through the guest's systemd (nixpkgs#57083:
+    # nixos-container run/login enter without the user namespace; this works).
+    out=$(timeout 120 machinectl shell uns /bin/sh -c 'echo "uid=$(id -u) shadow=$(stat -c %u /etc/shadow)"' 2>&1)
+    if echo "$out" | grep -q 'uid=0 shadow=0'; then
+        ok uns-machinectl-shell "$(echo "$out" | grep -m1 uid=)"
+    else
+        fail uns-machinectl-shell "$(echo "$out" | head -c 300)"
+    fi
+    out=$(timeout "$STOP_TIMEOUT" systemctl stop "$uns_unit" 2>&1)
+    if [ "$(systemctl is-active "$uns_unit")" = inactive ] && [ -n "$shift_" ] &&
+        [ ! -e "/run/systemd/nspawn-uid/$shift_" ]; then
+        ok uns-stop-clean "stopped; the range's lock file is gone"
+    else
+        fail uns-stop-clean "unit $(systemctl is-active "$uns_unit"), lock files: $(ls /run/systemd/nspawn-uid/ 2>/dev/null | tr '\n' ' ') $out"
+    fi
+    umount "$uns_root" 2>/dev/null
+else
+    why_not="setting up container@uns failed"
+    not_run uns-running uns-no-failed uns-map uns-machined-shift uns-machinectl-shell uns-stop-clean
+fi
+
 # ---------------------------------------------------------------- host shutdown
 
 # The last act: five containers running, then a normal poweroff of the VM

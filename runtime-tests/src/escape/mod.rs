@@ -29,6 +29,7 @@ mod nested;
 mod procs;
 mod store;
 mod sys;
+mod userns;
 mod vfs;
 
 use std::io::{Read, Write};
@@ -254,6 +255,10 @@ pub const ATTACKS: &[Attack] = &[
     attack("bpf-device-helper", nested::bpf_device_helper, false),
     attack("bpf-device-widen", nested::bpf_device_widen, true),
     attack("bpf-foreign-program", nested::bpf_foreign_program, false),
+    attack("userns-map-write", userns::map_write, false),
+    attack("userns-map-host-root", userns::map_host_root, false),
+    attack("userns-setgroups", userns::setgroups, false),
+    attack("userns-host-root-files", userns::host_root_files, false),
 ];
 
 /// No single attack should take long; a hang (e.g. a read that blocks) must not
