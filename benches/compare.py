@@ -9,6 +9,8 @@ fixture guests:
      `unshare -m -p -u -i --fork chroot ROOT /bin/true`;
   2. boot (spawn -> READY=1 on $NOTIFY_SOCKET) and stop (SIGTERM -> exit) of the
      Debian guest and the NixOS-shaped guest, nixrun vs systemd-nspawn;
+  2a. ephemeral: boot and stop of the Debian guest with `-x` (nixrun's overlay
+     against nspawn's copy of the tree), the trees compared before and after;
   3. the runtime's own memory (RSS, VmHWM, PSS) while a guest runs;
   4. scale: N NixOS-shaped guests started at once (time until all are READY,
      host memory per guest, clean stop), nixrun vs systemd-nspawn;
@@ -36,7 +38,7 @@ Other options: --nixrun PATH (default: build it with cargo into target/bench),
 --out DIR, --scale 10,25,50,100, --exec-rounds K, --boot-cycles K,
 --soak-cycles K, --soak-boots K, --net-scale N (default 100, quick 10; the net
 part's rounds, cycles and repetitions are --exec-rounds, --boot-cycles,
---scale-reps), --skip PARTS (exec,boot,scale,net,soak; --quick skips soak
+--scale-reps), --skip PARTS (exec,boot,ephemeral,scale,net,soak; --quick skips soak
 unless a --soak-* count is given), --report-only target/bench/results.json
 (write the report again, measure nothing).
 
@@ -56,6 +58,7 @@ import contextlib
 import ctypes
 import datetime
 import errno
+import hashlib
 import json
 import os
 import platform
@@ -1174,6 +1177,39 @@ class Bench:
             "leftover_mounts": sorted({m for r in runs for m in r["left"]["mounts"]}),
         }
 
+    # -- ephemeral ------------------------------------------------------------------
+
+    def bench_ephemeral(self, cycles):
+        """Boot/stop of the Debian guest with -x (nixrun: an overlay with a tmpfs
+        upper layer; nspawn 252 on this ext4: a full copy of the tree next to it,
+        removed at exit), interleaved; the tree is compared before and after."""
+        self.results["busy"]["ephemeral"] = wait_calm()
+        self.results["loadavg"]["ephemeral"] = [loadavg()]
+        roots = {rt: self.copy_debian(f"eph-debian-{rt.split('-')[-1]}") for rt in ("nixrun", "systemd-nspawn")}
+        before = {rt: tree_summary(root) for rt, root in roots.items()}
+        beside = sorted(os.listdir(self.work))
+        for rt in roots:
+            scratch = f"warm-eph-{rt.split('-')[-1]}"
+            self.boot_cycle(rt, "debian", self.copy_debian(scratch), scratch, extra=("-x",))
+        log(f"ephemeral boot/stop debian: 1 first boot + {cycles} cycles, nixrun and nspawn interleaved")
+        runs = {rt: [] for rt in roots}
+        for c in range(cycles + 1):
+            order = list(roots) if c % 2 == 0 else list(reversed(roots))
+            for rt in order:
+                r = self.boot_cycle(rt, "debian", roots[rt], f"eph-debian-{rt}-{c}", extra=("-x",))
+                runs[rt].append(r)
+                if r["ready"] is None or r["rc"] != 0:
+                    log(f"  {rt} -x cycle {c}: ready={r['ready']} rc={r['rc']} "
+                        f"(log: {self.logdir}/eph-debian-{rt}-{c}.log)")
+        out = {}
+        left_beside = sorted(set(os.listdir(self.work)) - set(beside) - {f"warm-eph-{rt.split('-')[-1]}" for rt in roots})
+        for rt, root in roots.items():
+            out[rt] = self.boot_stats(runs[rt])
+            out[rt]["tree_unchanged"] = tree_summary(root) == before[rt]
+        out["left_beside"] = left_beside
+        self.results["ephemeral"] = out
+        self.results["loadavg"]["ephemeral"].append(loadavg())
+
     # -- scale ----------------------------------------------------------------------
 
     def scale_run(self, runtime, n, rep, part="scale", extra=lambda i: (), on_ready=None):
@@ -2015,6 +2051,9 @@ def report(results, args, plot_name):
                                   f"{len(x['leftover_mounts'])}" for x in (a, s)) + " | |")
             L.append("")
 
+    if r.get("ephemeral"):
+        report_ephemeral(L, r["ephemeral"], args)
+
     if sc.get("nixrun"):
         L.append("## 4. Scale: N NixOS-shaped guests started at once\n")
         L.append("All N runtimes are spawned back to back (each in its own cgroup, each root a fresh "
@@ -2325,6 +2364,36 @@ def fmt_items(items, limit=3):
     return cell + (f" … (+{len(items) - limit} more)" if len(items) > limit else "")
 
 
+def report_ephemeral(L, e, args):
+    L.append("## Ephemeral boot (`-x`)\n")
+    L.append(f"The Debian guest booted with `-x`, as in part 2 ({args.boot_cycles} interleaved cycles "
+             "after a first boot, one root per runtime), on this run's ext4. nixrun puts an overlay "
+             "with a tmpfs upper layer over the tree (in a mount namespace of the supervisor's own); "
+             "systemd-nspawn 252, on a file system without btrfs snapshots or reflinks, copies the "
+             "whole tree next to it (`.#snapshot.*`) and removes the copy at exit, so its boot time "
+             "grows with the tree and its stop includes the removal.\n")
+    a, s = e["nixrun"], e["systemd-nspawn"]
+    L.append("| | nixrun -x | systemd-nspawn -x | ratio nixrun/nspawn |\n|---|---|---|---|")
+    for label, key, f in [("boot → READY=1", "ready", fmt_s), ("  setup (spawn → STATUS)", "setup", fmt_ms),
+                          ("  guest (STATUS → READY=1)", "guest", fmt_s),
+                          ("CPU until READY=1, whole unit", "cpu_unit", fmt_s),
+                          ("stop (SIGTERM → exit)", "stop", fmt_s), ("runtime RSS", "rss", fmt_mib)]:
+        L.append(f"| {label} | {f(a[key])} | {f(s[key])} | {fmt_ratio(ratio(a[key], s[key]))} |")
+    fr = [x["first_ready"] for x in (a, s)]
+    L.append("| first boot → READY=1 | " + " | ".join("–" if x is None else f"{x:.3f} s" for x in fr)
+             + f" | {fmt_ratio(fr[0] / fr[1]) if None not in fr else '–'} |")
+    L.append("| tree unchanged afterwards (paths, modes, owners, sizes, mtimes) | "
+             + " | ".join("yes" if x["tree_unchanged"] else "**no**" for x in (a, s)) + " | |")
+    L.append("| cycles not READY / exit ≠ 0 | "
+             f"{a['not_ready']} / {a['bad_exit']} | {s['not_ready']} / {s['bad_exit']} | |")
+    L.append("| left behind: processes; cgroups; host mounts | "
+             + " | ".join(f"{x['leftover_procs']}; {', '.join(x['leftover_cgroups']) or 'none'}; "
+                          f"{len(x['leftover_mounts'])}" for x in (a, s)) + " | |")
+    L.append(f"| entries left next to the roots by either runtime (snapshots, lock files) | "
+             f"{', '.join(e['left_beside']) or 'none'} | | |")
+    L.append("")
+
+
 def report_soak(L, soak):
     n_exec, n_boot = (soak.get(k, {}).get("cycles", 0) for k in ("exec", "boot"))
     L.append("## 5. Soak: nothing left behind\n")
@@ -2428,7 +2497,7 @@ def report_soak(L, soak):
                      + (", and lacks " + ", ".join(f"`{x}`" for x in less) if less else "") + ".\n")
 
 
-PARTS = {"exec", "boot", "scale", "net", "soak"}
+PARTS = {"exec", "boot", "ephemeral", "scale", "net", "soak"}
 
 
 def main():
@@ -2452,7 +2521,7 @@ def main():
                          "its exec rounds, boot cycles and repetitions are --exec-rounds, --boot-cycles, "
                          "--scale-reps")
     ap.add_argument("--skip", default="",
-                    help="comma-separated parts to skip: exec,boot,scale,net,soak (--quick skips soak "
+                    help="comma-separated parts to skip: exec,boot,ephemeral,scale,net,soak (--quick skips soak "
                          "unless a --soak-* count is given)")
     ap.add_argument("--report-only", metavar="JSON",
                     help="measure nothing: write the report again from a run's results "
@@ -2515,6 +2584,8 @@ def main():
             part("exec", bench.bench_exec, args.exec_rounds, args.warmup)
         if "boot" not in skip:
             part("boot", bench.bench_boot, args.boot_cycles)
+        if "ephemeral" not in skip:
+            part("ephemeral", bench.bench_ephemeral, args.boot_cycles)
         if "scale" not in skip:
             part("scale", bench.bench_scale, ns, args.scale_reps)
         if "net" not in skip:
@@ -2535,6 +2606,20 @@ def main():
         json.dumps(bench.results, indent=1, default=str))
     write_report(bench.results, args, out)
     log(f"took {bench.results['duration'] / 60:.1f} min")
+
+
+def tree_summary(root):
+    """Every entry's path, type, mode, owner, size and mtime, hashed: what an
+    ephemeral run must leave as it was (contents: see integration/ephemeral.rs,
+    which hashes them too)."""
+    h = hashlib.sha256()
+    for d, dirs, files in os.walk(root):
+        dirs.sort()
+        for name in sorted(dirs + files):
+            p = os.path.join(d, name)
+            st = os.lstat(p)
+            h.update(f"{p} {st.st_mode} {st.st_uid}:{st.st_gid} {st.st_size} {st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
 
 
 def write_report(results, args, out):

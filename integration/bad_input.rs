@@ -384,3 +384,198 @@ fn sys_is_a_symlink() {
 fn dev_is_a_symlink() {
     api_dir_symlink("dev");
 }
+
+/// --volatile needs the tree's /usr (=yes) or /var (=state); the minimal
+/// guest has neither.
+#[test]
+fn volatile_on_a_root_without_usr() {
+    let (t, root) = minimal("bad-vol");
+    let r = root.to_str().unwrap();
+    for (flag, needs) in [
+        ("--volatile", "/usr"),
+        ("--volatile=yes", "/usr"),
+        ("--volatile=state", "/var"),
+    ] {
+        assert_refused(
+            "bad-vol",
+            &t.base,
+            &["-D", r, "-M", "bad-vol", flag, "/nixrun-probe", "exit", "0"],
+            &[flag.split('=').next().unwrap(), needs, r],
+        );
+    }
+    assert_refused(
+        "bad-vol",
+        &t.base,
+        &["-D", r, "-M", "bad-vol", "--volatile=bogus", "-b"],
+        &["--volatile", "bogus", "yes, no, state or overlay"],
+    );
+}
+
+/// nspawn would run the host's own tree with --ephemeral or --volatile;
+/// nixrun refuses / whatever the flags.
+#[test]
+fn ephemeral_or_volatile_on_the_host_root() {
+    let t = TempRoot::new("bad-eph-slash");
+    for flag in ["-x", "--ephemeral", "--volatile=yes", "--volatile=state"] {
+        assert_refused(
+            "bad-eph-slash",
+            &t.base,
+            &["-D", "/", "-M", "bad-eph-slash", flag, "-b"],
+            &["host's /", "--ephemeral or --volatile"],
+        );
+    }
+}
+
+/// Overlay specs nspawn refuses too, and paths that are not there: refused
+/// before anything is made (no work directory next to the upper one).
+#[test]
+fn malformed_overlay() {
+    let (t, root) = minimal("bad-ovl");
+    let (low, up) = (t.path("low"), t.path("up"));
+    fs::create_dir_all(&low).unwrap();
+    fs::create_dir_all(&up).unwrap();
+    fs::write(t.path("file"), "").unwrap();
+    let (l, u) = (low.to_str().unwrap(), up.to_str().unwrap());
+    let missing = t.path("missing");
+    let m = missing.to_str().unwrap();
+    let file = t.path("file");
+    let f = file.to_str().unwrap();
+    for (spec, why) in [
+        (format!("--overlay={l}"), "LOWER:UPPER".to_string()),
+        (format!("--overlay={l}:"), "may not be empty".into()),
+        (
+            format!("--overlay=relative:{u}:/x"),
+            "not an absolute path".into(),
+        ),
+        (
+            format!("--overlay={l}:relative:/x"),
+            "not an absolute path".into(),
+        ),
+        (format!("--overlay={m}:{u}:/x"), m.to_string()),
+        (format!("--overlay={l}:{m}:/x"), m.to_string()),
+        (format!("--overlay={l}:{f}:/x"), "not a directory".into()),
+        (format!("--overlay={l}:{u}:/"), "/".into()),
+        (format!("--overlay={l}:{u}:/proc"), "/proc".into()),
+        (format!("--overlay={l}:{u}:relative"), "relative".into()),
+        (format!("--overlay-ro={l}::/a/../b"), "\"..\"".into()),
+    ] {
+        let flag = spec.split('=').next().unwrap().to_string();
+        assert_refused(
+            "bad-ovl",
+            &t.base,
+            &[
+                "-D",
+                root.to_str().unwrap(),
+                "-M",
+                "bad-ovl",
+                &spec,
+                "/nixrun-probe",
+                "exit",
+                "0",
+            ],
+            &[&flag, &why],
+        );
+    }
+}
+
+/// A start that fails in the container after the supervisor made an
+/// overlay's work directory (here: --inaccessible= of a path the guest does
+/// not have) removes it, and its note in /run/nixrun/overlay.
+#[test]
+fn failed_start_removes_overlay_work_directories() {
+    let (t, root) = minimal("bad-ovl-late");
+    // The overlay's mount point is made in the root before the failure, as a
+    // bind's is: there, not outside the root.
+    fs::create_dir_all(root.join("srv")).unwrap();
+    let (low, up) = (t.path("low"), t.path("up"));
+    fs::create_dir_all(&low).unwrap();
+    fs::create_dir_all(&up).unwrap();
+    let spec = format!("--overlay={}:{}:/srv", low.display(), up.display());
+    assert_refused(
+        "bad-ovl-late",
+        &t.base,
+        &[
+            "-D",
+            root.to_str().unwrap(),
+            "-M",
+            "bad-ovl-late",
+            &spec,
+            "--inaccessible=/no/such/path",
+            "/nixrun-probe",
+            "exit",
+            "0",
+        ],
+        &["--inaccessible=/no/such/path", "does not exist"],
+    );
+    assert!(!Path::new("/run/nixrun/overlay/bad-ovl-late").exists());
+}
+
+#[test]
+fn link_journal_guest_with_a_throw_away_root() {
+    let (t, root) = minimal("bad-eph-journal");
+    assert_refused(
+        "bad-eph-journal",
+        &t.base,
+        &[
+            "-D",
+            root.to_str().unwrap(),
+            "-M",
+            "bad-eph-journal",
+            "-x",
+            "--link-journal=guest",
+            "-b",
+        ],
+        &["--link-journal=guest", "--ephemeral"],
+    );
+}
+
+/// -U with ownership chown would write the whole tree, which --ephemeral
+/// (and --volatile, --read-only) leave as it is: refused, the range released.
+#[test]
+fn chown_ownership_with_a_throw_away_root() {
+    let (t, root) = minimal("bad-eph-chown");
+    let locks = || -> Vec<String> {
+        fs::read_dir("/run/systemd/nspawn/locks")
+            .map(|rd| {
+                rd.filter_map(Result::ok)
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let before = locks();
+    assert_refused(
+        "bad-eph-chown",
+        &t.base,
+        &[
+            "-D",
+            root.to_str().unwrap(),
+            "-M",
+            "bad-eph-chown",
+            "-U",
+            "--private-users-ownership=chown",
+            "-x",
+            "/nixrun-probe",
+            "exit",
+            "0",
+        ],
+        &["chowned", "--ephemeral"],
+    );
+    // Only what can be this run's: the tree's and the name's lock, and range
+    // locks (numbers); other containers on the machine come and go meanwhile.
+    let meta = fs::metadata(&root).unwrap();
+    let tree = format!(
+        "inode-{}:{}",
+        std::os::unix::fs::MetadataExt::dev(&meta),
+        std::os::unix::fs::MetadataExt::ino(&meta)
+    );
+    let ours = |l: &String| {
+        *l == tree || l == "name-bad-eph-chown" || l.bytes().all(|b| b.is_ascii_digit())
+    };
+    let after = locks();
+    let new: Vec<_> = after
+        .iter()
+        .filter(|l| !before.contains(l) && ours(l))
+        .collect();
+    assert!(new.is_empty(), "lock files left: {new:?}");
+}

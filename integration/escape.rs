@@ -98,20 +98,33 @@ fn probe_in_booted_guest(c: &mut Spawned, probe_path: &str) -> String {
 
 #[test]
 fn debian_guest_probe_as_a_service() {
-    let (t, root) = TempRoot::copy_of("esc-deb", &fixture("debian"), "esc-deb");
+    debian_guest_attacked("esc-deb", &[]);
+}
+
+/// On an ephemeral root (an overlay over the tree, with a tmpfs upper layer)
+/// the wall is the same, and what the attacks write stays off the tree.
+#[test]
+fn ephemeral_debian_guest_probe_as_a_service() {
+    debian_guest_attacked("esc-deb-eph", &["-x", "-M", "esc-deb-eph"]);
+}
+
+fn debian_guest_attacked(tag: &str, extra: &[&str]) {
+    let (t, root) = TempRoot::copy_of(tag, &fixture("debian"), tag);
     install_probe(&root);
     let store = store_dir(&t);
-    let snap = HostSnapshot::take("esc-deb");
-    let mut c = Spawned::start(&[
+    let snap = HostSnapshot::take(tag);
+    let mut args = vec![
         "-D",
         root.to_str().unwrap(),
         "-b",
         "--notify-ready=yes",
         &store,
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    let mut c = Spawned::start(&args);
     c.wait_ready(BOOT_TIMEOUT);
     let report = probe_in_booted_guest(&mut c, "/usr/local/bin/nixrun-probe");
-    assert_all_blocked(&report, "debian");
+    assert_all_blocked(&report, tag);
     // The guest survived the attacks and still runs cleanly.
     let state = c.exec(&["systemctl", "is-system-running"]);
     assert_eq!(String::from_utf8_lossy(&state.stdout).trim(), "running");
@@ -361,35 +374,61 @@ fn assert_userns_attacks_ran(report: &str, guest: &str) {
 
 #[test]
 fn minimal_guest_with_u_probe_as_pid_1() {
-    let (t, root) = TempRoot::copy_of("esc-uns-min", &fixture("minimal"), "esc-uns-min");
-    let snap = HostSnapshot::take("esc-uns-min");
+    minimal_guest_with_u_attacked("esc-uns-min", &[]);
+}
+
+/// -U with -x: the overlay over the ID-mapped tree (supervisor/ephemeral.rs).
+#[test]
+fn minimal_guest_with_u_and_x_probe_as_pid_1() {
+    minimal_guest_with_u_attacked("esc-uns-x-min", &["-x", "-M", "esc-uns-x-min"]);
+}
+
+fn minimal_guest_with_u_attacked(tag: &str, extra: &[&str]) {
+    let (t, root) = TempRoot::copy_of(tag, &fixture("minimal"), tag);
+    let snap = HostSnapshot::take(tag);
     let store = store_dir(&t);
     let files = format!("--bind={}:{HOST_FILES_AT}", host_root_files(&t).display());
     let env = format!("--setenv=NIXRUN_PROBE_HOST_FILES={HOST_FILES_AT}");
     let host_pid = format!("--setenv=NIXRUN_PROBE_HOST_PID={}", std::process::id());
-    let (code, out, err) = run_probe(&root, &["-U", &store, &files, &env, &host_pid], &["escape"]);
-    assert_all_blocked(&out, "minimal -U");
-    assert_userns_attacks_ran(&out, "minimal -U");
+    let mut args = vec!["-U", store.as_str(), &files, &env, &host_pid];
+    args.extend_from_slice(extra);
+    let (code, out, err) = run_probe(&root, &args, &["escape"]);
+    assert_all_blocked(&out, tag);
+    assert_userns_attacks_ran(&out, tag);
     assert_eq!(code, 0, "{err}");
     snap.assert_unchanged();
 }
 
 #[test]
 fn debian_guest_with_u_probe_as_a_service() {
-    let (t, root) = TempRoot::copy_of("esc-uns-deb", &fixture("debian"), "esc-uns-deb");
+    debian_guest_with_u_attacked("esc-uns-deb", &[]);
+}
+
+/// -U with -x, booted.
+#[test]
+fn debian_guest_with_u_and_x_probe_as_a_service() {
+    debian_guest_with_u_attacked("esc-uns-x-deb", &["-x"]);
+}
+
+fn debian_guest_with_u_attacked(tag: &str, extra: &[&str]) {
+    let (t, root) = TempRoot::copy_of(tag, &fixture("debian"), tag);
     install_probe(&root);
     let store = store_dir(&t);
     let files = format!("--bind={}:{HOST_FILES_AT}", host_root_files(&t).display());
-    let snap = HostSnapshot::take("esc-uns-deb");
-    let mut c = Spawned::start(&[
+    let snap = HostSnapshot::take(tag);
+    let mut args = vec![
         "-U",
         "-D",
         root.to_str().unwrap(),
+        "-M",
+        tag,
         "-b",
         "--notify-ready=yes",
         &store,
         &files,
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    let mut c = Spawned::start(&args);
     c.wait_ready(BOOT_TIMEOUT);
     let host_pid = format!("--setenv=NIXRUN_PROBE_HOST_PID={}", std::process::id());
     let files_env = format!("--setenv=NIXRUN_PROBE_HOST_FILES={HOST_FILES_AT}");
@@ -399,7 +438,7 @@ fn debian_guest_with_u_probe_as_a_service() {
     let ctl = Path::new(NIXRUN.as_str()).with_file_name("nixrunctl");
     let in_guest = |argv: &[&str]| -> String {
         let out = std::process::Command::new(&ctl)
-            .args(["exec", "esc-uns-deb", "--"])
+            .args(["exec", tag, "--"])
             .args(argv)
             .output()
             .expect("nixrunctl exec");
@@ -415,8 +454,8 @@ fn debian_guest_with_u_probe_as_a_service() {
         "/usr/local/bin/nixrun-probe",
         "escape",
     ]);
-    assert_all_blocked(&report, "debian -U");
-    assert_userns_attacks_ran(&report, "debian -U");
+    assert_all_blocked(&report, tag);
+    assert_userns_attacks_ran(&report, tag);
     let state = in_guest(&["systemctl", "is-system-running"]);
     assert_eq!(state.trim(), "running");
     c.signal(libc::SIGTERM);

@@ -590,10 +590,8 @@ fn caller_flags_and_ephemeral() {
             "/nix/store/x-nixos-system/init"
         ]
     );
-    assert_eq!(
-        nixrun_parse(&r.argv).unwrap_err(),
-        "--ephemeral is not supported yet by nixrun"
-    );
+    let cli = nixrun_parse(&r.argv).unwrap_or_else(|e| panic!("nixrun refuses it: {e}"));
+    assert!(cli.ephemeral);
 }
 
 #[test]

@@ -34,7 +34,7 @@ let
   startScript = "${cfg.package}/lib/nixrun/nixrun-container-start";
 
   # The same flags, at the same place, as NixOS's script gives nspawn for these
-  # options (nixrun refuses --ephemeral by name).
+  # options.
   flagsFor =
     c:
     let
@@ -135,8 +135,9 @@ let
 
   # Container options whose nspawn flags nixrun refuses ("not supported yet"):
   # said at evaluation, not only when the unit fails to start.
-  # (privateUsers is supported: --private-users= with :idmap on the /nix binds.)
-  unsupported = c: lib.optional c.ephemeral "ephemeral";
+  # None today: privateUsers is supported (--private-users= with :idmap on the
+  # /nix binds), and so is ephemeral (--ephemeral: an overlay over the root).
+  unsupported = _c: [ ];
 in
 {
   options.virtualisation.nixrun = {

@@ -46,6 +46,10 @@ pub enum PlanError {
         spec: String,
         why: String,
     },
+    #[error("container root {0}: {1}")]
+    RootMode(PathBuf, String),
+    #[error("{0}")]
+    Conflict(String),
     #[error("--{flag}={spec:?}: source {path}: {err}")]
     BindSource {
         flag: &'static str,
@@ -209,6 +213,54 @@ pub struct Tmpfs {
     pub options: String,
 }
 
+/// nspawn's --volatile=: what of the tree the guest boots on, per boot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Volatile {
+    /// The tree itself.
+    #[default]
+    No,
+    /// An empty tmpfs as the root, with the tree's /usr in it, read-only.
+    Yes,
+    /// The tree read-only, with a tmpfs on /var.
+    State,
+    /// The tree under an overlay whose upper layer is a tmpfs.
+    Overlay,
+}
+
+/// What the guest's root is made of: the tree as it is, or a layer that
+/// keeps the tree as it was (--ephemeral, --volatile=, --read-only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RootMode {
+    /// The whole run on a throw-away copy of the tree (an overlay with a
+    /// tmpfs upper layer, made once per run, gone with the supervisor).
+    pub ephemeral: bool,
+    pub volatile: Volatile,
+    /// The tree (and what is mounted below it) read-only.
+    pub read_only: bool,
+}
+
+impl RootMode {
+    /// Whether the run leaves the tree as it found it: it may be shared with
+    /// other such runs (a shared lock), but not with one that writes to it.
+    pub fn keeps_tree(&self) -> bool {
+        self.ephemeral || self.volatile != Volatile::No || self.read_only
+    }
+}
+
+/// An overlay file system mounted into the container (--overlay=, --overlay-ro=).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Overlay {
+    /// The lower layers, bottom first.
+    pub lowers: Vec<BindSource>,
+    /// The upper layer, a host directory; None: an empty tmpfs, gone with the
+    /// boot (nspawn's empty UPPER, which it makes in /var/tmp).
+    pub upper: Option<PathBuf>,
+    /// Absolute path inside the container.
+    pub target: PathBuf,
+    /// --overlay-ro: the upper layer is one more lower layer, nothing is written.
+    pub readonly: bool,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Console {
     /// The guest's console is a pty; the user's terminal is connected to it.
@@ -340,6 +392,7 @@ pub struct SyscallChange {
 pub struct Plan {
     /// Canonical, absolute host path of the container root.
     pub root: PathBuf,
+    pub root_mode: RootMode,
     pub machine: String,
     pub hostname: String,
     /// From --uuid; otherwise decided at start from the guest's /etc/machine-id.
@@ -347,6 +400,9 @@ pub struct Plan {
     pub exec: Exec,
     pub binds: Vec<Bind>,
     pub tmpfs: Vec<Tmpfs>,
+    pub overlays: Vec<Overlay>,
+    /// Paths hidden under an empty node of their type (--inaccessible=).
+    pub inaccessible: Vec<PathBuf>,
     /// --setenv, in order; applied last, so they win.
     pub setenv: Vec<(String, String)>,
     pub keep_unit: bool,
@@ -374,12 +430,15 @@ impl Plan {
     pub fn new(root: PathBuf, machine: &str) -> Plan {
         Plan {
             root,
+            root_mode: RootMode::default(),
             machine: machine.to_string(),
             hostname: machine.to_string(),
             uuid: None,
             exec: Exec::Boot(vec![]),
             binds: vec![],
             tmpfs: vec![],
+            overlays: vec![],
+            inaccessible: vec![],
             setenv: vec![],
             keep_unit: false,
             register: Register::Auto,

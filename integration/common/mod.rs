@@ -171,6 +171,9 @@ fn mount_table() -> BTreeSet<String> {
         // Network namespaces the tests themselves pin (`ip netns add`), made
         // and removed by tests running alongside.
         .filter(|m| !(m.contains(" /run/netns/") && m.contains(" - nsfs ")))
+        // The scratch file system of a benchmark (benches/compare.py) running
+        // alongside on this shared machine; no test makes one.
+        .filter(|m| !m.contains(" /var/tmp/nixrun-bench."))
         .collect()
 }
 

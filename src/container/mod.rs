@@ -7,7 +7,9 @@
 //!  3. unshare(CLONE_NEWCGROUP): only now, so that the namespace's root is that
 //!     cgroup and the guest's /sys/fs/cgroup shows nothing above it.
 //!  4. Make every mount a slave, so nothing done here propagates to the host.
-//!  5. Bind the root onto itself (pivot_root needs a mount point), open it.
+//!  5. Bind the root onto itself (pivot_root needs a mount point), open it;
+//!     a volatile root's layer goes over the tree first, and a read-only one
+//!     is made read-only once bound (rootfs.rs).
 //!  6. Apply the mount table (policy/mounts.rs, by mounts.rs) inside the root:
 //!     its outer phase, then its inner one.
 //!  7. pivot_root into the root, drop the old one.
@@ -35,7 +37,9 @@ pub mod dev;
 pub mod idmap;
 pub mod lock;
 pub mod mounts;
+pub mod overlay;
 pub mod root;
+pub mod rootfs;
 mod userns;
 
 use crate::plan::{Exec, Plan};
@@ -76,6 +80,8 @@ enum StepError {
     Mount(#[from] mounts::MountError),
     #[error(transparent)]
     Root(#[from] root::RootError),
+    #[error(transparent)]
+    RootFs(#[from] rootfs::RootFsError),
     #[error(transparent)]
     Channel(#[from] crate::protocol::ChannelError),
     #[error("{0}")]
@@ -157,6 +163,7 @@ fn outer_setup(plan: &Plan, policy: &Policy) -> Result<Root, StepError> {
     )
     .map_err(sys("make / a slave mount"))?;
     if !userns::mount_root(plan, policy)? {
+        rootfs::layer(&plan.root, &policy.rootfs)?;
         mount(
             Some(&plan.root),
             &plan.root,
@@ -165,8 +172,14 @@ fn outer_setup(plan: &Plan, policy: &Policy) -> Result<Root, StepError> {
             None::<&str>,
         )
         .map_err(sys("bind the container root onto itself"))?;
+    } else {
+        // The layer goes over the ID-mapped tree, so that its lower layer
+        // shows the guest's owners.
+        rootfs::layer(&plan.root, &policy.rootfs)?;
     }
-    Root::open_dir(&plan.root).map_err(sys("open the container root"))
+    let root = Root::open_dir(&plan.root).map_err(sys("open the container root"))?;
+    rootfs::protect(&root, &policy.rootfs)?;
+    Ok(root)
 }
 
 /// The second half of a start, once the whole mount tree is built: pivot into

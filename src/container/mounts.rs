@@ -5,7 +5,7 @@
 use super::idmap::{self, Mapping};
 use super::root::{Root, RootError};
 use crate::plan::{BindSource, Idmap};
-use crate::policy::mounts::{Access, Kind, Op, TTY_GID};
+use crate::policy::mounts::{Access, Kind, Op, OverlayUpper, TTY_GID};
 use crate::sys::{fd_path, mount_setattr, MOUNT_ATTR_RDONLY};
 use nix::errno::Errno;
 use nix::mount::{mount, MsFlags};
@@ -42,6 +42,12 @@ pub enum MountError {
     Console(&'static str, #[source] Errno),
     #[error("notify socket: {0}: {1}")]
     Notify(&'static str, #[source] Errno),
+    #[error("--overlay on {0}: {1}")]
+    Overlay(PathBuf, #[source] super::overlay::OverlayError),
+    #[error("--overlay on {0}: {1} {2}: {3}")]
+    OverlayLayer(PathBuf, &'static str, PathBuf, #[source] Errno),
+    #[error("--inaccessible={0}: {1}")]
+    Inaccessible(PathBuf, String),
     #[error("{0}")]
     Idmap(String),
 }
@@ -269,7 +275,124 @@ fn apply_one(root: &Root, op: &Op, out: &mut Outputs) -> Result<(), MountError> 
             }
             Ok(())
         }
+        Op::Overlay {
+            target,
+            lowers,
+            upper,
+            readonly,
+        } => overlay(root, target, lowers, upper, *readonly),
+        Op::Inaccessible { target } => inaccessible(root, target),
     }
+}
+
+/// A directory named as an overlay's layer: a host path, or one in the root.
+fn layer_dir(
+    root: &Root,
+    target: &Path,
+    role: &'static str,
+    source: &BindSource,
+) -> Result<OwnedFd, MountError> {
+    let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    match source {
+        BindSource::Host(p) => rustix::fs::open(p, flags, Mode::empty()).map_err(|e| {
+            MountError::OverlayLayer(target.into(), role, p.clone(), crate::sys::errno(e))
+        }),
+        BindSource::InRoot(p) => root
+            .open(p, flags)
+            .map_err(|e| MountError::OverlayLayer(target.into(), role, p.clone(), e.errno)),
+    }
+}
+
+fn overlay(
+    root: &Root,
+    target: &Path,
+    lowers: &[BindSource],
+    upper: &OverlayUpper,
+    readonly: bool,
+) -> Result<(), MountError> {
+    // Opened before the target is covered: a lower layer may be the target
+    // itself (`--overlay=+/var::/var`).
+    let lowers = lowers
+        .iter()
+        .map(|l| layer_dir(root, target, "lower layer", l))
+        .collect::<Result<Vec<_>, _>>()?;
+    let (upper, tmpfs_options) = match upper {
+        OverlayUpper::Tmpfs { options } => (super::overlay::Upper::Tmpfs, options.as_str()),
+        OverlayUpper::Dir { upper, work } => {
+            let src = |p: &PathBuf| BindSource::Host(p.clone());
+            let work = if readonly {
+                None
+            } else {
+                Some(layer_dir(root, target, "work directory", &src(work))?)
+            };
+            (
+                super::overlay::Upper::Dir {
+                    upper: layer_dir(root, target, "upper layer", &src(upper))?,
+                    work,
+                },
+                crate::policy::mounts::LIMITS_EMPTY,
+            )
+        }
+    };
+    let point = mount_target(root, target, Kind::Dir, false)?.expect("not optional");
+    super::overlay::mount_over(
+        point.as_fd(),
+        super::overlay::Spec {
+            lowers,
+            upper,
+            readonly,
+            tmpfs_options,
+            redirect_dir: false,
+        },
+    )
+    .map_err(|e| MountError::Overlay(target.into(), e))
+}
+
+/// nspawn's mode_to_inaccessible_node: the empty node of the target's type;
+/// where the runtime could not make device nodes (a user namespace), a
+/// regular file, as systemd falls back to.
+fn inaccessible(root: &Root, target: &Path) -> Result<(), MountError> {
+    let fd = root.path_fd(target).map_err(|e| {
+        let why = if e.errno == Errno::ENOENT {
+            "does not exist in the container (only what exists can be hidden)".to_string()
+        } else {
+            e.to_string()
+        };
+        MountError::Inaccessible(target.into(), why)
+    })?;
+    if root.is_root(&fd) {
+        return Err(MountError::OverRoot(target.to_path_buf()));
+    }
+    let st = rustix::fs::fstat(&fd)
+        .map_err(|e| MountError::Inaccessible(target.into(), crate::sys::errno(e).to_string()))?;
+    let kind = match st.st_mode & libc::S_IFMT {
+        libc::S_IFDIR => "dir",
+        libc::S_IFCHR => "chr",
+        libc::S_IFBLK => "blk",
+        libc::S_IFIFO => "fifo",
+        libc::S_IFSOCK => "sock",
+        _ => "reg",
+    };
+    let node = |k: &str| root.path_fd(&Path::new("/run/host/inaccessible").join(k));
+    let src = match node(kind) {
+        Err(e) if e.errno == Errno::ENOENT && kind != "dir" => node("reg")?,
+        r => r?,
+    };
+    let merr = |errno| MountError::Mount {
+        what: "bind of an inaccessible node".into(),
+        target: target.to_path_buf(),
+        errno,
+    };
+    mount(
+        Some(fd_path(src.as_fd()).as_str()),
+        fd_path(fd.as_fd()).as_str(),
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(merr)?;
+    let mounted = root.path_fd(target)?;
+    mount_setattr(mounted.as_fd(), false, MOUNT_ATTR_RDONLY, 0).map_err(merr)
 }
 
 /// A bind whose owners are mapped (Op::IdmapBind): a detached clone of the

@@ -42,6 +42,11 @@ pub(super) fn mount_root(plan: &Plan, policy: &Policy) -> Result<bool, StepError
     let Some(u) = policy.userns.filter(|u| u.map_root) else {
         return Ok(false);
     };
+    if policy.rootfs.ephemeral.is_some() {
+        // The supervisor mapped the tree under --ephemeral's overlay
+        // (supervisor/ephemeral.rs); an overlay cannot be mapped again.
+        return Ok(false);
+    }
     let ns = idmap::userns(&Mapping::Range {
         shift: u.shift,
         range: u.range,

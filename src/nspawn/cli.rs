@@ -59,6 +59,39 @@ pub struct Cli {
     #[arg(long = "tmpfs", value_name = "PATH[:OPTS]")]
     pub tmpfs: Vec<String>,
 
+    /// Run on a throw-away copy of the root (an overlay with a tmpfs upper layer),
+    /// gone when nixrun exits, however it exits
+    #[arg(short = 'x', long = "ephemeral")]
+    pub ephemeral: bool,
+
+    /// yes: a tmpfs root with the tree's /usr read-only; state: the tree read-only
+    /// with a tmpfs on /var; overlay: the tree under a tmpfs overlay; no
+    #[arg(
+        long = "volatile",
+        value_name = "MODE",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "yes"
+    )]
+    pub volatile: Option<String>,
+
+    /// Mount the container's root (and what is mounted below it) read-only
+    #[arg(long = "read-only")]
+    pub read_only: bool,
+
+    /// Mount an overlay: [LOWER...:]UPPER:DEST, or LOWER:UPPER (also the destination);
+    /// paths starting with + are in the container root; an empty UPPER is a tmpfs
+    #[arg(long = "overlay", value_name = "LOWER:[UPPER]:DEST")]
+    pub overlay: Vec<String>,
+
+    /// Like --overlay, read-only
+    #[arg(long = "overlay-ro", value_name = "LOWER:[UPPER]:DEST")]
+    pub overlay_ro: Vec<String>,
+
+    /// Hide PATH in the container under an empty, read-only node of its type
+    #[arg(long = "inaccessible", value_name = "PATH")]
+    pub inaccessible: Vec<String>,
+
     /// Set an environment variable for the container's PID 1 (NAME alone copies nixrun's value)
     #[arg(short = 'E', long = "setenv", value_name = "NAME=VALUE")]
     pub setenv: Vec<String>,
@@ -206,18 +239,14 @@ pub struct Cli {
 enum Takes {
     Nothing,
     Value,
-    OptionalValue,
 }
 
 /// nspawn (v252–v257) options nixrun does not implement yet: (long name, short, value).
 const UNSUPPORTED: &[(&str, Option<char>, Takes)] = &[
     ("template", None, Takes::Value),
-    ("ephemeral", Some('x'), Takes::Nothing),
     ("image", Some('i'), Takes::Value),
     ("image-policy", None, Takes::Value),
     ("oci-bundle", None, Takes::Value),
-    ("read-only", None, Takes::Nothing),
-    ("volatile", None, Takes::OptionalValue),
     ("as-pid2", Some('a'), Takes::Nothing),
     ("chdir", None, Takes::Value),
     ("pivot-root", None, Takes::Value),
@@ -232,9 +261,6 @@ const UNSUPPORTED: &[(&str, Option<char>, Takes)] = &[
     ("resolv-conf", None, Takes::Value),
     ("timezone", None, Takes::Value),
     ("bind-user", None, Takes::Value),
-    ("inaccessible", None, Takes::Value),
-    ("overlay", None, Takes::Value),
-    ("overlay-ro", None, Takes::Value),
     ("load-credential", None, Takes::Value),
     ("set-credential", None, Takes::Value),
     ("settings", None, Takes::Value),
@@ -269,11 +295,6 @@ pub fn command() -> Command {
         arg = match takes {
             Takes::Nothing => arg.action(ArgAction::SetTrue),
             Takes::Value => arg.action(ArgAction::Append).num_args(1),
-            Takes::OptionalValue => arg
-                .action(ArgAction::Append)
-                .num_args(0..=1)
-                .require_equals(true)
-                .default_missing_value(""),
         };
         cmd = cmd.arg(arg);
     }
@@ -412,16 +433,12 @@ mod tests {
     #[test]
     fn unsupported_nspawn_flags_are_named() {
         assert_eq!(
-            usage(&["-D", "/r", "--volatile=yes", "-b"]),
-            "--volatile is not supported yet by nixrun"
+            usage(&["-D", "/r", "--template=/t", "-b"]),
+            "--template is not supported yet by nixrun"
         );
         assert_eq!(
-            usage(&["-D", "/r", "--overlay", "/a:/b", "-b"]),
-            "--overlay is not supported yet by nixrun"
-        );
-        assert_eq!(
-            usage(&["-D", "/r", "-x", "-b"]),
-            "--ephemeral is not supported yet by nixrun"
+            usage(&["-D", "/r", "--image", "/a.raw", "-b"]),
+            "--image is not supported yet by nixrun"
         );
     }
 
@@ -454,6 +471,38 @@ mod tests {
         ]);
         assert_eq!(c.private_users_ownership.as_deref(), Some("chown"));
         assert!(c.private_users_chown);
+    }
+
+    #[test]
+    fn throw_away_root_flags_parse_as_nspawn_spells_them() {
+        let c = ok(&["-D", "/r", "-x", "--read-only", "-b"]);
+        assert!(c.ephemeral && c.read_only);
+        // A bare --volatile is yes; its value must be attached with =.
+        assert_eq!(
+            ok(&["-D", "/r", "--volatile", "-b"]).volatile.as_deref(),
+            Some("yes")
+        );
+        assert_eq!(
+            ok(&["-D", "/r", "--volatile=state", "-b"])
+                .volatile
+                .as_deref(),
+            Some("state")
+        );
+        let c = ok(&["-D", "/r", "--volatile", "/bin/sh"]);
+        assert_eq!(c.volatile.as_deref(), Some("yes"));
+        assert_eq!(c.command, vec!["/bin/sh"]);
+        let c = ok(&[
+            "-D",
+            "/r",
+            "--overlay=/a:/b:/c",
+            "--overlay-ro",
+            "+/x::/y",
+            "--inaccessible=/etc/z",
+            "-b",
+        ]);
+        assert_eq!(c.overlay, vec!["/a:/b:/c"]);
+        assert_eq!(c.overlay_ro, vec!["+/x::/y"]);
+        assert_eq!(c.inaccessible, vec!["/etc/z"]);
     }
 
     #[test]
@@ -491,6 +540,8 @@ mod tests {
         }
         assert!(help.contains("--system-call-filter") && help.contains("--drop-capability"));
         assert!(help.contains("--private-network") && help.contains("--network-zone"));
-        assert!(!help.contains("--volatile"));
+        assert!(help.contains("--ephemeral") && help.contains("--volatile"));
+        assert!(help.contains("--overlay-ro") && help.contains("--inaccessible"));
+        assert!(!help.contains("--template"));
     }
 }

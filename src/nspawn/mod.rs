@@ -6,6 +6,7 @@
 
 pub mod cli;
 mod network;
+mod rootfs;
 
 use crate::plan::{
     container_path, is_hostname, is_machine_name, machine_from_dir, parse_uuid, user_mount_target,
@@ -20,8 +21,13 @@ use std::path::PathBuf;
 /// The plan for an nspawn command line; `stdin_is_tty`/`stdout_is_tty` decide the
 /// default console mode, as in nspawn.
 pub fn plan(cli: Cli, stdin_is_tty: bool, stdout_is_tty: bool) -> Result<Plan, PlanError> {
-    let root = validate_root(cli.directory.as_deref().ok_or(PlanError::NoRoot)?)?;
+    let root_mode = rootfs::root_mode(&cli)?;
+    let root = validate_root(cli.directory.as_deref().ok_or(PlanError::NoRoot)?)
+        .map_err(|e| rootfs::host_root(e, &root_mode))?;
+    rootfs::check_root(&root, &root_mode)?;
     let network = network::network(&cli)?;
+    let overlays = rootfs::overlays(&cli)?;
+    let inaccessible = rootfs::inaccessible(&cli)?;
 
     let machine = match cli.machine {
         Some(m) => {
@@ -30,7 +36,15 @@ pub fn plan(cli: Cli, stdin_is_tty: bool, stdout_is_tty: bool) -> Result<Plan, P
             }
             m
         }
-        None => machine_from_dir(&root).ok_or_else(|| PlanError::NoMachineName(root.clone()))?,
+        None => {
+            let m =
+                machine_from_dir(&root).ok_or_else(|| PlanError::NoMachineName(root.clone()))?;
+            if root_mode.ephemeral {
+                rootfs::ephemeral_name(&m)?
+            } else {
+                m
+            }
+        }
     };
     let hostname = match cli.hostname {
         Some(h) if is_hostname(&h) => h,
@@ -106,6 +120,7 @@ pub fn plan(cli: Cli, stdin_is_tty: bool, stdout_is_tty: bool) -> Result<Plan, P
             Some(other) => return Err(PlanError::BadLinkJournal(other.to_string())),
         }
     };
+    let link_journal = rootfs::link_journal(link_journal, &root_mode)?;
     let console = if cli.pipe {
         Console::Pipe
     } else {
@@ -165,12 +180,15 @@ pub fn plan(cli: Cli, stdin_is_tty: bool, stdout_is_tty: bool) -> Result<Plan, P
 
     Ok(Plan {
         root,
+        root_mode,
         machine,
         hostname,
         uuid,
         exec,
         binds,
         tmpfs,
+        overlays,
+        inaccessible,
         setenv,
         keep_unit: cli.keep_unit,
         register,

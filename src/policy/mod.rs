@@ -6,12 +6,14 @@
 //! - `seccomp`: the system call deny table and the three compiled filters;
 //! - `devices`: the device rules and their cgroup2 BPF program;
 //! - `env`: PID 1's environment;
-//! - `mounts`: the mount table, with phases and conditions.
+//! - `mounts`: the mount table, with phases and conditions;
+//! - `rootfs`: what the root itself is made of (ephemeral, volatile, read-only).
 
 pub mod caps;
 pub mod devices;
 pub mod env;
 pub mod mounts;
+pub mod rootfs;
 pub mod seccomp;
 
 use crate::plan::{Bind, Plan};
@@ -87,6 +89,7 @@ pub struct Policy {
     pub devices: Vec<devices::Rule>,
     pub env: Vec<(String, String)>,
     pub mounts: mounts::Table,
+    pub rootfs: rootfs::RootFs,
     /// Whether a missing mount guard of our own is expected: in a nixrun
     /// guest, the kernel refuses a second seccomp listener (EBUSY), and the
     /// outer supervisor's guard serves our guest's calls (it gets them: the
@@ -106,6 +109,7 @@ impl Policy {
             devices: devices::rules(&binds),
             env: env::guest_env(plan, facts),
             mounts: mounts::table(plan, facts),
+            rootfs: rootfs::of(plan, facts.userns),
             outer_guard: facts.inside_nixrun,
             userns: facts.userns,
         })

@@ -229,6 +229,19 @@ pub enum Op {
     Console,
     /// The sd_notify socket at /run/host/notify; it goes to the supervisor.
     NotifySocket,
+    /// An overlay of `lowers` (bottom first) under `upper` (--overlay=,
+    /// --overlay-ro=; container/overlay.rs).
+    Overlay {
+        target: PathBuf,
+        lowers: Vec<BindSource>,
+        upper: OverlayUpper,
+        readonly: bool,
+    },
+    /// The empty node of /run/host/inaccessible/ of the target's type, bound
+    /// over it read-only (--inaccessible=); the target must exist.
+    Inaccessible {
+        target: PathBuf,
+    },
     /// A device node of the guest's root (in a user namespace): made by the
     /// outer phase, as the host's root, with mode 0666 and given to the
     /// guest's root; where mknod is refused (a device cgroup without `m`, a
@@ -255,6 +268,31 @@ pub enum Op {
     },
 }
 
+/// An overlay's upper layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OverlayUpper {
+    /// An empty tmpfs with these options, gone with the boot.
+    Tmpfs { options: String },
+    /// A host directory, with its work directory (made and removed by the
+    /// supervisor, supervisor/overlays.rs).
+    Dir { upper: PathBuf, work: PathBuf },
+}
+
+/// The work directory of an overlay whose upper layer is the host directory
+/// `upper`, as machine `machine` uses it: next to it (overlayfs wants both on
+/// one mount), named after the machine, so that only one run at a time uses
+/// it and the next run of the machine reuses one a killed run left.
+pub fn overlay_workdir(upper: &Path, machine: &str) -> PathBuf {
+    let name = upper
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    upper
+        .parent()
+        .unwrap_or(Path::new("/"))
+        .join(format!(".#{name}.nixrun-work-{machine}"))
+}
+
 impl Op {
     /// The container path the entry mounts on or creates.
     pub fn path(&self) -> Option<&Path> {
@@ -269,6 +307,7 @@ impl Op {
             | Op::File { path, .. } => Some(path),
             Op::Console => Some(Path::new("/dev/console")),
             Op::NotifySocket => Some(Path::new("/run/host/notify")),
+            Op::Overlay { target, .. } | Op::Inaccessible { target } => Some(target),
         }
     }
 }
@@ -535,6 +574,34 @@ fn build(plan: &Plan, facts: &Facts, mode: Mode) -> Table {
             },
         ));
     }
+    for o in &plan.overlays {
+        let upper = match &o.upper {
+            Some(dir) => OverlayUpper::Dir {
+                upper: dir.clone(),
+                work: overlay_workdir(dir, &plan.machine),
+            },
+            None => OverlayUpper::Tmpfs {
+                options: format!("mode=0755,{}", super::rootfs::LIMITS_ROOTFS),
+            },
+        };
+        user.push((
+            o.target.clone(),
+            Op::Overlay {
+                target: o.target.clone(),
+                lowers: o.lowers.clone(),
+                upper,
+                readonly: o.readonly,
+            },
+        ));
+    }
+    for target in &plan.inaccessible {
+        user.push((
+            target.clone(),
+            Op::Inaccessible {
+                target: target.clone(),
+            },
+        ));
+    }
     user.sort_by_key(|(target, _)| target.components().count());
     let in_api_fs = |t: &Path| t.starts_with("/proc") || t.starts_with("/sys");
     let (api_user, plain_user): (Vec<_>, Vec<_>) =
@@ -663,6 +730,7 @@ pub fn run_host(uuid: &uuid::Uuid, host_os_release: Option<&Path>) -> Vec<(When,
     for (path, kind) in [
         (INACCESSIBLE_REG, SFlag::S_IFREG),
         ("/run/host/inaccessible/fifo", SFlag::S_IFIFO),
+        ("/run/host/inaccessible/sock", SFlag::S_IFSOCK),
         ("/run/host/inaccessible/chr", SFlag::S_IFCHR),
         ("/run/host/inaccessible/blk", SFlag::S_IFBLK),
     ] {

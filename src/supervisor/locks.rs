@@ -11,6 +11,12 @@
 //! for exclusive), which goes away with the process however it dies. The owner
 //! unlinks the file before closing it; a waiter that locked a file which was
 //! unlinked meanwhile finds its link count 0 and tries again.
+//!
+//! A run that leaves the tree as it was (--read-only, --volatile, and
+//! --ephemeral, whose overlay needs its lower layer to stay as it is) takes the
+//! tree's locks shared (a read lock, as nspawn's --read-only does): such runs
+//! may share a tree, a run that writes to it may not. A shared owner unlinks
+//! the file only if it can become the exclusive one, i.e. it is the last.
 //! `SYSTEMD_NSPAWN_LOCK=0` turns locking off, as it does for nspawn.
 
 use nix::errno::Errno;
@@ -36,6 +42,7 @@ pub enum LockError {
 pub struct LockFile {
     path: PathBuf,
     fd: Option<OwnedFd>,
+    shared: bool,
 }
 
 impl LockFile {
@@ -46,7 +53,10 @@ impl LockFile {
 
     fn release_now(&mut self) {
         if let Some(fd) = self.fd.take() {
-            let _ = std::fs::remove_file(&self.path);
+            let last = !self.shared || set_lock(&fd, libc::F_WRLCK).is_ok();
+            if last {
+                let _ = std::fs::remove_file(&self.path);
+            }
             drop(fd);
         }
     }
@@ -68,9 +78,23 @@ fn whole_file(l_type: libc::c_short) -> libc::flock {
     }
 }
 
+fn set_lock(fd: &OwnedFd, l_type: libc::c_int) -> Result<(), Errno> {
+    fcntl(
+        fd.as_raw_fd(),
+        FcntlArg::F_OFD_SETLK(&whole_file(l_type as libc::c_short)),
+    )
+    .map(drop)
+}
+
 /// Takes an exclusive lock on `path` without waiting: Ok(None) if someone else
 /// holds it.
 pub fn try_lock(path: &Path) -> Result<Option<LockFile>, Errno> {
+    try_lock_as(path, false)
+}
+
+/// Takes a lock on `path`, shared or exclusive, without waiting: Ok(None) if
+/// someone holds a conflicting one.
+pub fn try_lock_as(path: &Path, shared: bool) -> Result<Option<LockFile>, Errno> {
     loop {
         let fd = rustix::fs::open(
             path,
@@ -78,11 +102,9 @@ pub fn try_lock(path: &Path) -> Result<Option<LockFile>, Errno> {
             Mode::from_bits_truncate(0o600),
         )
         .map_err(crate::sys::errno)?;
-        match fcntl(
-            fd.as_raw_fd(),
-            FcntlArg::F_OFD_SETLK(&whole_file(libc::F_WRLCK as libc::c_short)),
-        ) {
-            Ok(_) => {}
+        let l_type = if shared { libc::F_RDLCK } else { libc::F_WRLCK };
+        match set_lock(&fd, l_type) {
+            Ok(()) => {}
             Err(Errno::EAGAIN | Errno::EACCES) => return Ok(None),
             Err(e) => return Err(e),
         }
@@ -93,6 +115,7 @@ pub fn try_lock(path: &Path) -> Result<Option<LockFile>, Errno> {
             return Ok(Some(LockFile {
                 path: path.to_path_buf(),
                 fd: Some(fd),
+                shared,
             }));
         }
     }
@@ -135,8 +158,13 @@ pub fn tree_lock_paths(root: &Path, dev: u64, ino: u64) -> (PathBuf, PathBuf) {
     (global, local)
 }
 
-/// Locks the root directory tree and the machine name for this run.
-pub fn lock_container(root: &Path, machine: &str) -> Result<Vec<LockFile>, LockError> {
+/// Locks the root directory tree (shared with `shared_tree`) and the machine
+/// name for this run.
+pub fn lock_container(
+    root: &Path,
+    machine: &str,
+    shared_tree: bool,
+) -> Result<Vec<LockFile>, LockError> {
     if !enabled() {
         return Ok(Vec::new());
     }
@@ -146,7 +174,7 @@ pub fn lock_container(root: &Path, machine: &str) -> Result<Vec<LockFile>, LockE
         rustix::fs::stat(root).map_err(|e| LockError::File(root.into(), crate::sys::errno(e)))?;
     let (global, local) = tree_lock_paths(root, st.st_dev, st.st_ino);
     for path in [local, global] {
-        match try_lock(&path) {
+        match try_lock_as(&path, shared_tree) {
             Ok(Some(l)) => held.push(l),
             Ok(None) => return Err(LockError::TreeBusy(root.to_path_buf())),
             Err(e) => return Err(LockError::File(path, e)),
@@ -178,6 +206,30 @@ mod tests {
         let again = try_lock(&p).unwrap().expect("free after release");
         drop(again);
         assert!(!p.exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn shared_locks_exclude_only_exclusive_ones_and_the_last_removes_the_file() {
+        let dir = std::env::temp_dir().join(format!("nixrun-lock-sh-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("x.lck");
+        let a = try_lock_as(&p, true).unwrap().expect("free at first");
+        let b = try_lock_as(&p, true)
+            .unwrap()
+            .expect("shared with a shared one");
+        assert!(try_lock(&p).unwrap().is_none(), "an exclusive lock got in");
+        a.release();
+        assert!(
+            p.exists(),
+            "the first of two shared owners removed the file"
+        );
+        assert!(try_lock(&p).unwrap().is_none());
+        b.release();
+        assert!(!p.exists(), "the last shared owner leaves the file");
+        let x = try_lock(&p).unwrap().expect("free again");
+        assert!(try_lock_as(&p, true).unwrap().is_none());
+        drop(x);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

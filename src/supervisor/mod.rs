@@ -13,6 +13,9 @@
 //! - `poll`: the event loop's token-keyed poll set;
 //! - `teardown`: the last-in-first-out undo list every setup step pushes onto;
 //! - `locks`: one container per root and per machine name (nspawn's lock files);
+//! - `ephemeral`, `overlays`: what the run makes for --ephemeral (the root's
+//!   overlay, in a mount namespace of the supervisor's own) and for
+//!   --overlay= (work directories);
 //! - `console`, `notify`, `mountguard`: the event sources' handlers; `freshfs`
 //!   builds the procfs and sysfs instances the guard hands the guest, `caller`
 //!   tells whether a guest thread may have what it asks the supervisor for.
@@ -25,6 +28,7 @@ mod boot;
 pub mod bpfbroker;
 pub mod caller;
 pub mod console;
+pub mod ephemeral;
 pub mod freshfs;
 pub mod identity;
 pub mod lifecycle;
@@ -34,6 +38,7 @@ pub mod mountguard;
 pub mod network;
 pub mod notify;
 pub mod output;
+pub mod overlays;
 pub mod poll;
 pub mod teardown;
 pub mod userns;
@@ -126,7 +131,7 @@ pub fn run(plan: &Plan) -> Result<i32, SupervisorError> {
     // Before anything touches the host or the root: one container per tree and
     // per name. Released last, after everything else is undone.
     let mut run_undo = Teardown::new();
-    for lock in locks::lock_container(&plan.root, &plan.machine)? {
+    for lock in locks::lock_container(&plan.root, &plan.machine, plan.root_mode.keeps_tree())? {
         run_undo.push("releasing a lock file", move || {
             lock.release();
             Ok(())
@@ -137,6 +142,16 @@ pub fn run(plan: &Plan) -> Result<i32, SupervisorError> {
     let resolved = userns::resolve(plan).map_err(SupervisorError::Failed)?;
     let userns = resolved.as_ref().map(|r| r.userns);
     if let Some(r) = resolved {
+        if r.chown && plan.root_mode.keeps_tree() {
+            // As nspawn refuses chown with --read-only; a chowned overlay
+            // would copy the whole tree up into RAM.
+            return Err(SupervisorError::Failed(format!(
+                "--private-users: the tree {} would have to be chowned into the range, \
+                 which --ephemeral, --volatile and --read-only leave as it is; use a file \
+                 system that can be ID-mapped (--private-users-ownership=map)",
+                plan.root.display()
+            )));
+        }
         if r.chown {
             userns::chown_tree(&plan.root, r.userns.shift).map_err(SupervisorError::Failed)?;
         }
@@ -153,6 +168,11 @@ pub fn run(plan: &Plan) -> Result<i32, SupervisorError> {
     crate::phase::mark("facts");
     let policy = Policy::compute(plan, &facts)?;
     crate::phase::mark("policy");
+    overlays::prepare(plan, &mut run_undo)?;
+    if let Some(options) = &policy.rootfs.ephemeral {
+        ephemeral::make(plan, options, policy.userns, &mut run_undo)?;
+        crate::phase::mark("ephemeral");
+    }
 
     // Started by hand on a systemd host: a scope of its own in machine.slice,
     // as nspawn makes, so that the container is a unit machined can name; in

@@ -231,11 +231,19 @@ mod tests {
             "man1/nixrun.1",
         ] {
             let text = read(&out.0.join(f));
-            for flag in ["ephemeral", "personality"] {
+            for flag in ["template", "personality"] {
                 assert!(!text.contains(flag), "{f} offers --{flag}");
             }
             // Implemented flags are offered.
-            assert!(text.contains("private-users"), "{f} lacks --private-users");
+            for flag in [
+                "private-users",
+                "ephemeral",
+                "volatile",
+                "overlay-ro",
+                "inaccessible",
+            ] {
+                assert!(text.contains(flag), "{f} lacks --{flag}");
+            }
         }
     }
 
