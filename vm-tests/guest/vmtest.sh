@@ -104,6 +104,30 @@ procs_in_pidns() { # NS-INODE -> "pid:comm ..." of every process in that PID nam
     done
     echo "${found[*]}"
 }
+# NS-INODE TICKS -> "pid:comm ..." of the processes in that PID namespace that
+# started before TICKS (clock ticks since boot) and are not zombies: after a
+# kill, a restarted unit's new namespace may get the freed inode number, and
+# its processes are not survivors.
+survivors_in_pidns() {
+    local ns=$1 before=$2 p stat state start found=()
+    for p in $(stat -L -c '%i %n' /proc/[0-9]*/ns/pid 2>/dev/null |
+        awk -v ns="$ns" '$1 == ns { split($2, a, "/"); print a[3] }'); do
+        read -r stat 2>/dev/null <"/proc/$p/stat" || continue
+        # shellcheck disable=SC2086 # the fields after "(comm)", split
+        set -- ${stat##*) }
+        state=$1 start=${20}
+        [ "$state" != Z ] && [ "$start" -le "$before" ] || continue
+        found+=("$p:$(cat "/proc/$p/comm" 2>/dev/null)")
+    done
+    echo "${found[*]}"
+}
+# Now in clock ticks since boot (USER_HZ), rounded up: /proc/PID/stat's unit.
+uptime_ticks() {
+    local u hz
+    hz=$(getconf CLK_TCK)
+    read -r u _ </proc/uptime
+    echo $(( (${u%.*} * 100 + 10#${u#*.}) * hz / 100 + 1 ))
+}
 
 diagnose() {
     echo "---- diagnostics: systemctl status $unit"
@@ -442,8 +466,9 @@ if [ "$running" = 1 ]; then
     c=$(cursor)
     t0=$(now)
     kill -KILL "$mp"
+    killed_at=$(uptime_ticks)
     deadline=$(( $(date +%s) + KILL_GRACE ))
-    while left=$(procs_in_pidns "$pidns") && [ -n "$left" ] && [ "$(date +%s)" -lt "$deadline" ]; do
+    while left=$(survivors_in_pidns "$pidns" "$killed_at") && [ -n "$left" ] && [ "$(date +%s)" -lt "$deadline" ]; do
         sleep 0.2
     done
     if [ -n "$pidns" ] && [ -z "$left" ]; then
