@@ -109,9 +109,33 @@ impl Hierarchy {
     }
 }
 
-/// The hierarchies, from /proc/self/mountinfo and /proc/self/cgroup; cgroup2 first.
-pub fn discover(mountinfo: &str, proc_cgroup: &str) -> Result<Vec<Hierarchy>, CgroupError> {
-    // (controllers, path) per line of /proc/self/cgroup; "" for cgroup2.
+/// One cgroup file system mount in /proc/self/mountinfo, with the line of
+/// /proc/self/cgroup that names our cgroup in its hierarchy, if one does.
+pub struct CgroupMount {
+    pub v2: bool,
+    /// The mount's super options (a v1 one's controllers, "name=X", "rw", ...).
+    pub superopts: Vec<String>,
+    /// The subtree mounted (its root) and where.
+    pub root: String,
+    pub point: String,
+    /// Our cgroup there: the line's controllers (none for cgroup2) and path.
+    pub own: Option<(Vec<String>, String)>,
+}
+
+impl CgroupMount {
+    /// Our cgroup in it as a host directory; None where the mount shows only
+    /// a subtree we are not in.
+    pub fn own_dir(&self) -> Option<PathBuf> {
+        let (_, path) = self.own.as_ref()?;
+        let rel = Path::new(path).strip_prefix(&self.root).ok()?;
+        Some(Path::new(&self.point).join(rel))
+    }
+}
+
+/// Every cgroup and cgroup2 mount, in mountinfo's order. Paths in
+/// /proc/self/cgroup are relative to our cgroup namespace, as is a mount's root.
+pub fn cgroup_mounts(mountinfo: &str, proc_cgroup: &str) -> Vec<CgroupMount> {
+    // (controllers, path) per line of /proc/self/cgroup; none for cgroup2.
     let own: Vec<(Vec<String>, String)> = proc_cgroup
         .lines()
         .filter_map(|line| {
@@ -125,7 +149,7 @@ pub fn discover(mountinfo: &str, proc_cgroup: &str) -> Result<Vec<Hierarchy>, Cg
             Some((ctrls, path.to_string()))
         })
         .collect();
-    let mut out: Vec<Hierarchy> = Vec::new();
+    let mut out = Vec::new();
     for line in mountinfo.lines() {
         // id parent maj:min root mountpoint opts [optional...] - fstype source superopts
         let Some((left, right)) = line.split_once(" - ") else {
@@ -133,40 +157,62 @@ pub fn discover(mountinfo: &str, proc_cgroup: &str) -> Result<Vec<Hierarchy>, Cg
         };
         let l: Vec<&str> = left.split(' ').collect();
         let r: Vec<&str> = right.split(' ').collect();
-        if l.len() < 5 || r.len() < 3 {
+        if l.len() < 5 || r.len() < 3 || !matches!(r[0], "cgroup" | "cgroup2") {
             continue;
         }
-        let (mount_root, mount_point) = (unescape_mountinfo(l[3]), unescape_mountinfo(l[4]));
-        let superopts: Vec<&str> = r[2].split(',').collect();
-        let found = match r[0] {
-            "cgroup2" => own
-                .iter()
-                .find(|(c, _)| c.is_empty())
-                .map(|(_, p)| (Kind::V2, p)),
-            "cgroup" if superopts.iter().any(|o| MANAGED_V1.contains(o)) => own
-                .iter()
-                .find(|(c, _)| !c.is_empty() && c.iter().all(|x| superopts.contains(&x.as_str())))
-                .map(|(c, p)| (Kind::V1(c.clone()), p)),
-            _ => continue,
-        };
-        let Some((kind, own_path)) = found else {
+        let v2 = r[0] == "cgroup2";
+        let superopts: Vec<String> = r[2].split(',').map(str::to_string).collect();
+        let own = own
+            .iter()
+            .find(|(c, _)| {
+                if v2 {
+                    c.is_empty()
+                } else {
+                    !c.is_empty() && c.iter().all(|x| superopts.contains(x))
+                }
+            })
+            .cloned();
+        out.push(CgroupMount {
+            v2,
+            superopts,
+            root: unescape_mountinfo(l[3]),
+            point: unescape_mountinfo(l[4]),
+            own,
+        });
+    }
+    out
+}
+
+/// The hierarchies, from /proc/self/mountinfo and /proc/self/cgroup; cgroup2 first.
+pub fn discover(mountinfo: &str, proc_cgroup: &str) -> Result<Vec<Hierarchy>, CgroupError> {
+    let mut out: Vec<Hierarchy> = Vec::new();
+    for m in cgroup_mounts(mountinfo, proc_cgroup) {
+        if !m.v2 && !m.superopts.iter().any(|o| MANAGED_V1.contains(&o.as_str())) {
+            continue;
+        }
+        let Some((ctrls, _)) = &m.own else {
+            let fstype = if m.v2 { "cgroup2" } else { "cgroup" };
             return Err(CgroupError::NotInHierarchy(format!(
-                "{} at {mount_point}",
-                r[0]
+                "{fstype} at {}",
+                m.point
             )));
+        };
+        let kind = if m.v2 {
+            Kind::V2
+        } else {
+            Kind::V1(ctrls.clone())
         };
         if out.iter().any(|h| h.kind == kind) {
             continue; // the same hierarchy mounted twice; the first mount will do
         }
-        // Paths in /proc/self/cgroup are relative to our cgroup namespace, as is the
-        // mount's root; a mount of a subtree only shows what is below its root.
-        let rel = Path::new(own_path).strip_prefix(&mount_root).map_err(|_| {
-            CgroupError::NotInHierarchy(format!("{mount_point} (mounted subtree {mount_root})"))
+        // A mount of a subtree only shows what is below its root.
+        let own = m.own_dir().ok_or_else(|| {
+            CgroupError::NotInHierarchy(format!("{} (mounted subtree {})", m.point, m.root))
         })?;
         out.push(Hierarchy {
-            mount: PathBuf::from(&mount_point),
+            mount: PathBuf::from(&m.point),
             kind,
-            own: Path::new(&mount_point).join(rel),
+            own,
         });
     }
     if !out.iter().any(|h| h.kind == Kind::V2) {

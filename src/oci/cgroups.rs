@@ -45,59 +45,31 @@ pub fn hierarchies() -> Result<Vec<Hierarchy>, String> {
 }
 
 fn parse(mountinfo: &str, proc_cgroup: &str) -> Vec<Hierarchy> {
-    let own: Vec<(Vec<String>, String)> = proc_cgroup
-        .lines()
-        .filter_map(|l| {
-            let mut p = l.splitn(3, ':');
-            let (_, c, path) = (p.next()?, p.next()?, p.next()?);
-            let c = c
-                .split(',')
-                .filter(|x| !x.is_empty())
-                .map(String::from)
-                .collect();
-            Some((c, path.to_string()))
-        })
-        .collect();
     let mut out: Vec<Hierarchy> = Vec::new();
-    for line in mountinfo.lines() {
-        let Some((left, right)) = line.split_once(" - ") else {
-            continue;
-        };
-        let l: Vec<&str> = left.split(' ').collect();
-        let r: Vec<&str> = right.split(' ').collect();
-        if l.len() < 5 || r.len() < 3 || !(r[0] == "cgroup" || r[0] == "cgroup2") {
-            continue;
-        }
-        let controllers: Vec<String> = if r[0] == "cgroup2" {
+    for m in crate::cgroup::cgroup_mounts(mountinfo, proc_cgroup) {
+        let controllers: Vec<String> = if m.v2 {
             vec![]
         } else {
-            r[2].split(',')
+            m.superopts
+                .iter()
                 .filter(|o| {
                     o.starts_with("name=")
-                        || !matches!(*o, "rw" | "ro" | "xattr" | "noprefix" | "clone_children")
-                            && !o.contains('=')
+                        || !matches!(
+                            o.as_str(),
+                            "rw" | "ro" | "xattr" | "noprefix" | "clone_children"
+                        ) && !o.contains('=')
                 })
-                .map(String::from)
+                .cloned()
                 .collect()
         };
-        let found = own.iter().find(|(c, _)| {
-            if controllers.is_empty() {
-                c.is_empty()
-            } else {
-                !c.is_empty() && c.iter().all(|x| controllers.contains(x))
-            }
-        });
-        let Some((_, own_path)) = found else { continue };
-        if out.iter().any(|h| h.controllers == controllers) {
+        if m.own.is_none() || out.iter().any(|h| h.controllers == controllers) {
             continue;
         }
-        let root = crate::cgroup::unescape_mountinfo(l[3]);
-        let mount = PathBuf::from(crate::cgroup::unescape_mountinfo(l[4]));
-        let rel = Path::new(own_path)
-            .strip_prefix(&root)
-            .unwrap_or(Path::new(""));
+        let mount = PathBuf::from(&m.point);
+        // A subtree we are not in: the mount's root stands for our cgroup.
+        let own = m.own_dir().unwrap_or_else(|| mount.clone());
         out.push(Hierarchy {
-            own: mount.join(rel),
+            own,
             mount,
             controllers,
         });
