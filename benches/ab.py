@@ -17,10 +17,8 @@ Usage (root):
 """
 
 import argparse
-import os
 import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -28,32 +26,9 @@ import compare  # noqa: E402
 
 
 def phases_once(bench, exe, env):
+    """One phase-timed /bin/true run of EXE: [(phase, µs)]."""
     argv = [exe, "-D", str(bench.exec_root), "-q", "--console=pipe", "/bin/true"]
-    slot = bench.cg.slot(f"p{time.monotonic_ns()}")
-    r, w = os.pipe()
-    bench.cg._enter(slot)
-    try:
-        t0 = time.monotonic_ns()
-        pid = os.posix_spawn(argv[0], argv, env, file_actions=[
-            (os.POSIX_SPAWN_DUP2, bench.devnull, 0), (os.POSIX_SPAWN_DUP2, bench.devnull, 1),
-            (os.POSIX_SPAWN_DUP2, w, 2)])
-    finally:
-        bench.cg._enter(bench.cg.home)
-    os.close(w)
-    with os.fdopen(r, errors="replace") as f:
-        text = f.read()
-    os.waitpid(pid, 0)
-    t1 = time.monotonic_ns()
-    bench.cg.remove(slot)
-    prev, row = t0, []
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) == 3 and parts[0] == "nixrun-phase":
-            row.append((parts[1], (int(parts[2]) - prev) / 1e3))
-            prev = int(parts[2])
-    row.append(("exit", (t1 - prev) / 1e3))
-    row.append(("total", (t1 - t0) / 1e3))
-    return row
+    return [(name, dt * 1e6) for name, dt in bench.phase_run(argv, env)]
 
 
 def main():

@@ -893,6 +893,37 @@ class Bench:
         self.results["exec"] = self.exec_rounds(self.exec_commands(), rounds, warmup, "exec")
         self.results["phases"] = self.exec_phases(max(20, rounds // 2))
 
+    def phase_run(self, argv, env):
+        """One run of ARGV (a nixrun with NIXRUN_PHASE_TIMES=1 in ENV) in a
+        cgroup of its own: [(phase, seconds)], each phase its mark minus the
+        one before (the first minus the spawn), then `exit` (the last mark to
+        the exit) and `total`."""
+        slot = self.cg.slot(f"p{time.monotonic_ns()}")
+        r, w = os.pipe()
+        self.cg._enter(slot)
+        try:
+            t0 = time.monotonic_ns()
+            pid = os.posix_spawn(argv[0], argv, env, file_actions=[
+                (os.POSIX_SPAWN_DUP2, self.devnull, 0), (os.POSIX_SPAWN_DUP2, self.devnull, 1),
+                (os.POSIX_SPAWN_DUP2, w, 2)])
+        finally:
+            self.cg._enter(self.cg.home)
+        os.close(w)
+        with os.fdopen(r, errors="replace") as f:
+            text = f.read()
+        os.waitpid(pid, 0)
+        t1 = time.monotonic_ns()
+        self.cg.remove(slot)
+        prev, row = t0, []
+        for line in text.splitlines():
+            parts = line.split()
+            if len(parts) == 3 and parts[0] == "nixrun-phase":
+                row.append((parts[1], (int(parts[2]) - prev) / 1e9))
+                prev = int(parts[2])
+        row.append(("exit", (t1 - prev) / 1e9))
+        row.append(("total", (t1 - t0) / 1e9))
+        return row
+
     def exec_phases(self, runs):
         """Where nixrun's `/bin/true` start goes: RUNS runs with
         NIXRUN_PHASE_TIMES=1 (src/phase.rs: one `nixrun-phase NAME NS` line per
@@ -904,30 +935,7 @@ class Bench:
         phases = {}
         log(f"exec phases: {runs} runs of nixrun with NIXRUN_PHASE_TIMES=1")
         for _ in range(runs + 3):
-            slot = self.cg.slot(f"p{time.monotonic_ns()}")
-            r, w = os.pipe()
-            self.cg._enter(slot)
-            try:
-                t0 = time.monotonic_ns()
-                pid = os.posix_spawn(argv[0], argv, env, file_actions=[
-                    (os.POSIX_SPAWN_DUP2, self.devnull, 0), (os.POSIX_SPAWN_DUP2, self.devnull, 1),
-                    (os.POSIX_SPAWN_DUP2, w, 2)])
-            finally:
-                self.cg._enter(self.cg.home)
-            os.close(w)
-            with os.fdopen(r, errors="replace") as f:
-                text = f.read()
-            os.waitpid(pid, 0)
-            t1 = time.monotonic_ns()
-            self.cg.remove(slot)
-            prev, row = t0, []
-            for line in text.splitlines():
-                parts = line.split()
-                if len(parts) == 3 and parts[0] == "nixrun-phase":
-                    row.append((parts[1], (int(parts[2]) - prev) / 1e9))
-                    prev = int(parts[2])
-            row.append(("exit", (t1 - prev) / 1e9))
-            row.append(("total", (t1 - t0) / 1e9))
+            row = self.phase_run(argv, env)
             if _ >= 3:  # warm-up
                 for name, dt in row:
                     phases.setdefault(name, []).append(dt)
