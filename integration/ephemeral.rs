@@ -105,20 +105,6 @@ fn debian_copy(tag: &str) -> (TempRoot, PathBuf) {
     TempRoot::copy_of(tag, &fixture("debian"), tag)
 }
 
-fn boot(root: &Path, machine: &str, extra: &[&str]) -> Spawned {
-    let mut args = vec![
-        "-D",
-        root.to_str().unwrap(),
-        "-M",
-        machine,
-        "-b",
-        "--notify-ready=yes",
-        "--register=no",
-    ];
-    args.extend_from_slice(extra);
-    Spawned::start(&args)
-}
-
 fn stop(mut c: Spawned) {
     c.signal(libc::SIGTERM);
     assert_eq!(exit_code(c.wait_exit(STOP_TIMEOUT)), 0, "{}", c.log_text());
@@ -151,7 +137,7 @@ fn ephemeral_boot_leaves_the_tree_byte_for_byte_unchanged() {
     let before = tree_digest(&root);
     let beside = names(&t.base);
     let snap = HostSnapshot::take("eph-tree");
-    let mut c = boot(&root, "eph-tree", &["-x"]);
+    let mut c = Spawned::boot(&root, "eph-tree", &["-x"]);
     c.wait_ready(BOOT_TIMEOUT);
     let state = c.exec(&["systemctl", "is-system-running", "--wait"]);
     let failed = c.sh("systemctl --failed --no-legend --plain");
@@ -194,7 +180,7 @@ fn ephemeral_snapshot_lives_for_the_run_across_reboots() {
     let (_t, root) = debian_copy("eph-reboot");
     let before = tree_digest(&root);
     let snap = HostSnapshot::take("eph-reboot");
-    let mut c = boot(&root, "eph-reboot", &["-x"]);
+    let mut c = Spawned::boot(&root, "eph-reboot", &["-x"]);
     c.wait_ready(BOOT_TIMEOUT);
     c.sh("echo kept > /etc/nixrun-reboot");
     let old = c.leader();
@@ -218,7 +204,7 @@ fn sigkill_of_the_supervisor_during_an_ephemeral_boot_leaves_nothing() {
     let before = tree_digest(&root);
     let beside = names(&t.base);
     let snap = HostSnapshot::take("eph-kill");
-    let mut c = boot(&root, "eph-kill", &["-x"]);
+    let mut c = Spawned::boot(&root, "eph-kill", &["-x"]);
     c.wait_ready(BOOT_TIMEOUT);
     c.sh(WRITES);
     let leader = c.leader();
@@ -249,7 +235,7 @@ fn sigkill_of_the_supervisor_during_an_ephemeral_boot_leaves_nothing() {
     expected.sort();
     assert_eq!(names(&t.base), expected, "entries next to the tree");
 
-    let mut c = boot(&root, "eph-kill", &["-x"]);
+    let mut c = Spawned::boot(&root, "eph-kill", &["-x"]);
     c.wait_ready(BOOT_TIMEOUT);
     assert_eq!(
         c.sh("test -e /etc/nixrun-ephemeral && echo yes || echo no"),
@@ -272,8 +258,8 @@ fn two_ephemeral_guests_share_a_tree_and_a_writer_is_refused() {
     let before = tree_digest(&root);
     let snap_a = HostSnapshot::take("eph-two-a");
     let snap_b = HostSnapshot::take("eph-two-b");
-    let mut a = boot(&root, "eph-two-a", &["-x"]);
-    let mut b = boot(&root, "eph-two-b", &["-x"]);
+    let mut a = Spawned::boot(&root, "eph-two-a", &["-x"]);
+    let mut b = Spawned::boot(&root, "eph-two-b", &["-x"]);
     a.wait_ready(BOOT_TIMEOUT);
     b.wait_ready(BOOT_TIMEOUT);
     a.sh("echo a > /etc/who");
@@ -400,7 +386,7 @@ fn debian_boots_with_volatile_state_and_overlay() {
     let before = tree_digest(&root);
     for mode in ["--volatile=state", "--volatile=overlay"] {
         let snap = HostSnapshot::take("vol-boot");
-        let mut c = boot(&root, "vol-boot", &[mode]);
+        let mut c = Spawned::boot(&root, "vol-boot", &[mode]);
         c.wait_ready(BOOT_TIMEOUT);
         let state = c.exec(&["systemctl", "is-system-running", "--wait"]);
         let failed = c.sh("systemctl --failed --no-legend --plain");
@@ -455,7 +441,7 @@ fn debian_boots_read_only() {
     let (_t, root) = debian_copy("ro-boot");
     let before = tree_digest(&root);
     let snap = HostSnapshot::take("ro-boot");
-    let mut c = boot(&root, "ro-boot", &["--read-only"]);
+    let mut c = Spawned::boot(&root, "ro-boot", &["--read-only"]);
     c.wait_ready(BOOT_TIMEOUT);
     let state = c.exec(&["systemctl", "is-system-running", "--wait"]);
     let failed = c.sh("systemctl --failed --no-legend --plain | cut -d' ' -f1");
@@ -632,7 +618,7 @@ fn ephemeral_boot_with_a_user_namespace() {
     let (_t, root) = debian_copy("eph-userns");
     let before = tree_digest(&root);
     let snap = HostSnapshot::take("eph-userns");
-    let mut c = boot(&root, "eph-userns", &["-x", "-U"]);
+    let mut c = Spawned::boot(&root, "eph-userns", &["-x", "-U"]);
     c.wait_ready(BOOT_TIMEOUT);
     // Through nixrunctl exec, which enters the guest's user namespace (its
     // systemd takes orders from its own root only).

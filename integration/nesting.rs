@@ -21,17 +21,7 @@ use std::process::Output;
 fn boot(fixture_name: &str, machine: &str, extra: &[&str]) -> (TempRoot, PathBuf, Spawned) {
     let (t, root) = TempRoot::copy_of(machine, &fixture(fixture_name), machine);
     install_probe(&root);
-    let mut args = vec![
-        "-D",
-        root.to_str().unwrap(),
-        "-M",
-        machine,
-        "-b",
-        "--notify-ready=yes",
-        "--register=no",
-    ];
-    args.extend_from_slice(extra);
-    let mut c = Spawned::start(&args);
+    let mut c = Spawned::boot(&root, machine, extra);
     c.wait_ready(BOOT_TIMEOUT);
     (t, root, c)
 }

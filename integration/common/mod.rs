@@ -365,6 +365,22 @@ impl Spawned {
         Spawned::start_cmd(nixrun_cmd(args))
     }
 
+    /// Boots the guest at `root` as machine `machine` (not registered with
+    /// machined), READY=1 passed on; `extra` flags after these.
+    pub fn boot(root: &Path, machine: &str, extra: &[&str]) -> Spawned {
+        let mut args = vec![
+            "-D",
+            root.to_str().unwrap(),
+            "-M",
+            machine,
+            "-b",
+            "--notify-ready=yes",
+            "--register=no",
+        ];
+        args.extend_from_slice(extra);
+        Spawned::start(&args)
+    }
+
     pub fn start_cmd(mut cmd: Command) -> Spawned {
         require_root();
         let dir = TempRoot::new("notify");
