@@ -455,6 +455,9 @@ fn podman_runs_an_imported_image_with_and_without_a_tty() {
             "-i",
             "--name",
             "oci-podman-1",
+            // No network: podman's default one leaves a bridge and NAT rules
+            // on the host, and the test needs none.
+            "--network=none",
         ])
         .args(ulimits())
         .args([image, "sh", "-c", "read x; echo podman-$x; exit 7"])
@@ -483,6 +486,7 @@ fn podman_runs_an_imported_image_with_and_without_a_tty() {
             "-t",
             "--name",
             "oci-podman-2",
+            "--network=none",
         ])
         .args(ulimits())
         .args([
