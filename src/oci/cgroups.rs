@@ -233,16 +233,47 @@ impl Placement {
                     Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
                     Err(e) => return Err((m, e)),
                 }
-                if h.has("cpuset") {
-                    for f in ["cpuset.cpus", "cpuset.mems"] {
-                        let cur = fs::read_to_string(m.join(f)).unwrap_or_default();
-                        if cur.trim().is_empty() {
-                            let parent = m.parent().map(|p| p.join(f)).unwrap_or_default();
-                            let v = fs::read_to_string(&parent).unwrap_or_default();
-                            write(&m.join(f), v.trim())
-                                .map_err(|e| (m.clone(), io::Error::other(e)))?;
-                        }
+            }
+            if h.has("cpuset") {
+                self.fill_cpuset(h, dir)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives every cgroup on the way to `dir` the cpus and mems of its
+    /// parent where it has none, top down: a child's must be a subset of
+    /// its parent's. A parent another create made a moment ago may not have
+    /// them yet (seen: four concurrent first creates, ENOSPC at attach);
+    /// the default parent is ours to fill, a cgroup of someone else's only
+    /// to wait for.
+    fn fill_cpuset(&self, h: &Hierarchy, dir: &Path) -> Result<(), (PathBuf, io::Error)> {
+        let rel = dir.strip_prefix(&h.mount).unwrap_or(Path::new(""));
+        let mut cur = h.mount.clone();
+        for c in rel.components() {
+            let parent = cur.clone();
+            cur.push(c);
+            let ours = self.made.contains(&cur)
+                || (self.default_path && dir.parent() == Some(cur.as_path()));
+            for f in ["cpuset.cpus", "cpuset.mems"] {
+                let read = |d: &Path| fs::read_to_string(d.join(f)).unwrap_or_default();
+                let mut delay = Duration::from_millis(1);
+                while read(&cur).trim().is_empty() {
+                    if ours {
+                        write(&cur.join(f), read(&parent).trim())
+                            .map_err(|e| (cur.clone(), io::Error::other(e)))?;
+                        break;
                     }
+                    if delay > Duration::from_secs(1) {
+                        return Err((
+                            cur.clone(),
+                            io::Error::other(format!(
+                                "{f} is empty: no task can join it or a cgroup below it"
+                            )),
+                        ));
+                    }
+                    std::thread::sleep(delay);
+                    delay *= 2;
                 }
             }
         }
