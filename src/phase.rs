@@ -21,6 +21,9 @@ pub fn mark(name: &str) {
     if ON.load(Ordering::Relaxed) {
         let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
         let ns = t.tv_sec as u128 * 1_000_000_000 + t.tv_nsec as u128;
-        eprintln!("nixrun-phase {name} {ns}");
+        // One write: the child's marks and the supervisor's share stderr,
+        // and eprintln! may split a line into several writes.
+        let line = format!("nixrun-phase {name} {ns}\n");
+        let _ = rustix::io::write(rustix::stdio::stderr(), line.as_bytes());
     }
 }
