@@ -83,6 +83,47 @@ fn the_guest_sees_its_own_world() {
     snap.assert_unchanged();
 }
 
+/// The nodes nixrun makes get the table's modes whatever the caller's umask
+/// (the tree is built with the umask at 0), and the guest gets the caller's
+/// umask back.
+#[test]
+fn modes_are_the_tables_and_the_guest_keeps_the_callers_umask() {
+    let (_t, root) = minimal_copy("min-modes");
+    for umask in [0o022, 0o077, 0o000] {
+        let mut cmd = std::process::Command::new("sh");
+        cmd.arg("-c")
+            .arg(format!("umask {umask:03o} && exec \"$0\" \"$@\""))
+            .arg(&*NIXRUN)
+            .args(["-D", root.to_str().unwrap(), "-q", "/nixrun-probe", "facts"]);
+        let (st, out, err) = run_cmd(cmd);
+        assert_eq!(exit_code(st), 0, "{err}");
+        let f = facts(&out);
+        assert_eq!(f["umask"], format!("{umask:04o}"), "the guest's umask");
+        for (path, mode) in [
+            ("/dev/null", "666"),
+            ("/dev/zero", "666"),
+            ("/dev/full", "666"),
+            ("/dev/random", "666"),
+            ("/dev/urandom", "666"),
+            ("/dev/tty", "666"),
+            ("/dev/net/tun", "666"),
+            ("/run/host", "755"),
+            ("/run/host/notify", "755"),
+            ("/run/host/container-uuid", "444"),
+            ("/run/host/inaccessible", "555"),
+            ("/run/host/inaccessible/reg", "0"),
+            ("/run/host/inaccessible/dir", "0"),
+            ("/run/host/inaccessible/fifo", "0"),
+        ] {
+            assert_eq!(
+                f[&format!("mode.{path}")],
+                mode,
+                "{path} with umask {umask:o}"
+            );
+        }
+    }
+}
+
 #[test]
 fn the_console_is_a_pty_that_reaches_stdout() {
     let (_t, root) = minimal_copy("min-console");

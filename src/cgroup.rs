@@ -567,6 +567,12 @@ impl Cgroups {
         let mut errors = Vec::new();
         for p in &self.placements {
             let top = if p.ours { &p.container } else { &p.payload };
+            // The payload first: the container's own rmdir would fail while
+            // it is there, and the listing that then finds it costs more than
+            // the two rmdirs.
+            if p.ours {
+                let _ = self.remove_tree(&p.payload);
+            }
             if let Err(e) = self.remove_tree(top) {
                 if e.kind() != ErrorKind::NotFound {
                     errors.push(CgroupError::Remove(top.clone(), e));

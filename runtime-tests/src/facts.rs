@@ -52,6 +52,25 @@ const STATUS_FIELDS: &[(&str, &str)] = &[
     ("CapAmb", "capamb"),
     ("NoNewPrivs", "nonewprivs"),
     ("Seccomp", "seccomp"),
+    ("Umask", "umask"),
+];
+/// Nodes the runtime makes: their permission bits (octal), which must be the
+/// runtime's table's whatever the caller's umask.
+const MODE_PATHS: &[&str] = &[
+    "/dev/null",
+    "/dev/zero",
+    "/dev/full",
+    "/dev/random",
+    "/dev/urandom",
+    "/dev/tty",
+    "/dev/net/tun",
+    "/run/host",
+    "/run/host/notify",
+    "/run/host/container-uuid",
+    "/run/host/inaccessible",
+    "/run/host/inaccessible/reg",
+    "/run/host/inaccessible/dir",
+    "/run/host/inaccessible/fifo",
 ];
 
 pub fn collect() -> Vec<(String, String)> {
@@ -151,6 +170,16 @@ pub fn collect() -> Vec<(String, String)> {
             (flags & 1).to_string()
         })),
     );
+    for path in MODE_PATHS {
+        put(
+            &format!("mode.{path}"),
+            value(
+                nix::sys::stat::lstat(*path)
+                    .map(|st| format!("{:o}", st.st_mode & 0o7777))
+                    .map_err(io::Error::from),
+            ),
+        );
+    }
     let status = fs::read_to_string("/proc/self/status");
     for (field, key) in STATUS_FIELDS {
         let v = match &status {

@@ -48,6 +48,14 @@ pub fn notify_socket(root: &Root) -> Result<OwnedFd, MountError> {
     let addr = UnixAddr::new(format!("{}/notify", fd_path(dir.as_fd())).as_str())
         .map_err(|e| MountError::Notify("address", e))?;
     bind(sock.as_raw_fd(), &addr).map_err(|e| MountError::Notify("bind", e))?;
+    // Made while the umask is 0 (mod.rs): only its owner may send.
+    rustix::fs::chmodat(
+        &dir,
+        "notify",
+        rustix::fs::Mode::from_bits_truncate(0o755),
+        rustix::fs::AtFlags::empty(),
+    )
+    .map_err(|e| MountError::Notify("chmod", crate::sys::errno(e)))?;
     // The sender's pid tells the guest's PID 1 from other processes.
     setsockopt(&sock, sockopt::PassCred, &true)
         .map_err(|e| MountError::Notify("SO_PASSCRED", e))?;

@@ -120,6 +120,9 @@ pub fn run(setup: &Setup<'_>, channel: &ChildEnd) -> isize {
 
 enum Never {}
 
+/// The umask the child started with, set aside while the tree is built.
+static CALLER_UMASK: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0o022);
+
 fn prepare_and_exec(setup: &Setup<'_>, channel: &ChildEnd) -> Result<Never, StepError> {
     let (plan, policy) = (setup.plan, setup.policy);
     let root = outer_setup(plan, policy)?;
@@ -143,6 +146,11 @@ fn prepare_and_exec(setup: &Setup<'_>, channel: &ChildEnd) -> Result<Never, Step
 /// That half (/dev, /run, /tmp, the user's binds) needs neither our cgroups
 /// nor the network: it is built while the supervisor makes them.
 fn outer_setup(plan: &Plan, policy: &Policy) -> Result<Root, StepError> {
+    // While the tree is built, every mode is the one the table names: no
+    // chmod after each node made. The caller's umask is back before the
+    // pivot (the guest inherits it, and guest_files creates with it).
+    let caller = nix::sys::stat::umask(nix::sys::stat::Mode::empty());
+    CALLER_UMASK.store(caller.bits(), std::sync::atomic::Ordering::Relaxed);
     rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
         .map_err(|e| StepError::Sys("PR_SET_PDEATHSIG", crate::sys::errno(e)))?;
     if let Some(path) = &plan.network.netns_path {
@@ -192,6 +200,9 @@ fn pivot_and_exec(
 ) -> Result<Never, StepError> {
     let (plan, policy) = (setup.plan, setup.policy);
     crate::phase::mark("child-mounts");
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(
+        CALLER_UMASK.load(std::sync::atomic::Ordering::Relaxed),
+    ));
     nix::unistd::fchdir(root.fd().as_raw_fd()).map_err(sys("chdir into the root"))?;
     // pivot_root(".", ".") stacks the old root under the new one; detaching it
     // leaves only the container's tree, with no path back to the host.

@@ -58,10 +58,17 @@ pub fn apply<'a>(
     ops: impl IntoIterator<Item = &'a Op>,
     out: &mut Outputs,
 ) -> Result<(), MountError> {
-    for op in ops {
-        apply_one(root, op, out)?;
-    }
-    Ok(())
+    let result = ops.into_iter().try_for_each(|op| {
+        // Steps that create nodes, links, files and directories mount
+        // nothing: they may share their parent's lookup.
+        root.keep_parents(matches!(
+            op,
+            Op::Node { .. } | Op::Symlink { .. } | Op::File { .. } | Op::Mkdir { .. }
+        ));
+        apply_one(root, op, out)
+    });
+    root.keep_parents(false);
+    result
 }
 
 /// The O_PATH fd to mount onto: created if needed, or None for an optional

@@ -15,6 +15,7 @@ use nix::unistd::symlinkat;
 use rustix::fs::{OFlags, ResolveFlags};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use crate::sys::errno;
 
@@ -45,6 +46,16 @@ pub struct Root {
     /// The root directory's (device, inode), looked up once for `is_root`,
     /// which every mount asks.
     id: std::cell::OnceCell<Option<(u64, u64)>>,
+    /// The last parent directory `parent` resolved, reused while
+    /// `keep_parents` is on: a run of nodes and links in one directory
+    /// (/dev, /run/host/inaccessible) then resolves it once. Only between
+    /// mounts: a mount over the directory or above it would leave the fd
+    /// naming what is now hidden.
+    parents: std::cell::RefCell<Option<(PathBuf, Rc<OwnedFd>)>>,
+    keep: std::cell::Cell<bool>,
+    /// The umask, read once: a node created with no mode bit it masks
+    /// needs no chmod after.
+    umask: std::cell::OnceCell<u32>,
 }
 
 /// "/a/b" → "a/b"; "/" → "."
@@ -64,7 +75,29 @@ impl Root {
             fd,
             owner: None,
             id: std::cell::OnceCell::new(),
+            parents: Default::default(),
+            keep: Default::default(),
+            umask: std::cell::OnceCell::new(),
         }
+    }
+
+    /// Whether `parent` may reuse the directory it resolved last. The
+    /// caller turns it on only for steps that mount nothing.
+    pub fn keep_parents(&self, on: bool) {
+        self.keep.set(on);
+        if !on {
+            self.parents.take();
+        }
+    }
+
+    /// Whether a node just created with `mode` lost bits to the umask.
+    fn masked(&self, mode: u32) -> bool {
+        let umask = *self.umask.get_or_init(|| {
+            let m = nix::sys::stat::umask(Mode::empty());
+            nix::sys::stat::umask(m);
+            m.bits()
+        });
+        mode & umask != 0
     }
 
     /// Everything this Root creates from now on is chowned to `owner` (uid,
@@ -184,13 +217,25 @@ impl Root {
     }
 
     /// The parent directory (created if missing) and the final name of `path`.
-    fn parent(&self, path: &Path) -> Result<(OwnedFd, PathBuf)> {
+    fn parent(&self, path: &Path) -> Result<(Rc<OwnedFd>, PathBuf)> {
         let rel = relative(path);
-        let name = rel
-            .file_name()
-            .ok_or_else(|| err("resolve", path)(Errno::EINVAL))?;
+        let name = PathBuf::from(
+            rel.file_name()
+                .ok_or_else(|| err("resolve", path)(Errno::EINVAL))?,
+        );
         let parent = Path::new("/").join(rel.parent().unwrap_or(Path::new("")));
-        Ok((self.mkdir_all(&parent, 0o755)?, PathBuf::from(name)))
+        if self.keep.get() {
+            if let Some((p, fd)) = &*self.parents.borrow() {
+                if *p == parent {
+                    return Ok((fd.clone(), name));
+                }
+            }
+        }
+        let fd = Rc::new(self.mkdir_all(&parent, 0o755)?);
+        if self.keep.get() {
+            *self.parents.borrow_mut() = Some((parent, fd.clone()));
+        }
+        Ok((fd, name))
     }
 
     /// Whether `fd` is the root directory itself: a container path that resolves to
@@ -309,11 +354,17 @@ impl Root {
             Mode::from_bits_truncate(mode),
             dev,
         ) {
-            Ok(()) => self.own(&dir, &name, path)?,
+            Ok(()) => {
+                self.own(&dir, &name, path)?;
+                if !self.masked(mode) {
+                    return Ok(());
+                }
+            }
             Err(Errno::EEXIST) => {}
             Err(e) => return Err(err("mknod", path)(e)),
         }
-        // mknod's mode is subject to the umask too.
+        // mknod's mode is subject to the umask too, and an existing node
+        // keeps its own.
         nix::sys::stat::fchmodat(
             Some(dir.as_raw_fd()),
             &name,
