@@ -30,8 +30,10 @@ pub fn apply(retain: &CapsHashSet) -> Result<(), ApplyError> {
             continue;
         }
         match crate::sys::capbset_drop(n) {
-            // EINVAL: the kernel lacks that capability.
-            Ok(()) | Err(nix::errno::Errno::EINVAL) => {}
+            Ok(()) => {}
+            // EINVAL: past the kernel's last capability (its check is a range
+            // check, cap_valid), and so is every higher number.
+            Err(nix::errno::Errno::EINVAL) => break,
             Err(e) => return Err(ApplyError("drop from the bounding set", e.to_string())),
         }
     }
