@@ -124,6 +124,43 @@ fn modes_are_the_tables_and_the_guest_keeps_the_callers_umask() {
     }
 }
 
+/// The supervisor moves the child off its own CPU while both set up (they
+/// run in parallel); the guest still gets the caller's CPU affinity, be it
+/// every CPU or one.
+#[test]
+fn the_guest_keeps_the_callers_cpu_affinity() {
+    let (_t, root) = minimal_copy("min-cpus");
+    let own = fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("Cpus_allowed_list:")
+                .map(|v| v.trim().to_string())
+        })
+        .unwrap();
+    let last = own.rsplit([',', '-']).next().unwrap().to_string();
+    // With -U, PID 1 is cloned by the outer child, which the move reached.
+    for userns in [&[][..], &["-U"]] {
+        for (mask, want) in [(own.as_str(), &own), (last.as_str(), &last)] {
+            let mut cmd = std::process::Command::new("taskset");
+            cmd.args(["-c", mask]).arg(&*NIXRUN).args(userns).args([
+                "-D",
+                root.to_str().unwrap(),
+                "-q",
+                "/nixrun-probe",
+                "facts",
+            ]);
+            let (st, out, err) = run_cmd(cmd);
+            assert_eq!(exit_code(st), 0, "taskset -c {mask} {userns:?}: {err}");
+            assert_eq!(
+                &facts(&out)["cpus"],
+                want,
+                "the guest's CPUs under taskset -c {mask} {userns:?}"
+            );
+        }
+    }
+}
+
 #[test]
 fn the_console_is_a_pty_that_reaches_stdout() {
     let (_t, root) = minimal_copy("min-console");

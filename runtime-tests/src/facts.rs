@@ -53,6 +53,7 @@ const STATUS_FIELDS: &[(&str, &str)] = &[
     ("NoNewPrivs", "nonewprivs"),
     ("Seccomp", "seccomp"),
     ("Umask", "umask"),
+    ("Cpus_allowed_list", "cpus"),
 ];
 /// Nodes the runtime makes: their permission bits (octal), which must be the
 /// runtime's table's whatever the caller's umask.

@@ -62,6 +62,10 @@ use std::path::{Path, PathBuf};
 pub struct Setup<'a> {
     pub plan: &'a Plan,
     pub policy: &'a Policy,
+    /// The supervisor's CPU affinity, when it moved the child off its own
+    /// CPU right after the clone (sys::process::move_off_this_cpu): PID 1
+    /// restores it once past the sync point that follows the move.
+    pub affinity: Option<nix::sched::CpuSet>,
 }
 
 /// Init candidates for --boot, in nspawn's order: systemd first, because /sbin/init
@@ -200,6 +204,11 @@ fn pivot_and_exec(
 ) -> Result<Never, StepError> {
     let (plan, policy) = (setup.plan, setup.policy);
     crate::phase::mark("child-mounts");
+    // Past sync point 1, so after the supervisor's move: the guest gets
+    // the caller's CPUs back.
+    if let Some(mask) = &setup.affinity {
+        crate::sys::process::restore_affinity(mask).map_err(sys("restore the CPU affinity"))?;
+    }
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(
         CALLER_UMASK.load(std::sync::atomic::Ordering::Relaxed),
     ));

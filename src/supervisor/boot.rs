@@ -77,7 +77,12 @@ impl<'a> Boot<'a> {
     ) -> Result<Next, SupervisorError> {
         let (sup, child_end) = protocol::pair()?;
         let sup_raw = sup.as_fd().as_raw_fd();
-        let setup = Setup { plan, policy };
+        let affinity = crate::sys::process::spreadable_affinity();
+        let setup = Setup {
+            plan,
+            policy,
+            affinity,
+        };
         // Written to only by the child, in its copy of our memory; not resident here.
         let mut stack = vec![0u8; 1 << 20];
         let mut flags = CloneFlags::CLONE_NEWNS
@@ -103,6 +108,11 @@ impl<'a> Boot<'a> {
         });
         let pid = crate::sys::process::clone_child(child, &mut stack, flags)
             .map_err(|e| SupervisorError::Sys("clone the container", e))?;
+        if let Some(mask) = &setup.affinity {
+            // In parallel: its first half of the mount tree here, our
+            // cgroups and network there.
+            crate::sys::process::move_off_this_cpu(pid, mask);
+        }
         drop(child_end);
         drop(stack);
         crate::phase::mark("clone");
