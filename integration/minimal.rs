@@ -89,11 +89,18 @@ fn the_guest_sees_its_own_world() {
 #[test]
 fn modes_are_the_tables_and_the_guest_keeps_the_callers_umask() {
     let (_t, root) = minimal_copy("min-modes");
-    for umask in [0o022, 0o077, 0o000] {
+    // With -U the tree is built by the outer child, PID 1's parent.
+    for (umask, userns) in [
+        (0o022, &[][..]),
+        (0o077, &[][..]),
+        (0o000, &[][..]),
+        (0o077, &["-U"][..]),
+    ] {
         let mut cmd = std::process::Command::new("sh");
         cmd.arg("-c")
             .arg(format!("umask {umask:03o} && exec \"$0\" \"$@\""))
             .arg(&*NIXRUN)
+            .args(userns)
             .args(["-D", root.to_str().unwrap(), "-q", "/nixrun-probe", "facts"]);
         let (st, out, err) = run_cmd(cmd);
         assert_eq!(exit_code(st), 0, "{err}");
