@@ -92,6 +92,40 @@ pub fn clone_idmapped(
     Ok(tree)
 }
 
+/// Where `map_onto_itself` failed: each caller words it for its own flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MapStep {
+    Userns,
+    Open,
+    Idmap,
+    Mount,
+}
+
+/// Mounts the directory `dir` (with the mounts below it) ID-mapped onto
+/// itself, on-disk 0..`range` as `shift`..: the container root under -U, or
+/// the tree under --ephemeral's overlay.
+pub fn map_onto_itself(dir: &Path, shift: u32, range: u32) -> Result<(), (MapStep, Errno)> {
+    let ns = userns(&Mapping::Range { shift, range }).map_err(|e| (MapStep::Userns, e))?;
+    let src = rustix::fs::open(
+        dir,
+        rustix::fs::OFlags::PATH
+            | rustix::fs::OFlags::DIRECTORY
+            | rustix::fs::OFlags::NOFOLLOW
+            | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(|e| (MapStep::Open, crate::sys::errno(e)))?;
+    let tree = clone_idmapped(src.as_fd(), true, ns.as_fd()).map_err(|e| (MapStep::Idmap, e))?;
+    rustix::mount::move_mount(
+        &tree,
+        "",
+        CWD,
+        dir,
+        rustix::mount::MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+    )
+    .map_err(|e| (MapStep::Mount, crate::sys::errno(e)))
+}
+
 /// The file system type of the mount `path` is on (from mountinfo, by mount
 /// id), for messages.
 pub fn fs_type(path: &Path) -> String {

@@ -24,7 +24,7 @@
 //!     (the kernel's "fully visible" rule for a user namespace's procfs) — and
 //!     goes on as without a user namespace: pivot, lock, exec.
 
-use super::idmap::{self, Mapping};
+use super::idmap::{self, MapStep};
 use super::root::Root;
 use super::{mounts, sys, Never, Setup, StepError};
 use crate::plan::Plan;
@@ -34,7 +34,7 @@ use crate::protocol::{ChildEnd, FromChild, ToChild};
 use nix::sched::{unshare, CloneFlags};
 use nix::unistd::{Gid, Uid};
 use rustix::mount::{MoveMountFlags, OpenTreeFlags};
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsRawFd;
 
 /// Mounts the root ID-mapped onto itself when the range maps it; false
 /// otherwise (the caller binds it plainly).
@@ -47,36 +47,17 @@ pub(super) fn mount_root(plan: &Plan, policy: &Policy) -> Result<bool, StepError
         // (supervisor/ephemeral.rs); an overlay cannot be mapped again.
         return Ok(false);
     }
-    let ns = idmap::userns(&Mapping::Range {
-        shift: u.shift,
-        range: u.range,
-    })
-    .map_err(sys("a user namespace for the root's ID mapping"))?;
-    let src = rustix::fs::open(
-        &plan.root,
-        rustix::fs::OFlags::PATH
-            | rustix::fs::OFlags::DIRECTORY
-            | rustix::fs::OFlags::NOFOLLOW
-            | rustix::fs::OFlags::CLOEXEC,
-        rustix::fs::Mode::empty(),
-    )
-    .map_err(|e| StepError::Sys("open the container root", crate::sys::errno(e)))?;
-    let tree = idmap::clone_idmapped(src.as_fd(), true, ns.as_fd()).map_err(|e| {
-        StepError::Init(format!(
+    idmap::map_onto_itself(&plan.root, u.shift, u.range).map_err(|(step, e)| match step {
+        MapStep::Userns => StepError::Sys("a user namespace for the root's ID mapping", e),
+        MapStep::Open => StepError::Sys("open the container root", e),
+        MapStep::Idmap => StepError::Init(format!(
             "ID-mapping the container root {} ({}): {}",
             plan.root.display(),
             idmap::fs_type(&plan.root),
             e.desc()
-        ))
+        )),
+        MapStep::Mount => StepError::Sys("mount the ID-mapped root", e),
     })?;
-    rustix::mount::move_mount(
-        &tree,
-        "",
-        rustix::fs::CWD,
-        &plan.root,
-        rustix::mount::MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
-    )
-    .map_err(|e| StepError::Sys("mount the ID-mapped root", crate::sys::errno(e)))?;
     Ok(true)
 }
 

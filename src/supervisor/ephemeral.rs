@@ -27,7 +27,7 @@
 
 use super::teardown::Teardown;
 use super::SupervisorError;
-use crate::container::idmap::{self, Mapping};
+use crate::container::idmap::{self, MapStep};
 use crate::container::overlay::{self, Spec, Upper};
 use crate::plan::Plan;
 use crate::policy::Userns;
@@ -96,32 +96,21 @@ pub fn make<'a>(
 
 /// Mounts the tree ID-mapped (on-disk 0..range as the guest's range) onto itself.
 fn map_tree(plan: &Plan, u: Userns) -> Result<(), SupervisorError> {
-    let ns = idmap::userns(&Mapping::Range {
-        shift: u.shift,
-        range: u.range,
-    })
-    .map_err(|e| fail("a user namespace for the tree's ID mapping", e))?;
-    let src = rustix::fs::open(
-        &plan.root,
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| fail("open the container root", e))?;
-    let tree = idmap::clone_idmapped(src.as_fd(), true, ns.as_fd()).map_err(|e| {
-        fail(
+    idmap::map_onto_itself(&plan.root, u.shift, u.range).map_err(|(step, e)| match step {
+        MapStep::Userns => fail("a user namespace for the tree's ID mapping", e),
+        // These two came from rustix, which words an errno as std does.
+        MapStep::Open => fail("open the container root", io_error(e)),
+        MapStep::Idmap => fail(
             &format!(
                 "ID-mapping the tree under the overlay ({})",
                 idmap::fs_type(&plan.root)
             ),
             e,
-        )
-    })?;
-    rustix::mount::move_mount(
-        &tree,
-        "",
-        rustix::fs::CWD,
-        &plan.root,
-        rustix::mount::MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
-    )
-    .map_err(|e| fail("mount the ID-mapped tree", e))
+        ),
+        MapStep::Mount => fail("mount the ID-mapped tree", io_error(e)),
+    })
+}
+
+fn io_error(e: nix::errno::Errno) -> std::io::Error {
+    std::io::Error::from_raw_os_error(e as i32)
 }
