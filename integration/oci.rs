@@ -347,16 +347,7 @@ fn simultaneous_first_creates_share_the_default_parent() {
         failures.extend(runs.into_iter().filter_map(|r| r.join().unwrap()));
     }
     assert!(failures.is_empty(), "{failures:#?}");
-    for h in hierarchy_roots() {
-        let left: Vec<_> = fs::read_dir(h.join("nixrun-oci"))
-            .into_iter()
-            .flatten()
-            .filter_map(Result::ok)
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n.starts_with("oci-simul-"))
-            .collect();
-        assert!(left.is_empty(), "cgroups left in {}: {left:?}", h.display());
-    }
+    assert_no_cgroups("nixrun-oci", "oci-simul-");
 }
 
 #[test]
@@ -421,6 +412,24 @@ impl CallerDirs {
             .filter(|d| d.exists() && fs::remove_dir(d).is_err())
             .cloned()
             .collect()
+    }
+}
+
+/// No cgroup named `prefix`… below `parent` in any hierarchy.
+fn assert_no_cgroups(parent: &str, prefix: &str) {
+    for h in hierarchy_roots() {
+        let left: Vec<_> = fs::read_dir(h.join(parent))
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(prefix))
+            .collect();
+        assert!(
+            left.is_empty(),
+            "cgroups left in {}: {left:?}",
+            h.join(parent).display()
+        );
     }
 }
 
@@ -563,16 +572,7 @@ fn podman_runs_an_imported_image_with_and_without_a_tty() {
     );
     // The containers' own cgroups (libpod_parent/libpod-<id>) and state are
     // nixrun-oci's to remove.
-    for h in hierarchy_roots() {
-        let ours: Vec<_> = fs::read_dir(h.join("libpod_parent"))
-            .into_iter()
-            .flatten()
-            .filter_map(Result::ok)
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n.starts_with("libpod-"))
-            .collect();
-        assert!(ours.is_empty(), "cgroups left in {}: {ours:?}", h.display());
-    }
+    assert_no_cgroups("libpod_parent", "libpod-");
     let state: Vec<_> = fs::read_dir(nixrun::oci::cli::DEFAULT_ROOT)
         .into_iter()
         .flatten()
