@@ -83,6 +83,27 @@ fn the_guest_sees_its_own_world() {
     snap.assert_unchanged();
 }
 
+/// The probe's facts from `nixrun FLAGS -D ROOT -q /nixrun-probe facts`,
+/// started through `wrapper` (a command that execs its arguments), which must
+/// succeed.
+fn facts_under(
+    wrapper: &[&str],
+    flags: &[&str],
+    root: &std::path::Path,
+) -> std::collections::HashMap<String, String> {
+    let mut cmd = std::process::Command::new(wrapper[0]);
+    cmd.args(&wrapper[1..]).arg(&*NIXRUN).args(flags).args([
+        "-D",
+        root.to_str().unwrap(),
+        "-q",
+        "/nixrun-probe",
+        "facts",
+    ]);
+    let (st, out, err) = run_cmd(cmd);
+    assert_eq!(exit_code(st), 0, "{wrapper:?} {flags:?}: {err}");
+    facts(&out)
+}
+
 /// The nodes nixrun makes get the table's modes whatever the caller's umask
 /// (the tree is built with the umask at 0), and the guest gets the caller's
 /// umask back.
@@ -96,15 +117,8 @@ fn modes_are_the_tables_and_the_guest_keeps_the_callers_umask() {
         (0o000, &[][..]),
         (0o077, &["-U"][..]),
     ] {
-        let mut cmd = std::process::Command::new("sh");
-        cmd.arg("-c")
-            .arg(format!("umask {umask:03o} && exec \"$0\" \"$@\""))
-            .arg(&*NIXRUN)
-            .args(userns)
-            .args(["-D", root.to_str().unwrap(), "-q", "/nixrun-probe", "facts"]);
-        let (st, out, err) = run_cmd(cmd);
-        assert_eq!(exit_code(st), 0, "{err}");
-        let f = facts(&out);
+        let umask_is = format!("umask {umask:03o} && exec \"$0\" \"$@\"");
+        let f = facts_under(&["sh", "-c", &umask_is], userns, &root);
         assert_eq!(f["umask"], format!("{umask:04o}"), "the guest's umask");
         for (path, mode) in [
             ("/dev/null", "666"),
@@ -149,19 +163,9 @@ fn the_guest_keeps_the_callers_cpu_affinity() {
     // With -U, PID 1 is cloned by the outer child, which the move reached.
     for userns in [&[][..], &["-U"]] {
         for (mask, want) in [(own.as_str(), &own), (last.as_str(), &last)] {
-            let mut cmd = std::process::Command::new("taskset");
-            cmd.args(["-c", mask]).arg(&*NIXRUN).args(userns).args([
-                "-D",
-                root.to_str().unwrap(),
-                "-q",
-                "/nixrun-probe",
-                "facts",
-            ]);
-            let (st, out, err) = run_cmd(cmd);
-            assert_eq!(exit_code(st), 0, "taskset -c {mask} {userns:?}: {err}");
+            let f = facts_under(&["taskset", "-c", mask], userns, &root);
             assert_eq!(
-                &facts(&out)["cpus"],
-                want,
+                &f["cpus"], want,
                 "the guest's CPUs under taskset -c {mask} {userns:?}"
             );
         }
