@@ -136,64 +136,76 @@ fn apply_one(root: &Root, op: &Op, out: &mut Outputs) -> Result<(), MountError> 
             access,
             optional,
         } => {
-            let src = match source {
+            let what = || match source {
+                BindSource::Host(p) | BindSource::InRoot(p) => format!("bind of {}", p.display()),
+            };
+            let open_source = || match source {
                 BindSource::Host(path) => {
                     rustix::fs::open(path, OFlags::PATH | OFlags::CLOEXEC, Mode::empty())
                         .map_err(|e| (path, crate::sys::errno(e)))
                 }
                 BindSource::InRoot(path) => root.path_fd(path).map_err(|e| (path, e.errno)),
             };
-            let src = match src {
-                Ok(fd) => fd,
-                Err((_, Errno::ENOENT)) if *optional => return Ok(()),
-                Err((path, errno)) => return Err(MountError::Source(path.clone(), errno)),
+            let source_error = |(path, errno): (&PathBuf, Errno)| {
+                if errno == Errno::ENOENT && *optional {
+                    None
+                } else {
+                    Some(MountError::Source(path.clone(), errno))
+                }
             };
-            let Some(target_fd) = mount_target(root, target, *kind, *optional)? else {
-                return Ok(());
+            // An optional step looks for its target first: it never creates
+            // one, and most that are skipped (paths of /proc this kernel
+            // lacks) are skipped for want of one. A required one checks its
+            // source before it makes a mount point for it.
+            let (src, target_fd) = if *optional {
+                let Some(t) = mount_target(root, target, *kind, true)? else {
+                    return Ok(());
+                };
+                let src = match source {
+                    // Bound onto itself (a /proc path made read-only): one lookup.
+                    BindSource::InRoot(p) if p == target => None,
+                    _ => match open_source() {
+                        Ok(fd) => Some(fd),
+                        Err(e) => return source_error(e).map_or(Ok(()), Err),
+                    },
+                };
+                (src, t)
+            } else {
+                let src = match open_source() {
+                    Ok(fd) => fd,
+                    Err(e) => return source_error(e).map_or(Ok(()), Err),
+                };
+                let t = mount_target(root, target, *kind, false)?.expect("not optional");
+                (Some(src), t)
             };
-            let mut flags = MsFlags::MS_BIND;
-            if *recursive {
-                flags |= MsFlags::MS_REC;
-            }
-            let what = match source {
-                BindSource::Host(p) | BindSource::InRoot(p) => format!("bind of {}", p.display()),
-            };
+            let src = src.as_ref().unwrap_or(&target_fd);
             let merr = |errno| MountError::Mount {
-                what: what.clone(),
+                what: what(),
                 target: target.clone(),
                 errno,
             };
-            mount(
-                Some(fd_path(src.as_fd()).as_str()),
-                fd_path(target_fd.as_fd()).as_str(),
-                None::<&str>,
-                flags,
-                None::<&str>,
-            )
-            .map_err(merr)?;
             let (set, clear) = match access {
-                Access::Inherit => return Ok(()),
+                Access::Inherit => {
+                    let mut flags = MsFlags::MS_BIND;
+                    if *recursive {
+                        flags |= MsFlags::MS_REC;
+                    }
+                    return mount(
+                        Some(fd_path(src.as_fd()).as_str()),
+                        fd_path(target_fd.as_fd()).as_str(),
+                        None::<&str>,
+                        flags,
+                        None::<&str>,
+                    )
+                    .map_err(merr);
+                }
                 Access::ReadOnly => (MOUNT_ATTR_RDONLY, 0),
                 Access::ReadWrite => (0, MOUNT_ATTR_RDONLY),
             };
-            // Reopen: the old fd still names the directory under the new mount.
-            let mounted = root.path_fd(target)?;
-            mount_setattr(mounted.as_fd(), *recursive, set, clear).map_err(merr)?;
-            Ok(())
+            bind_with_access(src.as_fd(), target_fd.as_fd(), *recursive, set, clear).map_err(merr)
         }
         Op::Mkdir { path, mode } => {
-            let fd = root.mkdir_all(path, *mode)?;
-            // mkdir's mode passed through the umask; set what the table says.
-            rustix::fs::fchmod(
-                root.open(path, OFlags::RDONLY | OFlags::DIRECTORY)?,
-                Mode::from_bits_truncate(*mode),
-            )
-            .map_err(|e| MountError::Mount {
-                what: "chmod".into(),
-                target: path.clone(),
-                errno: crate::sys::errno(e),
-            })?;
-            drop(fd);
+            root.mkdir_mode(path, *mode)?;
             Ok(())
         }
         Op::Node {
@@ -290,6 +302,36 @@ fn apply_one(root: &Root, op: &Op, out: &mut Outputs) -> Result<(), MountError> 
         } => overlay(root, target, lowers, upper, *readonly),
         Op::Inaccessible { target } => inaccessible(root, target),
     }
+}
+
+/// Binds `src` onto `target` with the read-only flag set or cleared: a
+/// detached clone of the source gets the flag before it is attached, so the
+/// new mount is never seen without it, and neither path is looked up again
+/// through /proc/self/fd.
+fn bind_with_access(
+    src: std::os::fd::BorrowedFd<'_>,
+    target: std::os::fd::BorrowedFd<'_>,
+    recursive: bool,
+    set: u64,
+    clear: u64,
+) -> Result<(), Errno> {
+    use rustix::mount::{MoveMountFlags, OpenTreeFlags};
+    let mut flags = OpenTreeFlags::OPEN_TREE_CLONE
+        | OpenTreeFlags::OPEN_TREE_CLOEXEC
+        | OpenTreeFlags::AT_EMPTY_PATH;
+    if recursive {
+        flags |= OpenTreeFlags::AT_RECURSIVE;
+    }
+    let tree = rustix::mount::open_tree(src, "", flags).map_err(crate::sys::errno)?;
+    mount_setattr(tree.as_fd(), recursive, set, clear)?;
+    rustix::mount::move_mount(
+        &tree,
+        "",
+        target,
+        "",
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
+    )
+    .map_err(crate::sys::errno)
 }
 
 /// A directory named as an overlay's layer: a host path, or one in the root.
@@ -390,16 +432,7 @@ fn inaccessible(root: &Root, target: &Path) -> Result<(), MountError> {
         target: target.to_path_buf(),
         errno,
     };
-    mount(
-        Some(fd_path(src.as_fd()).as_str()),
-        fd_path(fd.as_fd()).as_str(),
-        None::<&str>,
-        MsFlags::MS_BIND,
-        None::<&str>,
-    )
-    .map_err(merr)?;
-    let mounted = root.path_fd(target)?;
-    mount_setattr(mounted.as_fd(), false, MOUNT_ATTR_RDONLY, 0).map_err(merr)
+    bind_with_access(src.as_fd(), fd.as_fd(), false, MOUNT_ATTR_RDONLY, 0).map_err(merr)
 }
 
 /// A bind whose owners are mapped (Op::IdmapBind): a detached clone of the

@@ -187,31 +187,65 @@ impl Root {
     /// Creates `path` and its missing parents as directories (like mkdir -p), each
     /// component created relative to its already-resolved parent.
     pub fn mkdir_all(&self, path: &Path, mode: u32) -> Result<OwnedFd> {
+        self.make_dirs(path, mode).map(|(fd, _)| fd)
+    }
+
+    /// mkdir_all, also saying whether the last component was made here (and
+    /// so has the mode asked for, less the umask).
+    fn make_dirs(&self, path: &Path, mode: u32) -> Result<(OwnedFd, bool)> {
         // Mostly the directory exists (the mount table's parents are made
         // once, then used by the nodes and links below them): one lookup of
-        // the whole path, resolved as the walk below resolves each prefix.
+        // the whole path.
         match self.open_in_root(path, OFlags::PATH | OFlags::DIRECTORY) {
-            Ok(fd) => return Ok(fd),
+            Ok(fd) => return Ok((fd, false)),
             Err(Errno::ENOENT) => {}
             Err(e) => return Err(err("open", path)(e)),
         }
-        let mut cur = PathBuf::from("/");
-        let mut fd = self.open(&cur, OFlags::PATH | OFlags::DIRECTORY)?;
-        for comp in relative(path).components() {
-            let name = comp.as_os_str();
-            cur.push(name);
-            match self.open_in_root(&cur, OFlags::PATH | OFlags::DIRECTORY) {
-                Ok(next) => fd = next,
-                Err(Errno::ENOENT) => {
-                    match mkdirat(Some(fd.as_raw_fd()), name, Mode::from_bits_truncate(mode)) {
-                        Ok(()) => self.own(&fd, Path::new(name), &cur)?,
-                        Err(Errno::EEXIST) => {}
-                        Err(e) => return Err(err("mkdir", &cur)(e)),
-                    }
-                    fd = self.open(&cur, OFlags::PATH | OFlags::DIRECTORY)?;
+        let rel = relative(path);
+        let Some(parent) = rel.parent() else {
+            // The root itself: it cannot be made here.
+            return Err(err("open", path)(Errno::ENOENT));
+        };
+        let (dir, _) = self.make_dirs(&Path::new("/").join(parent), mode)?;
+        let name = match rel.components().next_back() {
+            Some(std::path::Component::Normal(name)) => name,
+            // "..", ".": nothing to make, only to resolve (within the root).
+            _ => return Ok((self.open(path, OFlags::PATH | OFlags::DIRECTORY)?, false)),
+        };
+        match mkdirat(Some(dir.as_raw_fd()), name, Mode::from_bits_truncate(mode)) {
+            Ok(()) => {
+                self.own(&dir, Path::new(name), path)?;
+                // Just made in a directory we hold: one component, no link
+                // followed, finds it (or fails if it was swapped meanwhile,
+                // and the lookup within the root below decides).
+                if let Ok(fd) = rustix::fs::openat(
+                    &dir,
+                    name,
+                    OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    rustix::fs::Mode::empty(),
+                ) {
+                    return Ok((fd, true));
                 }
-                Err(e) => return Err(err("open", &cur)(e)),
             }
+            Err(Errno::EEXIST) => {}
+            Err(e) => return Err(err("mkdir", path)(e)),
+        }
+        // There already (a link, say, dangling or not): resolved within the
+        // root, as any lookup.
+        Ok((self.open(path, OFlags::PATH | OFlags::DIRECTORY)?, false))
+    }
+
+    /// A directory with exactly `mode` (Op::Mkdir): made if missing, its mode
+    /// set unless it was just made with no bit the umask takes away.
+    pub fn mkdir_mode(&self, path: &Path, mode: u32) -> Result<OwnedFd> {
+        let (fd, created) = self.make_dirs(path, mode)?;
+        if !created || self.masked(mode) || (self.owner.is_some() && mode & 0o6000 != 0) {
+            // An O_PATH fd cannot be chmodded.
+            rustix::fs::fchmod(
+                self.open(path, OFlags::RDONLY | OFlags::DIRECTORY)?,
+                rustix::fs::Mode::from_bits_truncate(mode),
+            )
+            .map_err(|e| err("chmod", path)(errno(e)))?;
         }
         Ok(fd)
     }
@@ -298,13 +332,21 @@ impl Root {
     /// write to another file.
     pub fn write_file(&self, path: &Path, contents: &[u8], mode: u32) -> Result<()> {
         let (dir, name) = self.parent(path)?;
-        let fd = rustix::fs::openat(
-            &dir,
-            &name,
-            OFlags::CREATE | OFlags::TRUNC | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            rustix::fs::Mode::from_bits_truncate(mode),
-        )
-        .map_err(|e| err("create", path)(errno(e)))?;
+        let create = |how: OFlags| {
+            rustix::fs::openat(
+                &dir,
+                &name,
+                OFlags::CREATE | how | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                rustix::fs::Mode::from_bits_truncate(mode),
+            )
+            .map_err(errno)
+        };
+        let (fd, made) = match create(OFlags::EXCL) {
+            Ok(fd) => (Ok(fd), true),
+            Err(Errno::EEXIST) => (create(OFlags::TRUNC), false),
+            Err(e) => (Err(e), false),
+        };
+        let fd = fd.map_err(err("create", path))?;
         let mut off = 0;
         while off < contents.len() {
             match nix::unistd::write(&fd, &contents[off..]) {
@@ -314,8 +356,11 @@ impl Root {
             }
         }
         self.own(&dir, &name, path)?;
-        // The umask would have masked the mode at creation (and a chown may
-        // have cleared set-id bits).
+        // A file that was there keeps its mode, the umask may have masked
+        // bits at creation, and a chown clears set-id bits.
+        if made && !self.masked(mode) && (self.owner.is_none() || mode & 0o6000 == 0) {
+            return Ok(());
+        }
         nix::sys::stat::fchmod(fd.as_raw_fd(), Mode::from_bits_truncate(mode))
             .map_err(err("chmod", path))
     }
