@@ -270,14 +270,19 @@ fn pivot_and_exec(
     // CAP_SYS_ADMIN, which --drop-capability may remove; they do not filter the
     // prctl/capset calls that follow.
     let f = &policy.seccomp;
-    for prog in [&f.deny, &f.audit] {
-        crate::sys::seccomp::install(prog, false).map_err(StepError::Seccomp)?;
-    }
-    let listener = match crate::sys::seccomp::install(&f.mount, true) {
+    let chained = |with_mount| {
+        f.chained(with_mount)
+            .map_err(|e| StepError::Init(format!("seccomp: {e}")))
+    };
+    let listener = match crate::sys::seccomp::install(&chained(true)?, true) {
         Ok(l) => l,
         // Inside a nixrun guest: its supervisor serves our guest (see
-        // Policy::outer_guard); our filter would only shadow its listener.
-        Err(Errno::EBUSY) if policy.outer_guard => None,
+        // Policy::outer_guard); our mount part would only shadow its
+        // listener.
+        Err(Errno::EBUSY) if policy.outer_guard => {
+            crate::sys::seccomp::install(&chained(false)?, false).map_err(StepError::Seccomp)?;
+            None
+        }
         Err(Errno::EBUSY) => return Err(StepError::Init(
             "installing the mount guard: another seccomp listener is already above this process (EBUSY) \
              and /run/host/container-manager does not say nixrun, whose supervisor would serve the guest instead; \

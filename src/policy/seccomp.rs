@@ -3,7 +3,8 @@
 //! A deny list, as a readable table of groups: the guest is a whole OS whose
 //! systemd sandboxes its services with mount, unshare, setns, seccomp…, so it keeps
 //! everything except what reaches past the container into the host kernel (nspawn's
-//! exclusions). Three filters are installed, last thing before exec:
+//! exclusions). Three filters, chained into one program (`Filters::chained`)
+//! that is installed last thing before exec:
 //!
 //! 1. `DENIED` → EPERM (a binary search over the numbers; a foreign ABI kills
 //!    the process, since its system call numbers would dodge the table);
@@ -272,6 +273,45 @@ pub fn filters(denied: &Denied) -> Result<Filters, SeccompError> {
         audit: audit_filter()?,
         mount: mount_filter(&denied.brokered),
     })
+}
+
+impl Filters {
+    /// The programs as one, each's "allow" a jump to the next one's start:
+    /// what the guest's start installs (container/mod.rs). The kernel runs
+    /// every new filter once per call number of each ABI to fill its cache,
+    /// so one filter installs in about a third of the time of three, and a
+    /// call is one filter run instead of three. The same answers, with one
+    /// difference that only `--system-call-filter=~` can make: where two
+    /// parts refuse a call with different errnos, the kernel would give the
+    /// last-installed part's, the chain gives the first's (the deny list's
+    /// EPERM, for a call the user added to it).
+    pub fn chained(&self, with_mount: bool) -> Result<Vec<Insn>, SeccompError> {
+        let parts: &[&[Insn]] = if with_mount {
+            &[&self.deny, &self.audit, &self.mount]
+        } else {
+            &[&self.deny, &self.audit]
+        };
+        let mut out = Vec::with_capacity(parts.iter().map(|p| p.len()).sum());
+        for (k, part) in parts.iter().enumerate() {
+            let last = k + 1 == parts.len();
+            for (i, insn) in part.iter().enumerate() {
+                if !last && insn.code == RET && insn.k == libc::SECCOMP_RET_ALLOW {
+                    // Forward, to the first instruction after this part.
+                    out.push(stmt(JA, (part.len() - i - 1) as u32));
+                } else {
+                    out.push(*insn);
+                }
+            }
+        }
+        if out.len() > usize::from(libc::BPF_MAXINSNS as u16) {
+            return Err(SeccompError::Build(format!(
+                "{} instructions chained, more than the kernel's {}",
+                out.len(),
+                libc::BPF_MAXINSNS
+            )));
+        }
+        Ok(out)
+    }
 }
 
 /// The deny filter as a binary search over the denied numbers, not a list:
@@ -721,6 +761,84 @@ mod tests {
 
     fn errno(e: i32) -> u32 {
         libc::SECCOMP_RET_ERRNO | e as u32
+    }
+
+    /// What the kernel answers with `progs` installed in this order: every
+    /// filter runs, the strongest action wins, and of equal ones the
+    /// last-installed filter's (kernel/seccomp.c, seccomp_run_filters).
+    fn stacked(progs: &[&[Insn]], c: &Call) -> u32 {
+        let strength = |r: u32| (r & libc::SECCOMP_RET_ACTION_FULL) as i32;
+        let mut ret = ALLOW;
+        for p in progs.iter().rev() {
+            let r = run(p, c);
+            if strength(r) < strength(ret) {
+                ret = r;
+            }
+        }
+        ret
+    }
+
+    #[test]
+    fn the_chained_filter_answers_as_the_three_installed_one_after_another() {
+        let denied = default_denied();
+        let f = filters(&denied).unwrap();
+        let chain = f.chained(true).unwrap();
+        let without = f.chained(false).unwrap();
+        let parts: [&[Insn]; 3] = [&f.deny, &f.audit, &f.mount];
+        // Every number of the native ABI and of x32, a foreign ABI, and the
+        // arguments each part looks at.
+        let mut calls = Vec::new();
+        for nr in (0..600).chain((0..600).map(|n| n | X32_SYSCALL_BIT as i32)) {
+            for args in [
+                [0u64; 6],
+                [
+                    libc::AF_NETLINK as u64,
+                    0,
+                    libc::NETLINK_AUDIT as u64,
+                    0,
+                    0,
+                    0,
+                ],
+                [0, 0, 0, libc::MS_BIND, 0, 0],
+                [1, 1, 1, 1, 1, 1],
+            ] {
+                calls.push(Call {
+                    nr,
+                    arch: AUDIT_ARCH,
+                    args,
+                });
+            }
+        }
+        calls.push(Call {
+            nr: 1,
+            arch: 0x4000_0003, // AUDIT_ARCH_I386
+            args: [0; 6],
+        });
+        let mut seen = BTreeSet::new();
+        for c in &calls {
+            let want = stacked(&parts, c);
+            assert_eq!(run(&chain, c), want, "call {:#x} {:?}", c.nr, c.args);
+            assert_eq!(
+                run(&without, c),
+                stacked(&parts[..2], c),
+                "call {:#x} {:?} without the mount part",
+                c.nr,
+                c.args
+            );
+            seen.insert(want);
+        }
+        // The comparison covered every kind of answer.
+        for answer in [
+            ALLOW,
+            NOTIFY,
+            errno(libc::EPERM),
+            errno(libc::ENOSYS),
+            errno(libc::EAFNOSUPPORT),
+            libc::SECCOMP_RET_KILL_PROCESS,
+        ] {
+            assert!(seen.contains(&answer), "no call answered {answer:#x}");
+        }
+        assert!(chain.len() < f.deny.len() + f.audit.len() + f.mount.len() + 1);
     }
 
     #[test]
