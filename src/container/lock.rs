@@ -17,8 +17,9 @@
 //! Mount namespaces the guest creates later (systemd does, per service) are copied
 //! from the locked one and stay locked.
 
+use crate::sys::process::NsHolder;
 use nix::errno::Errno;
-use nix::sched::{setns, CloneFlags};
+use nix::sched::CloneFlags;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
@@ -31,12 +32,13 @@ pub enum LockError {
 pub fn lock_mount_tree() -> Result<(), LockError> {
     // Born in its namespaces (a new user namespace, and a copy of our mount
     // namespace owned by it); it needs no uid map: it only serves as the owner.
-    let helper =
-        crate::sys::process::NsHolder::spawn(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS)
-            .map_err(LockError::Unshare)?;
-    let result = std::fs::File::open(format!("/proc/{}/ns/mnt", helper.pid()))
-        .map_err(|e| LockError::Enter(crate::sys::io_errno(&e)))
-        .and_then(|ns| setns(ns, CloneFlags::CLONE_NEWNS).map_err(LockError::Enter));
+    let helper = NsHolder::spawn(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS)
+        .map_err(LockError::Unshare)?;
+    let result = helper
+        .enter(CloneFlags::CLONE_NEWNS)
+        .map_err(LockError::Enter);
+    // Reaped right away. Killing it here and reaping it just before the exec
+    // was measured: half the starts then saw the exec ~0.35 ms late.
     helper.finish();
     result
 }

@@ -151,6 +151,9 @@ pub fn default_all_signals() {
 /// locking the mount tree. It sleeps until `finish` kills and reaps it.
 pub struct NsHolder {
     pid: Pid,
+    /// Its pidfd: its namespaces are joined through it (setns), without a
+    /// lookup in /proc.
+    pidfd: std::os::fd::OwnedFd,
     // The child runs on it: it must outlive the child (see finish and Drop).
     _stack: Box<[u8]>,
 }
@@ -175,20 +178,26 @@ impl NsHolder {
             let end = stack.as_mut_ptr_range().end as usize;
             (end & !15) as *mut libc::c_void
         };
+        let mut pidfd: libc::c_int = -1;
         // SAFETY: `hold` uses only its stack (ours to keep until the child is
         // reaped) and raw system calls, so sharing our memory is safe; no
         // CLONE_SETTLS, CLONE_FILES or CLONE_SIGHAND: it has its own copies.
+        // With CLONE_PIDFD the kernel writes the pidfd where the parent-tid
+        // argument points.
         let pid = unsafe {
             libc::clone(
                 hold,
                 top,
-                flags.bits() | libc::CLONE_VM | libc::SIGCHLD,
+                flags.bits() | libc::CLONE_VM | libc::CLONE_PIDFD | libc::SIGCHLD,
                 std::ptr::null_mut(),
+                &mut pidfd as *mut libc::c_int,
             )
         };
         let pid = Errno::result(pid)?;
         Ok(NsHolder {
             pid: Pid::from_raw(pid),
+            // SAFETY: a new fd of ours, returned by a successful clone.
+            pidfd: unsafe { std::os::fd::FromRawFd::from_raw_fd(pidfd) },
             _stack: stack,
         })
     }
@@ -196,6 +205,11 @@ impl NsHolder {
     /// Its pid, for /proc/PID/ns/*.
     pub fn pid(&self) -> Pid {
         self.pid
+    }
+
+    /// Joins its `ns` namespaces (setns through its pidfd).
+    pub fn enter(&self, ns: CloneFlags) -> nix::Result<()> {
+        nix::sched::setns(&self.pidfd, ns)
     }
 
     /// Kills and reaps it; only then may its stack go.
