@@ -185,8 +185,12 @@ pub fn cgroup_mounts(mountinfo: &str, proc_cgroup: &str) -> Vec<CgroupMount> {
 
 /// The hierarchies, from /proc/self/mountinfo and /proc/self/cgroup; cgroup2 first.
 pub fn discover(mountinfo: &str, proc_cgroup: &str) -> Result<Vec<Hierarchy>, CgroupError> {
+    hierarchies(cgroup_mounts(mountinfo, proc_cgroup))
+}
+
+fn hierarchies(mounts: Vec<CgroupMount>) -> Result<Vec<Hierarchy>, CgroupError> {
     let mut out: Vec<Hierarchy> = Vec::new();
-    for m in cgroup_mounts(mountinfo, proc_cgroup) {
+    for m in mounts {
         if !m.v2 && !m.superopts.iter().any(|o| MANAGED_V1.contains(&o.as_str())) {
             continue;
         }
@@ -220,6 +224,75 @@ pub fn discover(mountinfo: &str, proc_cgroup: &str) -> Result<Vec<Hierarchy>, Cg
     }
     out.sort_by_key(|h| h.kind != Kind::V2);
     Ok(out)
+}
+
+/// What `standard_mounts` asks of a path: whether it is the root of a
+/// cgroup2 or a cgroup v1 hierarchy (the file system's magic, and the
+/// root's inode number, 1 in kernfs: a mount of a subtree, or a directory
+/// below the root, has another).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Root {
+    V2,
+    V1,
+}
+
+/// The hierarchies where systemd mounts them (and itself looks for them:
+/// /sys/fs/cgroup, /sys/fs/cgroup/unified, /sys/fs/cgroup/<controller>),
+/// found with two system calls each instead of reading and parsing
+/// /proc/self/mountinfo, some 50 µs of every start. None where one is not
+/// there, or is not a hierarchy's root: then mountinfo decides.
+pub fn standard_mounts(
+    proc_cgroup: &str,
+    probe: &dyn Fn(&Path) -> Option<Root>,
+) -> Option<Vec<CgroupMount>> {
+    let mut out = Vec::new();
+    for line in proc_cgroup.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, ctrls, path) = (parts.next()?, parts.next()?, parts.next()?);
+        let ctrls: Vec<String> = ctrls
+            .split(',')
+            .filter(|c| !c.is_empty())
+            .map(str::to_string)
+            .collect();
+        let (point, v2) = if ctrls.is_empty() {
+            let point = ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
+                .into_iter()
+                .find(|p| probe(Path::new(p)) == Some(Root::V2))?;
+            (point.to_string(), true)
+        } else if ctrls.iter().any(|c| MANAGED_V1.contains(&c.as_str())) {
+            let dir = ctrls.join(",");
+            let point = format!(
+                "/sys/fs/cgroup/{}",
+                dir.strip_prefix("name=").unwrap_or(&dir)
+            );
+            if probe(Path::new(&point)) != Some(Root::V1) {
+                return None;
+            }
+            (point, false)
+        } else {
+            continue;
+        };
+        out.push(CgroupMount {
+            v2,
+            superopts: ctrls.clone(),
+            root: "/".into(),
+            point,
+            own: Some((ctrls, path.to_string())),
+        });
+    }
+    Some(out)
+}
+
+/// `standard_mounts`' probe, on this host.
+fn probe_root(path: &Path) -> Option<Root> {
+    let fs = rustix::fs::statfs(path).ok()?;
+    // Both signed on x86_64, of other types elsewhere: compared as u64.
+    let kind = match fs.f_type as u64 {
+        t if t == libc::CGROUP2_SUPER_MAGIC as u64 => Root::V2,
+        t if t == libc::CGROUP_SUPER_MAGIC as u64 => Root::V1,
+        _ => return None,
+    };
+    (rustix::fs::stat(path).ok()?.st_ino == 1).then_some(kind)
 }
 
 /// A path field of /proc/PID/mountinfo: space, tab, newline and backslash are
@@ -360,9 +433,11 @@ impl Cgroups {
         devices: Vec<Rule>,
         tasks_max: Option<u64>,
     ) -> Result<Cgroups, CgroupError> {
-        let mi = read("/proc/self/mountinfo")?;
         let pc = read("/proc/self/cgroup")?;
-        let hierarchies = discover(&mi, &pc)?;
+        let hierarchies = match standard_mounts(&pc, &probe_root) {
+            Some(mounts) => hierarchies(mounts)?,
+            None => discover(&read("/proc/self/mountinfo")?, &pc)?,
+        };
         let mut cg = Cgroups::new(&hierarchies, machine, keep_unit, devices, Box::new(Kernel));
         cg.tasks_max = tasks_max;
         if keep_unit {
@@ -729,6 +804,69 @@ mod tests {
 2:cpu,cpuacct:/
 0::/system.slice/container@foo.service
 ";
+
+    /// A probe that answers as the mounts of a mountinfo text would.
+    fn probe_of(mountinfo: &'static str) -> impl Fn(&Path) -> Option<Root> {
+        move |p: &Path| {
+            mountinfo.lines().find_map(|l| {
+                let f: Vec<&str> = l.split(' ').collect();
+                let fstype = l.split(" - ").nth(1)?.split(' ').next()?;
+                (Path::new(f[4]) == p && f[3] == "/").then_some(())?;
+                match fstype {
+                    "cgroup2" => Some(Root::V2),
+                    "cgroup" => Some(Root::V1),
+                    _ => None,
+                }
+            })
+        }
+    }
+
+    #[test]
+    fn the_standard_paths_give_what_mountinfo_gives() {
+        let fast = standard_mounts(HYBRID_CGROUP, &probe_of(HYBRID_MOUNTINFO)).unwrap();
+        assert_eq!(
+            hierarchies(fast).unwrap(),
+            discover(HYBRID_MOUNTINFO, HYBRID_CGROUP).unwrap()
+        );
+        // Pure cgroup2.
+        let mi = "30 25 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw,nsdelegate\n";
+        let pc = "0::/system.slice/container@foo.service\n";
+        let fast = standard_mounts(pc, &probe_of(mi)).unwrap();
+        assert_eq!(hierarchies(fast).unwrap(), discover(mi, pc).unwrap());
+        // A subtree mounted (a cgroup namespace's view), or a hierarchy
+        // elsewhere: mountinfo decides.
+        let sub = "30 25 0:26 /machine /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n";
+        assert!(standard_mounts(pc, &probe_of(sub)).is_none());
+        let elsewhere = "30 25 0:26 / /cg rw - cgroup2 cgroup2 rw\n";
+        assert!(standard_mounts(pc, &probe_of(elsewhere)).is_none());
+        // A managed v1 hierarchy missing from its place.
+        let no_devices = HYBRID_MOUNTINFO.replace("/sys/fs/cgroup/devices", "/cg/devices");
+        let no_devices: &'static str = Box::leak(no_devices.into_boxed_str());
+        assert!(standard_mounts(HYBRID_CGROUP, &probe_of(no_devices)).is_none());
+    }
+
+    #[test]
+    fn on_this_host_the_standard_paths_agree_with_mountinfo() {
+        let pc = fs::read_to_string("/proc/self/cgroup").unwrap();
+        let mi = fs::read_to_string("/proc/self/mountinfo").unwrap();
+        match standard_mounts(&pc, &probe_root) {
+            // The same hierarchies; their order (that of /proc/self/cgroup
+            // here, of the mounts there) only orders the mkdirs.
+            Some(fast) => {
+                let sorted = |h: Result<Vec<Hierarchy>, CgroupError>| {
+                    let mut h = h.unwrap();
+                    h.sort_by(|a, b| a.mount.cmp(&b.mount));
+                    h
+                };
+                assert_eq!(sorted(hierarchies(fast)), sorted(discover(&mi, &pc)));
+            }
+            // Only where mountinfo shows a layout systemd would not make.
+            None => assert!(
+                !mi.contains(" / /sys/fs/cgroup rw") || !mi.contains("cgroup2"),
+                "the standard paths were not found on a standard host:\n{mi}"
+            ),
+        }
+    }
 
     #[test]
     fn hybrid_hosts_manage_cgroup2_systemd_and_devices() {
