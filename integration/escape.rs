@@ -82,6 +82,30 @@ fn minimal_guest_probe_as_pid_1() {
     snap.assert_unchanged();
 }
 
+/// The same wall where the guest is born in its cgroup2 payload (a host
+/// without v1 hierarchies: the device program, not the v1 controller,
+/// keeps the devices).
+#[test]
+fn minimal_guest_probe_on_a_cgroup2_only_host() {
+    let (t, root) = TempRoot::copy_of("esc-cg2", &fixture("minimal"), "esc-cg2");
+    let snap = HostSnapshot::take("esc-cg2");
+    let store = store_dir(&t);
+    let host_pid = format!("--setenv=NIXRUN_PROBE_HOST_PID={}", std::process::id());
+    let args = [
+        "-D",
+        root.to_str().unwrap(),
+        "-q",
+        &store,
+        &host_pid,
+        "/nixrun-probe",
+        "escape",
+    ];
+    let (st, out, err) = run_cmd(nixrun_on_cgroup2_only(&args, None));
+    assert_all_blocked(&out, "minimal, cgroup2 only");
+    assert_eq!(exit_code(st), 0, "{err}");
+    snap.assert_unchanged();
+}
+
 fn probe_in_booted_guest(c: &mut Spawned, probe_path: &str) -> String {
     let env = format!("--setenv=NIXRUN_PROBE_HOST_PID={}", std::process::id());
     let out = c.exec(&[

@@ -104,6 +104,58 @@ fn facts_under(
     facts(&out)
 }
 
+/// Where nixrun manages cgroup2 only, the guest is born in its payload
+/// (clone3's CLONE_INTO_CGROUP): no process is moved into a cgroup by a
+/// write to cgroup.procs, the first of which after a quiet spell waits a
+/// whole RCU grace period in the kernel. Where a v1 hierarchy is managed
+/// (this host as it is, if hybrid), the same trace shows the moves.
+#[test]
+fn on_a_cgroup2_only_host_the_guest_is_born_in_its_cgroup() {
+    let (t, root) = minimal_copy("min-born");
+    let snap = HostSnapshot::take("min-born");
+    let log = t.path("strace.log");
+    let args = ["-D", root.to_str().unwrap(), "-q", "/nixrun-probe", "facts"];
+    let (st, out, err) = run_cmd(nixrun_on_cgroup2_only(&args, Some(&log)));
+    assert_eq!(exit_code(st), 0, "{err}");
+    let f = facts(&out);
+    assert_eq!(f["pid"], "1");
+    // At the root of its own cgroup namespace: its payload (a hybrid
+    // kernel lists its v1 hierarchies too, each at the namespace's root).
+    let cg: Vec<&str> = f["cgroup"].split(';').collect();
+    assert!(cg.contains(&"0::/"), "cgroup: {cg:?}");
+    assert!(cg.iter().all(|l| l.ends_with(":/")), "cgroup: {cg:?}");
+    let moves = |log: &std::path::Path| -> Vec<String> {
+        fs::read_to_string(log)
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains("/cgroup.procs\"") && l.contains("O_WRONLY"))
+            .map(str::to_string)
+            .collect()
+    };
+    let moved = moves(&log);
+    assert!(moved.is_empty(), "processes moved into cgroups: {moved:#?}");
+    snap.assert_unchanged();
+
+    // The check sees moves where there are some: with v1 hierarchies to
+    // manage, and with --keep-unit (nixrun moves itself into supervisor/).
+    let hybrid = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .any(|l| l.contains(" - cgroup cgroup ") && l.contains("devices"));
+    if hybrid {
+        let log = t.path("strace-hybrid.log");
+        let mut cmd = std::process::Command::new("strace");
+        cmd.args(["-f", "-qq", "-e", "trace=openat,open", "-o"])
+            .arg(&log)
+            .arg(&*NIXRUN)
+            .args(args);
+        let (st, _, err) = run_cmd(cmd);
+        assert_eq!(exit_code(st), 0, "{err}");
+        assert!(!moves(&log).is_empty(), "no move seen on a hybrid host");
+    }
+    snap.assert_unchanged();
+}
+
 /// The nodes nixrun makes get the table's modes whatever the caller's umask
 /// (the tree is built with the umask at 0), and the guest gets the caller's
 /// umask back.

@@ -512,6 +512,33 @@ impl Cgroups {
         Ok(())
     }
 
+    /// The cgroup2 payload, made now and opened, where the container's PID 1
+    /// can be born in it (clone3's CLONE_INTO_CGROUP) instead of moved
+    /// there: cgroup2 is the only hierarchy managed (a v1 one takes a move
+    /// anyway) and nixrun stays where it is (with --keep-unit it moves
+    /// itself into supervisor/ first, under the same kernel lock). None
+    /// elsewhere. `make(None)` then does the rest after the clone; its
+    /// device program is attached in one step, before the child goes past
+    /// its first half, which makes only the nodes of the table.
+    pub fn payload_to_be_born_in(&self) -> Result<Option<std::os::fd::OwnedFd>, CgroupError> {
+        let [p] = &self.placements[..] else {
+            return Ok(None);
+        };
+        if p.hierarchy.kind != Kind::V2 || p.supervisor.is_some() {
+            return Ok(None);
+        }
+        self.make_dirs(&p.payload)?;
+        let fd = rustix::fs::open(
+            &p.payload,
+            rustix::fs::OFlags::RDONLY
+                | rustix::fs::OFlags::DIRECTORY
+                | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .map_err(|e| CgroupError::Create(p.payload.clone(), e.into()))?;
+        Ok(Some(fd))
+    }
+
     /// The second half: moves the supervisor aside (--keep-unit), creates the
     /// payload cgroups, closes their device policy, puts `pid` (the
     /// container's PID 1, already cloned and busy with its mounts meanwhile)
@@ -1201,6 +1228,39 @@ mod tests {
         assert_eq!(progs[0].1, devices::DEFAULT.to_vec());
         assert!(cg.remove().is_empty());
         assert!(!h[0].own.join("nixrun").exists());
+    }
+
+    #[test]
+    fn only_a_cgroup2_only_container_of_our_own_is_born_in_its_payload() {
+        let sb = Sandbox::new("born");
+        let h = sb.unified("user.slice/session");
+        let cg = sb.cgroups(&h, false);
+        let fd = cg.payload_to_be_born_in().unwrap();
+        assert!(fd.is_some(), "cgroup2 only, no --keep-unit");
+        assert!(
+            h[0].own.join("nixrun/web/payload").is_dir(),
+            "made before the clone"
+        );
+        // The rest after it, without moving anyone.
+        cg.make(None).unwrap();
+        assert!(sb.writes_to("cgroup.procs").is_empty());
+        assert!(cg.remove().is_empty());
+        assert!(!h[0].own.join("nixrun").exists());
+        // A v1 hierarchy takes a move anyway; --keep-unit moves nixrun itself.
+        let sb = Sandbox::new("born-hybrid");
+        let h = sb.hybrid("user.slice/session");
+        assert!(sb
+            .cgroups(&h, false)
+            .payload_to_be_born_in()
+            .unwrap()
+            .is_none());
+        let sb = Sandbox::new("born-unit");
+        let h = sb.unified("machine.slice/container@web.service");
+        assert!(sb
+            .cgroups(&h, true)
+            .payload_to_be_born_in()
+            .unwrap()
+            .is_none());
     }
 
     #[test]

@@ -354,6 +354,30 @@ pub struct Spawned {
     status: Option<ExitStatus>,
 }
 
+/// `nixrun ARGS` in a mount namespace of its own whose /sys/fs/cgroup is
+/// the cgroup2 root, as on a host without v1 hierarchies (most hosts; this
+/// one may be hybrid), under `strace -f` when `trace` names a log file:
+/// what the supervisor does to cgroups there is what it does on such a host.
+pub fn nixrun_on_cgroup2_only(args: &[&str], trace: Option<&Path>) -> Command {
+    require_tool("unshare", "util-linux");
+    let mut c = Command::new("unshare");
+    c.args([
+        "-m",
+        "sh",
+        "-c",
+        "mount --make-rprivate / && umount -l /sys/fs/cgroup && \
+         mount -t cgroup2 -o nsdelegate cgroup2 /sys/fs/cgroup && exec \"$@\"",
+        "sh",
+    ]);
+    if let Some(log) = trace {
+        require_tool("strace", "strace");
+        c.args(["strace", "-f", "-qq", "-e", "trace=openat,open", "-o"])
+            .arg(log);
+    }
+    c.arg(&*NIXRUN).args(args);
+    c
+}
+
 pub fn nixrun_cmd(args: &[&str]) -> Command {
     let mut c = Command::new(&*NIXRUN);
     c.args(args);

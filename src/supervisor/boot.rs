@@ -111,8 +111,19 @@ impl<'a> Boot<'a> {
             let _ = nix::unistd::close(sup_raw);
             container::run(&setup, &child_end)
         });
-        let pid = crate::sys::process::clone_child(child, &mut stack, flags)
-            .map_err(|e| SupervisorError::Sys("clone the container", e))?;
+        // Born in its cgroup where it can be (cgroup2 only, no user
+        // namespace: there the outer child is not the guest).
+        let born_in = match policy.userns {
+            None => cgroups.payload_to_be_born_in()?,
+            Some(_) => None,
+        };
+        let pid = crate::sys::process::clone_child(
+            child,
+            &mut stack,
+            flags,
+            born_in.as_ref().map(|fd| fd.as_fd()),
+        )
+        .map_err(|e| SupervisorError::Sys("clone the container", e))?;
         if let Some(mask) = &setup.affinity {
             // In parallel: its first half of the mount tree here, our
             // cgroups and network there.
@@ -187,7 +198,8 @@ impl<'a> Boot<'a> {
         // are made, with it in them. Sync point 1: it goes on (to the cgroup
         // namespace, /proc, /sys and the exec) only once it is in them (and
         // registered: machined finds the unit from that cgroup).
-        match cgroups.make(Some(pid.as_raw() as u32)) {
+        let attach = born_in.is_none().then_some(pid.as_raw() as u32);
+        match cgroups.make(attach) {
             Ok(warnings) => {
                 if !plan.quiet {
                     for w in warnings {
