@@ -100,7 +100,7 @@ fn minimal_guest_probe_on_a_cgroup2_only_host() {
         "/nixrun-probe",
         "escape",
     ];
-    let (st, out, err) = run_cmd(nixrun_on_cgroup2_only(&args, None));
+    let (st, out, err) = run_cmd(nixrun_on_cgroup2_only(&args, &[]));
     assert_all_blocked(&out, "minimal, cgroup2 only");
     assert_eq!(exit_code(st), 0, "{err}");
     snap.assert_unchanged();

@@ -115,7 +115,18 @@ fn on_a_cgroup2_only_host_the_guest_is_born_in_its_cgroup() {
     let snap = HostSnapshot::take("min-born");
     let log = t.path("strace.log");
     let args = ["-D", root.to_str().unwrap(), "-q", "/nixrun-probe", "facts"];
-    let (st, out, err) = run_cmd(nixrun_on_cgroup2_only(&args, Some(&log)));
+    let trace = |log: &std::path::Path, more: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = ["-f", "-qq", "-e", "trace=openat,open,clone3"]
+            .iter()
+            .chain(more)
+            .map(|s| s.to_string())
+            .collect();
+        a.extend(["-o".to_string(), log.to_str().unwrap().to_string()]);
+        a
+    };
+    let strace = trace(&log, &[]);
+    let strace: Vec<&str> = strace.iter().map(String::as_str).collect();
+    let (st, out, err) = run_cmd(nixrun_on_cgroup2_only(&args, &strace));
     assert_eq!(exit_code(st), 0, "{err}");
     let f = facts(&out);
     assert_eq!(f["pid"], "1");
@@ -134,6 +145,26 @@ fn on_a_cgroup2_only_host_the_guest_is_born_in_its_cgroup() {
     };
     let moved = moves(&log);
     assert!(moved.is_empty(), "processes moved into cgroups: {moved:#?}");
+    snap.assert_unchanged();
+
+    // Where clone3 is refused (container engines' seccomp profiles return
+    // ENOSYS for it), PID 1 is cloned as before and moved.
+    let log = t.path("strace-enosys.log");
+    let strace = trace(&log, &["-e", "inject=clone3:error=ENOSYS"]);
+    let strace: Vec<&str> = strace.iter().map(String::as_str).collect();
+    let cmd = nixrun_on_cgroup2_only(&args, &strace);
+    let (st, out, err) = run_cmd(cmd);
+    assert_eq!(exit_code(st), 0, "{err}");
+    assert!(facts(&out)["cgroup"].split(';').any(|l| l == "0::/"));
+    let text = fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("ENOSYS") && text.contains("INJECTED"),
+        "{text}"
+    );
+    assert!(
+        !moves(&log).is_empty(),
+        "PID 1 not moved after clone3 failed"
+    );
     snap.assert_unchanged();
 
     // The check sees moves where there are some: with v1 hierarchies to

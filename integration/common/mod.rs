@@ -356,9 +356,9 @@ pub struct Spawned {
 
 /// `nixrun ARGS` in a mount namespace of its own whose /sys/fs/cgroup is
 /// the cgroup2 root, as on a host without v1 hierarchies (most hosts; this
-/// one may be hybrid), under `strace -f` when `trace` names a log file:
-/// what the supervisor does to cgroups there is what it does on such a host.
-pub fn nixrun_on_cgroup2_only(args: &[&str], trace: Option<&Path>) -> Command {
+/// one may be hybrid), under `strace STRACE` unless STRACE is empty: what
+/// the supervisor does to cgroups there is what it does on such a host.
+pub fn nixrun_on_cgroup2_only(args: &[&str], strace: &[&str]) -> Command {
     require_tool("unshare", "util-linux");
     let mut c = Command::new("unshare");
     c.args([
@@ -369,10 +369,9 @@ pub fn nixrun_on_cgroup2_only(args: &[&str], trace: Option<&Path>) -> Command {
          mount -t cgroup2 -o nsdelegate cgroup2 /sys/fs/cgroup && exec \"$@\"",
         "sh",
     ]);
-    if let Some(log) = trace {
+    if !strace.is_empty() {
         require_tool("strace", "strace");
-        c.args(["strace", "-f", "-qq", "-e", "trace=openat,open", "-o"])
-            .arg(log);
+        c.arg("strace").args(strace);
     }
     c.arg(&*NIXRUN).args(args);
     c

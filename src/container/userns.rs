@@ -102,7 +102,7 @@ pub(super) fn outer(setup: &Setup<'_>, channel: &ChildEnd) -> Result<(), StepErr
             }
         }
     });
-    let pid = crate::sys::process::clone_child(pid1, &mut stack, flags, None)
+    let pid = crate::sys::process::clone_child(pid1, &mut stack, flags)
         .map_err(sys("clone the container into its user namespace"))?;
     channel.send(&FromChild::Inner(pid.as_raw()))?;
     Ok(())

@@ -213,7 +213,7 @@ pub fn create(g: &Global, c: &cli::Create) -> Result<Created, String> {
         let _ = nix::unistd::close(rt_raw);
         init::run(&setup, &child_end)
     });
-    let pid = crate::sys::process::clone_child(child, &mut stack, clone_flags, None)
+    let pid = crate::sys::process::clone_child(child, &mut stack, clone_flags)
         .map_err(|e| format!("clone the container's init: {e}"))?;
     drop(child_end);
     drop(stack);

@@ -117,12 +117,12 @@ impl<'a> Boot<'a> {
             None => cgroups.payload_to_be_born_in()?,
             Some(_) => None,
         };
-        let pid = crate::sys::process::clone_child(
-            child,
-            &mut stack,
-            flags,
-            born_in.as_ref().map(|fd| fd.as_fd()),
-        )
+        let (pid, born) = match &born_in {
+            Some(cgroup) => {
+                crate::sys::process::clone_child_in(child, &mut stack, flags, cgroup.as_fd())
+            }
+            None => crate::sys::process::clone_child(child, &mut stack, flags).map(|p| (p, false)),
+        }
         .map_err(|e| SupervisorError::Sys("clone the container", e))?;
         if let Some(mask) = &setup.affinity {
             // In parallel: its first half of the mount tree here, our
@@ -198,7 +198,7 @@ impl<'a> Boot<'a> {
         // are made, with it in them. Sync point 1: it goes on (to the cgroup
         // namespace, /proc, /sys and the exec) only once it is in them (and
         // registered: machined finds the unit from that cgroup).
-        let attach = born_in.is_none().then_some(pid.as_raw() as u32);
+        let attach = (!born).then_some(pid.as_raw() as u32);
         match cgroups.make(attach) {
             Ok(warnings) => {
                 if !plan.quiet {

@@ -30,25 +30,39 @@ fn debug_assert_single_threaded(what: &str) {
 
 /// clone(2) with `flags` and SIGCHLD as the exit signal; the child runs `child`
 /// on `stack` and exits with its return value (without running destructors or
-/// atexit handlers: it is a copy of us). With `cgroup` (a cgroup2 directory)
-/// the child is born in that cgroup (clone3, CLONE_INTO_CGROUP) and runs on
-/// a copy of our stack instead: nobody has to move it there, and moving a
-/// process (a write to cgroup.procs) takes the kernel's threadgroup lock for
-/// writing, whose first writer after a quiet spell waits a whole RCU grace
-/// period (5-30 ms of a cold start on this machine).
+/// atexit handlers: it is a copy of us).
 pub fn clone_child(
     child: Box<dyn FnMut() -> isize + '_>,
     stack: &mut [u8],
     flags: CloneFlags,
-    cgroup: Option<BorrowedFd<'_>>,
 ) -> nix::Result<Pid> {
     debug_assert_single_threaded("clone");
-    if let Some(cgroup) = cgroup {
-        return clone_into(child, flags, cgroup);
-    }
     // SAFETY: the process is single-threaded (asserted above), so the child's copy
     // of memory is consistent; the child only uses its own copy and its stack.
     unsafe { nix::sched::clone(child, stack, flags, Some(libc::SIGCHLD)) }
+}
+
+/// clone_child, the child born in the cgroup2 directory `cgroup` (clone3,
+/// CLONE_INTO_CGROUP; it runs on a copy of our stack then): nobody has to
+/// move it there, and moving a process (a write to cgroup.procs) takes the
+/// kernel's threadgroup lock for writing, whose first writer after a quiet
+/// spell waits a whole RCU grace period (5-30 ms of a cold start on this
+/// machine). Where clone3 is refused (ENOSYS or EPERM: the seccomp profiles
+/// of container engines return that for it, so that callers fall back),
+/// the child is cloned where we are; the bool says whether it was born in
+/// `cgroup`.
+pub fn clone_child_in(
+    mut child: Box<dyn FnMut() -> isize + '_>,
+    stack: &mut [u8],
+    flags: CloneFlags,
+    cgroup: BorrowedFd<'_>,
+) -> nix::Result<(Pid, bool)> {
+    debug_assert_single_threaded("clone");
+    match clone_into(&mut child, flags, cgroup) {
+        Ok(pid) => Ok((pid, true)),
+        Err(Errno::ENOSYS | Errno::EPERM) => clone_child(child, stack, flags).map(|p| (p, false)),
+        Err(e) => Err(e),
+    }
 }
 
 /// struct clone_args as of Linux 5.7 (CLONE_ARGS_SIZE_VER2), for clone3(2).
@@ -71,7 +85,7 @@ struct CloneArgs {
 const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 
 fn clone_into(
-    mut child: Box<dyn FnMut() -> isize + '_>,
+    child: &mut Box<dyn FnMut() -> isize + '_>,
     flags: CloneFlags,
     cgroup: BorrowedFd<'_>,
 ) -> nix::Result<Pid> {
