@@ -202,9 +202,10 @@ impl Root {
             Err(e) => return Err(err("open", path)(e)),
         }
         let rel = relative(path);
-        let Some(parent) = rel.parent() else {
-            // The root itself: it cannot be made here.
-            return Err(err("open", path)(Errno::ENOENT));
+        let parent = match rel.parent() {
+            // The root itself ("." has the parent ""): it cannot be made here.
+            Some(p) if rel != Path::new(".") => p,
+            _ => return Err(err("open", path)(Errno::ENOENT)),
         };
         let (dir, _) = self.make_dirs(&Path::new("/").join(parent), mode)?;
         let name = match rel.components().next_back() {
@@ -478,6 +479,15 @@ mod tests {
         assert!(dir.join("tmp/file").is_file());
         std::fs::remove_dir_all(&outside).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_removed_root_is_an_error_not_a_loop() {
+        let dir = tempdir("removed");
+        let root = root_of(&dir);
+        std::fs::remove_dir(&dir).unwrap();
+        let e = root.mkdir_all(Path::new("/a/b"), 0o755).unwrap_err();
+        assert_eq!(e.errno, Errno::ENOENT, "{e}");
     }
 
     #[test]
