@@ -25,7 +25,6 @@
 use nix::errno::Errno;
 use nix::sched::CloneFlags;
 use rustix::fs::CWD;
-use rustix::mount::{open_tree, OpenTreeFlags};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
@@ -81,13 +80,7 @@ pub fn clone_idmapped(
     recursive: bool,
     idmap: BorrowedFd<'_>,
 ) -> Result<OwnedFd, Errno> {
-    let mut flags = OpenTreeFlags::OPEN_TREE_CLONE
-        | OpenTreeFlags::OPEN_TREE_CLOEXEC
-        | OpenTreeFlags::AT_EMPTY_PATH;
-    if recursive {
-        flags |= OpenTreeFlags::AT_RECURSIVE;
-    }
-    let tree = open_tree(source, "", flags).map_err(crate::sys::errno)?;
+    let tree = crate::sys::clone_tree(source, recursive)?;
     crate::sys::mount_setattr_idmap(tree.as_fd(), idmap)?;
     Ok(tree)
 }

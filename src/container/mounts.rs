@@ -6,7 +6,7 @@ use super::idmap::{self, Mapping};
 use super::root::{Root, RootError};
 use crate::plan::{BindSource, Idmap};
 use crate::policy::mounts::{Access, Kind, Op, OverlayUpper, TTY_GID};
-use crate::sys::{fd_path, mount_setattr, MOUNT_ATTR_RDONLY};
+use crate::sys::{attach_tree, clone_tree, fd_path, mount_setattr, MOUNT_ATTR_RDONLY};
 use nix::errno::Errno;
 use nix::mount::{mount, MsFlags};
 use nix::sys::stat::{makedev, SFlag};
@@ -184,23 +184,19 @@ fn apply_one(root: &Root, op: &Op, out: &mut Outputs) -> Result<(), MountError> 
                 target: target.clone(),
                 errno,
             };
-            let (set, clear) = match access {
-                Access::Inherit => {
-                    let mut flags = MsFlags::MS_BIND;
-                    if *recursive {
-                        flags |= MsFlags::MS_REC;
-                    }
-                    return mount(
-                        Some(fd_path(src.as_fd()).as_str()),
-                        fd_path(target_fd.as_fd()).as_str(),
-                        None::<&str>,
-                        flags,
-                        None::<&str>,
-                    )
-                    .map_err(merr);
+            let Some((set, clear)) = read_only_change(*access) else {
+                let mut flags = MsFlags::MS_BIND;
+                if *recursive {
+                    flags |= MsFlags::MS_REC;
                 }
-                Access::ReadOnly => (MOUNT_ATTR_RDONLY, 0),
-                Access::ReadWrite => (0, MOUNT_ATTR_RDONLY),
+                return mount(
+                    Some(fd_path(src.as_fd()).as_str()),
+                    fd_path(target_fd.as_fd()).as_str(),
+                    None::<&str>,
+                    flags,
+                    None::<&str>,
+                )
+                .map_err(merr);
             };
             bind_with_access(src.as_fd(), target_fd.as_fd(), *recursive, set, clear).map_err(merr)
         }
@@ -304,6 +300,16 @@ fn apply_one(root: &Root, op: &Op, out: &mut Outputs) -> Result<(), MountError> 
     }
 }
 
+/// What a bind's `access` does to the read-only flag (mount_setattr's set
+/// and clear), None where it keeps the source's.
+fn read_only_change(access: Access) -> Option<(u64, u64)> {
+    match access {
+        Access::Inherit => None,
+        Access::ReadOnly => Some((MOUNT_ATTR_RDONLY, 0)),
+        Access::ReadWrite => Some((0, MOUNT_ATTR_RDONLY)),
+    }
+}
+
 /// Binds `src` onto `target` with the read-only flag set or cleared: a
 /// detached clone of the source gets the flag before it is attached, so the
 /// new mount is never seen without it, and neither path is looked up again
@@ -315,23 +321,9 @@ fn bind_with_access(
     set: u64,
     clear: u64,
 ) -> Result<(), Errno> {
-    use rustix::mount::{MoveMountFlags, OpenTreeFlags};
-    let mut flags = OpenTreeFlags::OPEN_TREE_CLONE
-        | OpenTreeFlags::OPEN_TREE_CLOEXEC
-        | OpenTreeFlags::AT_EMPTY_PATH;
-    if recursive {
-        flags |= OpenTreeFlags::AT_RECURSIVE;
-    }
-    let tree = rustix::mount::open_tree(src, "", flags).map_err(crate::sys::errno)?;
+    let tree = clone_tree(src, recursive)?;
     mount_setattr(tree.as_fd(), recursive, set, clear)?;
-    rustix::mount::move_mount(
-        &tree,
-        "",
-        target,
-        "",
-        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
-    )
-    .map_err(crate::sys::errno)
+    attach_tree(tree.as_fd(), target)
 }
 
 /// A directory named as an overlay's layer: a host path, or one in the root.
@@ -495,20 +487,9 @@ fn idmap_bind(
             idmap::fs_type(Path::new(&crate::sys::fd_path(src.as_fd())))
         ))
     })?;
-    rustix::mount::move_mount(
-        &tree,
-        "",
-        &target_fd,
-        "",
-        rustix::mount::MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH
-            | rustix::mount::MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
-    )
-    .map_err(|e| merr(crate::sys::errno(e)))?;
-    let (set, clear) = match access {
-        Access::Inherit => return Ok(()),
-        Access::ReadOnly => (MOUNT_ATTR_RDONLY, 0),
-        Access::ReadWrite => (0, MOUNT_ATTR_RDONLY),
-    };
-    let mounted = root.path_fd(target)?;
-    mount_setattr(mounted.as_fd(), recursive, set, clear).map_err(merr)
+    // Its read-only flag set before it is attached, as bind_with_access does.
+    if let Some((set, clear)) = read_only_change(access) {
+        mount_setattr(tree.as_fd(), recursive, set, clear).map_err(merr)?;
+    }
+    attach_tree(tree.as_fd(), target_fd.as_fd()).map_err(merr)
 }

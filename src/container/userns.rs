@@ -33,8 +33,7 @@ use crate::policy::Policy;
 use crate::protocol::{ChildEnd, FromChild, ToChild};
 use nix::sched::{unshare, CloneFlags};
 use nix::unistd::{Gid, Uid};
-use rustix::mount::{MoveMountFlags, OpenTreeFlags};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 
 /// Mounts the root ID-mapped onto itself when the range maps it; false
 /// otherwise (the caller binds it plainly).
@@ -141,28 +140,10 @@ fn inner(
     // The root (our working directory) cloned with everything below it and
     // attached onto itself: the clone's top mount is not locked.
     let here = rustix::fs::CWD;
-    let tree = rustix::mount::open_tree(
-        here,
-        "",
-        OpenTreeFlags::OPEN_TREE_CLONE
-            | OpenTreeFlags::OPEN_TREE_CLOEXEC
-            | OpenTreeFlags::AT_RECURSIVE
-            | OpenTreeFlags::AT_EMPTY_PATH,
-    )
-    .map_err(|e| StepError::Sys("clone the container root", crate::sys::errno(e)))?;
-    rustix::mount::move_mount(
-        &tree,
-        "",
-        here,
-        "",
-        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
-    )
-    .map_err(|e| {
-        StepError::Sys(
-            "bind the container root onto itself in the user namespace",
-            crate::sys::errno(e),
-        )
-    })?;
+    let tree = crate::sys::clone_tree(here, true).map_err(sys("clone the container root"))?;
+    crate::sys::attach_tree(tree.as_fd(), here).map_err(sys(
+        "bind the container root onto itself in the user namespace",
+    ))?;
     let root = Root::new(tree);
     mounts::apply(&root, setup.policy.mounts.ops(Phase::Inner), &mut out)?;
     super::pivot_and_exec(setup, channel, root, out)

@@ -33,6 +33,33 @@ struct MountAttr {
     userns_fd: u64,
 }
 
+/// A detached copy of the mount `source` refers to (with the mounts below it
+/// if `recursive`): open_tree(2) with OPEN_TREE_CLONE, to be given its
+/// attributes (mount_setattr) before `attach_tree` puts it anywhere.
+pub fn clone_tree(source: BorrowedFd<'_>, recursive: bool) -> nix::Result<std::os::fd::OwnedFd> {
+    use rustix::mount::OpenTreeFlags;
+    let mut flags = OpenTreeFlags::OPEN_TREE_CLONE
+        | OpenTreeFlags::OPEN_TREE_CLOEXEC
+        | OpenTreeFlags::AT_EMPTY_PATH;
+    if recursive {
+        flags |= OpenTreeFlags::AT_RECURSIVE;
+    }
+    rustix::mount::open_tree(source, "", flags).map_err(errno)
+}
+
+/// Attaches the detached tree `tree` onto the mount point `target` (both fds).
+pub fn attach_tree(tree: BorrowedFd<'_>, target: BorrowedFd<'_>) -> nix::Result<()> {
+    use rustix::mount::MoveMountFlags;
+    rustix::mount::move_mount(
+        tree,
+        "",
+        target,
+        "",
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
+    )
+    .map_err(errno)
+}
+
 /// mount_setattr(2) on the mount `fd` refers to: set `set` and clear `clear`,
 /// optionally on the whole subtree. Unlike a MS_REMOUNT, it changes only the
 /// named attributes, so nosuid/nodev/noexec of a bind survive making it read-only.
