@@ -166,14 +166,7 @@ fn outer_setup(plan: &Plan, policy: &Policy) -> Result<Root, StepError> {
         nix::sched::setns(ns, CloneFlags::CLONE_NEWNET)
             .map_err(sys("joining --network-namespace-path"))?;
     }
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_SLAVE,
-        None::<&str>,
-    )
-    .map_err(sys("make / a slave mount"))?;
+    crate::sys::make_mounts_slaves().map_err(sys("make / a slave mount"))?;
     if !userns::mount_root(plan, policy)? {
         rootfs::layer(&plan.root, &policy.rootfs)?;
         mount(

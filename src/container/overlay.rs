@@ -89,6 +89,31 @@ fn escape(path: &Path) -> String {
     out
 }
 
+/// A throw-away layer over the directory `dir` itself: the tree as the one
+/// lower layer under an empty tmpfs upper layer (`tmpfs_options`), what
+/// --ephemeral and --volatile=overlay put over the container root.
+pub fn tmpfs_over_itself(dir: &Path, tmpfs_options: &str) -> Result<(), OverlayError> {
+    let tree = rustix::fs::open(
+        dir,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(rerr("open the container root"))?;
+    let lower = tree
+        .try_clone()
+        .map_err(|e| err("dup the container root's fd")(crate::sys::io_errno(&e)))?;
+    mount_over(
+        tree.as_fd(),
+        Spec {
+            lowers: vec![lower],
+            upper: Upper::Tmpfs,
+            readonly: false,
+            tmpfs_options,
+            redirect_dir: true,
+        },
+    )
+}
+
 /// Mounts the overlay `spec` over the directory `target` (an O_PATH fd).
 pub fn mount_over(target: BorrowedFd<'_>, spec: Spec<'_>) -> Result<(), OverlayError> {
     let at = path_of(target)?;

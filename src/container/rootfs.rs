@@ -5,14 +5,14 @@
 //! --volatile=state: the tree read-only; the latter's tmpfs on /var). All of it
 //! happens in the child's mount namespace and goes with it.
 
-use super::overlay::{self, Spec, Upper};
+use super::overlay;
 use super::root::{Root, RootError};
 use crate::policy::rootfs::{Layer, RootFs, EMPTY_ROOT_DIRS, MOUNT_POINTS, USR_LINKS};
 use crate::sys::{fd_path, mount_setattr, MOUNT_ATTR_RDONLY};
 use nix::errno::Errno;
 use nix::mount::{mount, MsFlags};
-use rustix::fs::{Mode, OFlags};
-use std::os::fd::{AsFd, OwnedFd};
+use rustix::fs::Mode;
+use std::os::fd::AsFd;
 use std::path::Path;
 
 #[derive(Debug, thiserror::Error)]
@@ -33,36 +33,11 @@ fn sys(what: &'static str) -> impl FnOnce(Errno) -> RootFsError {
     move |errno| RootFsError::Sys { what, errno }
 }
 
-fn open_tree(dir: &Path) -> Result<OwnedFd, RootFsError> {
-    rustix::fs::open(
-        dir,
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| sys("open the container root")(crate::sys::errno(e)))
-}
-
 /// Puts the boot's layer over the tree at `dir`.
 pub fn layer(dir: &Path, rootfs: &RootFs) -> Result<(), RootFsError> {
     match &rootfs.layer {
         Layer::Tree => Ok(()),
-        Layer::Overlay { options } => {
-            let tree = open_tree(dir)?;
-            let lower = tree
-                .try_clone()
-                .map_err(|e| sys("dup the root's fd")(crate::sys::io_errno(&e)))?;
-            overlay::mount_over(
-                tree.as_fd(),
-                Spec {
-                    lowers: vec![lower],
-                    upper: Upper::Tmpfs,
-                    readonly: false,
-                    tmpfs_options: options,
-                    redirect_dir: true,
-                },
-            )?;
-            Ok(())
-        }
+        Layer::Overlay { options } => Ok(overlay::tmpfs_over_itself(dir, options)?),
         Layer::TmpfsWithUsr { options } => {
             tmpfs_with_usr(dir, options, rootfs.owner.map(|id| (id, id)))
         }

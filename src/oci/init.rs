@@ -186,14 +186,7 @@ fn prepare_and_park(s: &Setup<'_>, ch: &InitEnd) -> Result<Never> {
     }
     let linux = s.spec.linux().clone().unwrap_or_default();
 
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_SLAVE,
-        None::<&str>,
-    )
-    .map_err(sys("make / a slave mount"))?;
+    crate::sys::make_mounts_slaves().map_err(sys("make / a slave mount"))?;
     mount(
         Some(s.rootfs),
         s.rootfs,

@@ -28,13 +28,11 @@
 use super::teardown::Teardown;
 use super::SupervisorError;
 use crate::container::idmap::{self, MapStep};
-use crate::container::overlay::{self, Spec, Upper};
+use crate::container::overlay;
 use crate::plan::Plan;
 use crate::policy::Userns;
-use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::mount::{umount2, MntFlags};
 use nix::sched::{unshare, CloneFlags};
-use rustix::fs::{Mode, OFlags};
-use std::os::fd::AsFd;
 
 fn fail(what: &str, e: impl std::fmt::Display) -> SupervisorError {
     SupervisorError::Failed(format!("--ephemeral: {what}: {e}"))
@@ -50,39 +48,15 @@ pub fn make<'a>(
     undo: &mut Teardown<'a>,
 ) -> Result<(), SupervisorError> {
     unshare(CloneFlags::CLONE_NEWNS).map_err(|e| fail("a mount namespace of our own", e))?;
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_SLAVE,
-        None::<&str>,
-    )
-    .map_err(|e| fail("make our mounts slaves of the host's", e))?;
+    crate::sys::make_mounts_slaves()
+        .map_err(|e| fail("make our mounts slaves of the host's", e))?;
     let mut mounts = 2;
     if let Some(u) = userns.filter(|u| u.map_root) {
         map_tree(plan, u)?;
         mounts += 1;
     }
-    let tree = rustix::fs::open(
-        &plan.root,
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| fail("open the container root", e))?;
-    let lower = tree
-        .try_clone()
-        .map_err(|e| fail("dup the container root's fd", e))?;
-    overlay::mount_over(
-        tree.as_fd(),
-        Spec {
-            lowers: vec![lower],
-            upper: Upper::Tmpfs,
-            readonly: false,
-            tmpfs_options,
-            redirect_dir: true,
-        },
-    )
-    .map_err(|e| fail("the overlay over the root", e))?;
+    overlay::tmpfs_over_itself(&plan.root, tmpfs_options)
+        .map_err(|e| fail("the overlay over the root", e))?;
     undo.push("removing the ephemeral root", move || {
         // The overlay, then the tmpfs under it (with the tree's bind in it),
         // then the ID-mapped tree.

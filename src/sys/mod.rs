@@ -33,6 +33,20 @@ struct MountAttr {
     userns_fd: u64,
 }
 
+/// Makes every mount of our (new) mount namespace a slave of its peers:
+/// what we mount or unmount from here on no longer propagates to the
+/// namespace we were copied from (the host's), while its changes still
+/// reach us.
+pub fn make_mounts_slaves() -> nix::Result<()> {
+    nix::mount::mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_SLAVE,
+        None::<&str>,
+    )
+}
+
 /// A detached copy of the mount `source` refers to (with the mounts below it
 /// if `recursive`): open_tree(2) with OPEN_TREE_CLONE, to be given its
 /// attributes (mount_setattr) before `attach_tree` puts it anywhere.
