@@ -270,6 +270,30 @@ fn the_console_is_a_pty_that_reaches_stdout() {
     assert!(!facts(&out)["console"].contains("/dev/pts/"));
 }
 
+/// nixrun's entry (sys/entry.rs) puts /dev/null on a standard fd its caller
+/// left closed, as std's start-up did: otherwise the first file nixrun opens
+/// (the root's lock file) becomes its fd 0, and the first error message
+/// written to a closed fd 2 would land in whatever file took that number.
+#[test]
+fn a_closed_stdin_becomes_dev_null_not_nixruns_first_file() {
+    let (_t, root) = minimal_copy("min-closed-stdin");
+    let mut cmd = std::process::Command::new("sh");
+    cmd.args(["-c", "exec \"$0\" \"$@\" <&-", NIXRUN.as_str()])
+        .args(["-D", root.to_str().unwrap(), "-q", "--console=pipe"])
+        .args(["/nixrun-probe", "wait-signal"]);
+    let mut c = Spawned::start_cmd(cmd);
+    // Running the guest: every file of the start is open by now.
+    c.leader();
+    let fd0 = fs::read_link(format!("/proc/{}/fd/0", c.pid()));
+    c.signal(libc::SIGTERM);
+    c.wait_exit(STOP_TIMEOUT);
+    assert_eq!(
+        fd0.expect("nixrun's fd 0").to_string_lossy(),
+        "/dev/null",
+        "nixrun's stdin, closed by its caller"
+    );
+}
+
 #[test]
 fn exit_status_of_the_guest_is_nixrun_s() {
     let (_t, root) = minimal_copy("min-exit");

@@ -1,5 +1,5 @@
 //! nixrun-oci: the OCI runtime front end (runc's command line) over nixrun's
 //! core; see src/oci/ and docs/oci.md.
-fn main() -> std::process::ExitCode {
-    nixrun::oci::main()
-}
+#![no_main]
+
+nixrun::entry_point!(nixrun::oci::main);

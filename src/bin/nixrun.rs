@@ -2,11 +2,14 @@
 //! line into a plan and hands it to the supervisor; every error ends as one line
 //! on stderr and a non-zero exit.
 
+#![no_main]
+
 use nixrun::nspawn::{self, cli};
 use std::io::IsTerminal;
-use std::process::ExitCode;
 
-fn main() -> ExitCode {
+nixrun::entry_point!(run);
+
+fn run() -> u8 {
     nixrun::phase::init();
     nixrun::phase::mark("main");
     if let Err(e) = nixrun::supervisor::block_signals() {
@@ -16,7 +19,7 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(cli::CliError::Display(text)) => {
             print!("{text}");
-            return ExitCode::SUCCESS;
+            return 0;
         }
         Err(cli::CliError::Usage(msg)) => return fail(&msg),
     };
@@ -35,12 +38,12 @@ fn main() -> ExitCode {
     };
     nixrun::phase::mark("plan");
     match nixrun::supervisor::run(&plan) {
-        Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+        Ok(code) => code.clamp(0, 255) as u8,
         Err(e) => fail(&e.to_string()),
     }
 }
 
-fn fail(msg: &str) -> ExitCode {
+fn fail(msg: &str) -> u8 {
     eprintln!("nixrun: {msg}");
-    ExitCode::FAILURE
+    1
 }

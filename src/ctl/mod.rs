@@ -27,7 +27,6 @@ use crate::state::{self, MachineState};
 use clap::Parser;
 use cli::{Cli, Verb};
 use std::path::Path;
-use std::process::ExitCode;
 
 /// A failure: the line to print (after "nixrunctl: ") and the exit status.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,23 +61,23 @@ pub fn exit_status(ws: nix::sys::wait::WaitStatus) -> Option<u8> {
 }
 
 /// The program: parse, check, dispatch, report.
-pub fn main() -> ExitCode {
+pub fn main() -> u8 {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
     };
     match run(cli.verb) {
-        Ok(code) => ExitCode::from(code),
+        Ok(code) => code,
         Err(f) => {
             eprintln!("nixrunctl: {}", f.line);
-            ExitCode::from(f.code)
+            f.code
         }
     }
 }
 
 /// clap's errors span several lines (the message, the arguments, the usage);
 /// nixrunctl's are one, like every other of its failures.
-fn usage_error(e: clap::Error) -> ExitCode {
+fn usage_error(e: clap::Error) -> u8 {
     use clap::error::ErrorKind;
     if matches!(
         e.kind(),
@@ -87,13 +86,13 @@ fn usage_error(e: clap::Error) -> ExitCode {
             | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
     ) {
         let _ = e.print();
-        return ExitCode::from(if e.exit_code() == 0 { 0 } else { 2 });
+        return if e.exit_code() == 0 { 0 } else { 2 };
     }
     eprintln!(
         "nixrunctl: {} (see nixrunctl --help)",
         one_line(&e.render().to_string())
     );
-    ExitCode::from(2)
+    2
 }
 
 /// The message of a rendered clap error, up to its first blank line, as one line.

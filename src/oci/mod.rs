@@ -25,7 +25,6 @@ pub mod state;
 use clap::Parser;
 use std::io::Write;
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -84,12 +83,12 @@ impl Global {
     }
 }
 
-pub fn main() -> ExitCode {
+pub fn main() -> u8 {
     let cli = match cli::Cli::try_parse() {
         Ok(c) => c,
         Err(e) if matches!(e.kind(), clap::error::ErrorKind::DisplayHelp) => {
             let _ = e.print();
-            return ExitCode::SUCCESS;
+            return 0;
         }
         Err(e) => {
             // One line: clap's message up to its usage, its lines joined
@@ -111,7 +110,7 @@ pub fn main() -> ExitCode {
                     line
                 }
             );
-            return ExitCode::FAILURE;
+            return 1;
         }
     };
     let g = Global {
@@ -126,24 +125,24 @@ pub fn main() -> ExitCode {
         println!("runc version {VERSION}");
         println!("commit: nixrun-oci {VERSION}");
         println!("spec: {}", state::OCI_VERSION);
-        return ExitCode::SUCCESS;
+        return 0;
     }
     if cli.log_format != "json" && cli.log_format != "text" {
         g.error(&format!(
             "invalid --log-format {:?}: text or json",
             cli.log_format
         ));
-        return ExitCode::FAILURE;
+        return 1;
     }
     let Some(cmd) = cli.command else {
         g.error(
             "no command given (create, start, state, kill, delete, run, exec, list, ps, features)",
         );
-        return ExitCode::FAILURE;
+        return 1;
     };
     if !matches!(cmd, cli::Command::Features) && !nix::unistd::geteuid().is_root() {
         g.error("must be run as root");
-        return ExitCode::FAILURE;
+        return 1;
     }
     g.debug(&std::env::args().skip(1).collect::<Vec<_>>().join(" "));
     let r: Result<i32, String> = match cmd {
@@ -166,10 +165,10 @@ pub fn main() -> ExitCode {
         g.debug(&format!("done, exit status {code}"));
     }
     match r {
-        Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+        Ok(code) => code.clamp(0, 255) as u8,
         Err(e) => {
             g.error(&e);
-            ExitCode::FAILURE
+            1
         }
     }
 }

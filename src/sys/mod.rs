@@ -12,6 +12,7 @@
 #![allow(unsafe_code)]
 
 pub mod bpf;
+pub mod entry;
 pub mod fd;
 pub mod process;
 pub mod seccomp;
