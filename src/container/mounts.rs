@@ -170,6 +170,20 @@ fn apply_one(root: &Root, op: &Op, out: &mut Outputs) -> Result<(), MountError> 
                     },
                 };
                 (src, t)
+            } else if matches!(source, BindSource::InRoot(p) if p == target) && *kind == Kind::Dir {
+                // Bound onto itself (/run/host, /proc/sys made read-only): one
+                // lookup, which must find the directory (nothing is made).
+                let t = match root.open(target, OFlags::PATH | OFlags::DIRECTORY) {
+                    Ok(fd) => fd,
+                    Err(e) if e.errno == Errno::ENOENT => {
+                        return Err(MountError::Source(target.clone(), Errno::ENOENT))
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                if root.is_root(&t) {
+                    return Err(MountError::OverRoot(target.clone()));
+                }
+                (None, t)
             } else {
                 let src = match open_source() {
                     Ok(fd) => fd,

@@ -46,12 +46,12 @@ pub struct Root {
     /// The root directory's (device, inode), looked up once for `is_root`,
     /// which every mount asks.
     id: std::cell::OnceCell<Option<(u64, u64)>>,
-    /// The last parent directory `parent` resolved, reused while
-    /// `keep_parents` is on: a run of nodes and links in one directory
-    /// (/dev, /run/host/inaccessible) then resolves it once. Only between
-    /// mounts: a mount over the directory or above it would leave the fd
-    /// naming what is now hidden.
-    parents: std::cell::RefCell<Option<(PathBuf, Rc<OwnedFd>)>>,
+    /// The last few directories resolved as parents or made by `mkdir_mode`,
+    /// reused while `keep_parents` is on: a run of nodes, links and
+    /// directories in one place (/dev, /run/host, /run/host/inaccessible)
+    /// then resolves each directory once. Only between mounts: a mount over
+    /// a directory or above it would leave its fd naming what is now hidden.
+    parents: std::cell::RefCell<Vec<(PathBuf, Rc<OwnedFd>)>>,
     keep: std::cell::Cell<bool>,
     /// The umask, read once: a node created with no mode bit it masks
     /// needs no chmod after.
@@ -88,6 +88,31 @@ impl Root {
         if !on {
             self.parents.take();
         }
+    }
+
+    /// `dir`'s fd, if it is one of the directories kept.
+    fn kept(&self, dir: &Path) -> Option<Rc<OwnedFd>> {
+        if !self.keep.get() {
+            return None;
+        }
+        self.parents
+            .borrow()
+            .iter()
+            .find(|(p, _)| p == dir)
+            .map(|(_, fd)| fd.clone())
+    }
+
+    /// Keeps `dir`'s fd while `keep_parents` is on (the last four).
+    fn keep_dir(&self, dir: PathBuf, fd: Rc<OwnedFd>) {
+        if !self.keep.get() {
+            return;
+        }
+        let mut kept = self.parents.borrow_mut();
+        kept.retain(|(p, _)| *p != dir);
+        if kept.len() == 4 {
+            kept.remove(0);
+        }
+        kept.push((dir, fd));
     }
 
     /// Whether a node just created with `mode` lost bits to the umask.
@@ -238,8 +263,11 @@ impl Root {
 
     /// A directory with exactly `mode` (Op::Mkdir): made if missing, its mode
     /// set unless it was just made with no bit the umask takes away.
-    pub fn mkdir_mode(&self, path: &Path, mode: u32) -> Result<OwnedFd> {
-        let (fd, created) = self.make_dirs(path, mode)?;
+    pub fn mkdir_mode(&self, path: &Path, mode: u32) -> Result<()> {
+        let (fd, created) = match self.mkdir_in_kept(path, mode)? {
+            Some(fd) => (fd, true),
+            None => self.make_dirs(path, mode)?,
+        };
         if !created || self.masked(mode) || (self.owner.is_some() && mode & 0o6000 != 0) {
             // An O_PATH fd cannot be chmodded.
             rustix::fs::fchmod(
@@ -248,7 +276,42 @@ impl Root {
             )
             .map_err(|e| err("chmod", path)(errno(e)))?;
         }
-        Ok(fd)
+        // The nodes and directories that follow in it find it here.
+        self.keep_dir(Path::new("/").join(relative(path)), Rc::new(fd));
+        Ok(())
+    }
+
+    /// `path` made in its parent, when that is a directory kept: no lookup.
+    /// None when the parent is not kept or the name exists already (then
+    /// `make_dirs` resolves it within the root, as any lookup).
+    fn mkdir_in_kept(&self, path: &Path, mode: u32) -> Result<Option<OwnedFd>> {
+        let rel = relative(path);
+        let (Some(parent), Some(std::path::Component::Normal(name))) =
+            (rel.parent(), rel.components().next_back())
+        else {
+            return Ok(None);
+        };
+        let Some(dir) = self.kept(&Path::new("/").join(parent)) else {
+            return Ok(None);
+        };
+        match mkdirat(Some(dir.as_raw_fd()), name, Mode::from_bits_truncate(mode)) {
+            Ok(()) => {}
+            Err(Errno::EEXIST) => return Ok(None),
+            Err(e) => return Err(err("mkdir", path)(e)),
+        }
+        self.own(&dir, Path::new(name), path)?;
+        // As in make_dirs: one component, no link followed, in a directory
+        // we hold; should it have been swapped meanwhile, the lookup within
+        // the root decides.
+        match rustix::fs::openat(
+            &*dir,
+            name,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        ) {
+            Ok(fd) => Ok(Some(fd)),
+            Err(_) => self.open(path, OFlags::PATH | OFlags::DIRECTORY).map(Some),
+        }
     }
 
     /// The parent directory (created if missing) and the final name of `path`.
@@ -259,17 +322,11 @@ impl Root {
                 .ok_or_else(|| err("resolve", path)(Errno::EINVAL))?,
         );
         let parent = Path::new("/").join(rel.parent().unwrap_or(Path::new("")));
-        if self.keep.get() {
-            if let Some((p, fd)) = &*self.parents.borrow() {
-                if *p == parent {
-                    return Ok((fd.clone(), name));
-                }
-            }
+        if let Some(fd) = self.kept(&parent) {
+            return Ok((fd, name));
         }
         let fd = Rc::new(self.mkdir_all(&parent, 0o755)?);
-        if self.keep.get() {
-            *self.parents.borrow_mut() = Some((parent, fd.clone()));
-        }
+        self.keep_dir(parent, fd.clone());
         Ok((fd, name))
     }
 
@@ -444,6 +501,56 @@ mod tests {
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         d
+    }
+
+    /// Directories made while `keep_parents` is on are made in the kept
+    /// parent (no lookup) with exactly their mode and owner, an existing one
+    /// still gets its mode, and what follows in them finds them kept; a mount
+    /// step (keep off) forgets them all.
+    #[test]
+    fn kept_directories_get_their_modes_and_hold_what_follows() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let dir = tempdir("kept");
+        std::fs::create_dir(dir.join("run")).unwrap();
+        let owner = nix::unistd::geteuid()
+            .is_root()
+            .then_some((100_000, 100_005));
+        let root = root_of(&dir).with_owner(owner);
+        root.keep_parents(true);
+        root.mkdir_mode(Path::new("/run/host"), 0o755).unwrap();
+        assert!(root.kept(Path::new("/run/host")).is_some());
+        // Made in the kept /run/host; 0o777 loses bits to any umask but 0.
+        root.mkdir_mode(Path::new("/run/host/inaccessible"), 0o777)
+            .unwrap();
+        root.mkdir_mode(Path::new("/run/host/inaccessible/dir"), 0)
+            .unwrap();
+        root.write_file(Path::new("/run/host/inaccessible/reg"), b"", 0)
+            .unwrap();
+        // There already: its mode is set all the same.
+        root.mkdir_mode(Path::new("/run/host/inaccessible/dir"), 0o700)
+            .unwrap();
+        let meta = |p: &str| std::fs::symlink_metadata(dir.join(p)).unwrap();
+        assert_eq!(
+            meta("run/host/inaccessible").permissions().mode() & 0o7777,
+            0o777
+        );
+        assert_eq!(
+            meta("run/host/inaccessible/dir").permissions().mode() & 0o7777,
+            0o700
+        );
+        assert!(meta("run/host/inaccessible/reg").is_file());
+        if let Some((uid, gid)) = owner {
+            for p in [
+                "run/host",
+                "run/host/inaccessible",
+                "run/host/inaccessible/dir",
+            ] {
+                assert_eq!((meta(p).uid(), meta(p).gid()), (uid, gid), "{p}");
+            }
+        }
+        root.keep_parents(false);
+        assert!(root.parents.borrow().is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
