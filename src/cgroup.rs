@@ -810,7 +810,7 @@ fn lock_dir(dir: &Path) -> Result<std::os::fd::OwnedFd, CgroupError> {
 }
 
 fn read(path: &str) -> Result<String, CgroupError> {
-    fs::read_to_string(path).map_err(|e| CgroupError::Read(path.into(), e))
+    crate::sys::read_proc(path).map_err(|e| CgroupError::Read(path.into(), e))
 }
 
 fn subdirs(dir: &Path) -> Vec<PathBuf> {

@@ -152,7 +152,7 @@ impl MachineState {
 /// A process's start time (clock ticks after boot), if it exists and is not a
 /// zombie.
 pub fn start_time(pid: i32) -> Option<u64> {
-    start_time_in(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+    start_time_in(&crate::sys::read_proc(format!("/proc/{pid}/stat")).ok()?)
 }
 
 /// The start time in the text of a /proc/PID/stat, unless it is a zombie's.

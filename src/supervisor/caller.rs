@@ -133,7 +133,7 @@ pub struct Caller {
 
 impl Caller {
     pub fn read(tid: u32) -> Result<Caller, Errno> {
-        let status = std::fs::read_to_string(format!("/proc/{tid}/status"))
+        let status = crate::sys::read_proc(format!("/proc/{tid}/status"))
             .map_err(|e| crate::sys::io_errno(&e))?;
         let (uids, gids, cap_eff) = parse_status(&status).ok_or(Errno::ESRCH)?;
         Ok(Caller {
@@ -172,15 +172,23 @@ impl Caller {
 
     /// Whether the caller lives in our own (the initial) user namespace.
     pub fn in_our_userns(&self) -> Result<bool, Errno> {
-        let ours =
-            Ns::from_file(File::open("/proc/self/ns/user").map_err(|e| crate::sys::io_errno(&e))?)?;
-        Ok(ours.id == self.userns.id)
+        // Ours never changes: looked up once per supervisor.
+        static OURS: std::sync::OnceLock<(u64, u64)> = std::sync::OnceLock::new();
+        let ours = match OURS.get() {
+            Some(id) => *id,
+            None => {
+                let f = File::open("/proc/self/ns/user").map_err(|e| crate::sys::io_errno(&e))?;
+                let id = Ns::from_file(f)?.id;
+                *OURS.get_or_init(|| id)
+            }
+        };
+        Ok(ours == self.userns.id)
     }
 }
 
 /// A duplicate of the caller's fd `n`, via a pidfd of its process.
 pub fn take_fd(tid: u32, n: i32) -> Result<OwnedFd, Errno> {
-    let status = std::fs::read_to_string(format!("/proc/{tid}/status"))
+    let status = crate::sys::read_proc(format!("/proc/{tid}/status"))
         .map_err(|e| crate::sys::io_errno(&e))?;
     let tgid: i32 = status
         .lines()

@@ -230,3 +230,15 @@ pub fn errno(e: rustix::io::Errno) -> Errno {
 pub fn io_errno(e: &std::io::Error) -> Errno {
     Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
 }
+
+/// A /proc file's text, read with one buffer of a page: std's
+/// `fs::read_to_string` asks for the size first (0 for /proc files) and then
+/// reads in doubling steps from 32 bytes, ten system calls for a
+/// /proc/PID/status where this takes four (open, read, the read that sees
+/// the end, close). Longer files are read to the end all the same.
+pub fn read_proc(path: impl AsRef<std::path::Path>) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut text = String::with_capacity(4096);
+    std::fs::File::open(path)?.read_to_string(&mut text)?;
+    Ok(text)
+}
