@@ -275,7 +275,14 @@ impl<'a> Boot<'a> {
                 .map(|d| d.saturating_duration_since(Instant::now()));
             let ready = {
                 let stdin = std::io::stdin();
+                // Served in this order: first the guard, whose caller (often
+                // the guest's PID 1) waits for us; then what makes lifecycle
+                // events, in their order; the console last, because reading
+                // a pty can wait for the kernel's tty worker.
                 let mut set = PollSet::new();
+                if let Some(g) = &self.guard {
+                    set.add(Token::MountGuard, g.fd());
+                }
                 set.add(Token::Signals, sigfd.as_fd());
                 if let Some(ch) = &self.channel {
                     set.add(Token::Channel, ch.as_fd());
@@ -284,16 +291,13 @@ impl<'a> Boot<'a> {
                     set.add(Token::Notify, n.as_fd());
                 }
                 if let Some(c) = &self.console {
-                    set.add(Token::Console, c.master());
                     if c.reads_stdin() {
                         set.add(Token::Stdin, stdin.as_fd());
                     }
+                    set.add(Token::Console, c.master());
                     if let Some(out) = c.pending_output() {
                         set.add_writable(Token::Stdout, out);
                     }
-                }
-                if let Some(g) = &self.guard {
-                    set.add(Token::MountGuard, g.fd());
                 }
                 if let Some(w) = self.net.as_ref().and_then(|n| n.watch_fd()) {
                     set.add(Token::Addresses, w);
@@ -509,7 +513,7 @@ impl<'a> Boot<'a> {
                     };
                     self.reaped.set(true);
                     if let Some(c) = self.console.as_mut() {
-                        c.pump_output();
+                        c.drain_output();
                     }
                     events.extend(self.on_notify());
                     // A failure line sent just before the exit is still queued.

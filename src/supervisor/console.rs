@@ -85,8 +85,24 @@ impl Console {
         }
     }
 
-    /// Moves the guest's output to stdout until none is pending.
+    /// Moves the guest's pending output to stdout. Reads again only after a
+    /// full buffer: a read that finds nothing (EAGAIN) first waits for the
+    /// kernel's tty worker to hand on what the guest wrote meanwhile
+    /// (n_tty_read flushes the port's work), 10-20 µs and at times
+    /// milliseconds on a busy host, during which the supervisor would answer
+    /// no mount request and relay no READY=1. Whatever is left, the next poll
+    /// reports.
     pub fn pump_output(&mut self) {
+        self.read_output(false);
+    }
+
+    /// Moves everything the guest wrote to stdout, once it is gone: a last
+    /// line still in the tty worker's hands is waited for, not lost.
+    pub fn drain_output(&mut self) {
+        self.read_output(true);
+    }
+
+    fn read_output(&mut self, drain: bool) {
         let mut buf = [0u8; 16384];
         loop {
             match nix::unistd::read(self.master.as_raw_fd(), &mut buf) {
@@ -98,6 +114,9 @@ impl Console {
                 Ok(n) => {
                     if self.mode != Mode::Passive {
                         self.out.push(&buf[..n]);
+                    }
+                    if n < buf.len() && !drain {
+                        return;
                     }
                 }
                 Err(Errno::EINTR) => {}
