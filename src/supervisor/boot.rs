@@ -387,7 +387,6 @@ impl<'a> Boot<'a> {
         let st = MachineState {
             leader,
             leader_start: state::start_time(leader).unwrap_or(0),
-            supervisor_start: state::start_time(self.state.supervisor).unwrap_or(0),
             started_usec: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_micros() as u64),

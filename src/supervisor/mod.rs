@@ -207,9 +207,7 @@ pub fn run(plan: &Plan) -> Result<i32, SupervisorError> {
     let machine_state = crate::state::MachineState {
         name: plan.machine.clone(),
         supervisor: me,
-        // Read when the state is published (boot.rs), after the clone:
-        // /proc/PID/stat is 7 system calls the start need not wait for.
-        supervisor_start: 0,
+        supervisor_start: crate::state::start_time(me).unwrap_or(0),
         uuid: facts.uuid.hyphenated().to_string(),
         root: plan.root.clone(),
         unit: (plan.keep_unit || scope.is_some())
