@@ -72,7 +72,11 @@ def main():
             env = dict(bench.env, NIXRUN_PHASE_TIMES="1")
             rows = {n: {} for n in bins}
             for i in range(a.phases + 3):
-                for n, p in bins.items():
+                # Rotated like the exec rounds: a build that always runs right
+                # after the same neighbour was seen 5-10 % off in some phases.
+                names = list(bins)
+                names = names[i % len(names):] + names[: i % len(names)]
+                for n, p in ((n, bins[n]) for n in names):
                     row = phases_once(bench, str(Path(p).resolve()), env)
                     if i >= 3:
                         for k, v in row:
