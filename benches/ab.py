@@ -13,7 +13,14 @@ Usage (root):
   exec: /bin/true in the Debian guest, ROUNDS interleaved rounds;
   phases: per-phase medians (NIXRUN_PHASE_TIMES=1) of each binary, interleaved;
   boots: Debian boot/stop cycles per binary, interleaved, with the supervisor's
-         RSS 0.5 s after READY=1 (as compare.py measures it).
+         RSS 0.5 s after READY=1 (as compare.py measures it);
+  paired: PAIRS starts of the first two binaries, alternating (the order swapped
+         every pair), each in a fresh cgroup as in the exec rounds: the median
+         of the per-pair differences (wall and to the runtime's exit) and each
+         build's deciles. Repeat it: on this shared 2-CPU machine the paired
+         median of the same two builds moved by up to 100 µs between runs
+         (drift of the machine's state, not sampling error), so a change of
+         20-50 µs needs several runs agreeing, or a plain spawn loop.
 """
 
 import argparse
@@ -31,6 +38,36 @@ def phases_once(bench, exe, env):
     return [(name, dt * 1e6) for name, dt in bench.phase_run(argv, env)]
 
 
+def paired(bench, bins, pairs):
+    """PAIRS alternating starts of the first two of BINS (see the docstring)."""
+    (na, pa), (nb, pb) = list(bins.items())[:2]
+    argv = {n: [str(Path(p).resolve()), "-D", str(bench.exec_root), "-q", "--console=pipe", "/bin/true"]
+            for n, p in ((na, pa), (nb, pb))}
+    times = {na: [], nb: []}
+    diffs = []
+    exits = []
+    for i in range(pairs + 5):
+        order = (na, nb) if i % 2 else (nb, na)
+        t, e = {}, {}
+        for n in order:
+            t[n], e[n] = bench.run_once(argv[n], f"paired-{n}.log")[:2]
+        if i >= 5:
+            for n in order:
+                times[n].append(t[n])
+            diffs.append(t[nb] - t[na])
+            exits.append(e[nb] - e[na])
+    diffs.sort()
+    q = len(diffs) // 4
+    print(f"paired, {pairs} pairs in fresh cgroups: median({nb} - {na}) {statistics.median(diffs) * 1e6:+.1f} µs"
+          f" (quartiles {diffs[q] * 1e6:+.0f}, {diffs[3 * q] * 1e6:+.0f}); to the runtime's exit"
+          f" {statistics.median(exits) * 1e6:+.1f} µs")
+    for n in (na, nb):
+        xs = sorted(times[n])
+        dec = [xs[len(xs) * k // 10] * 1e3 for k in range(1, 10)]
+        print(f"  {n:12} median {statistics.median(xs) * 1e3:.3f} ms, deciles "
+              + " ".join(f"{d:.2f}" for d in dec))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("bins", nargs="+", help="NAME=PATH")
@@ -38,6 +75,7 @@ def main():
     ap.add_argument("--phases", type=int, default=60)
     ap.add_argument("--boots", type=int, default=0)
     ap.add_argument("--no-peers", action="store_true")
+    ap.add_argument("--paired", type=int, default=0, metavar="PAIRS")
     a = ap.parse_args()
     bins = dict(b.split("=", 1) for b in a.bins)
     args = compare.argparse.Namespace(nixrun=list(bins.values())[0], settle=0.5, quick=False)
@@ -91,6 +129,8 @@ def main():
             for k in names:
                 print("  " + f"{k:20}" + "".join(
                     f"{statistics.median(rows[n][k]):12.0f}" if k in rows[n] else f"{'-':>12}" for n in bins))
+        if a.paired:
+            paired(bench, bins, a.paired)
         if a.boots:
             root = bench.copy_debian("ab-boot")
             out = {n: [] for n in bins}
