@@ -31,16 +31,17 @@
 //! Only callers the kernel would let make the call itself are served:
 //! CAP_SYS_ADMIN (or CAP_BPF) in the initial user namespace.
 
-use super::caller::{take_fd, Caller};
+use super::caller::Caller;
 use crate::policy::devices::{check_guest_program, GUEST_PROGRAM_MAX};
 use crate::sys::bpf::{self as sysbpf, Insn, BPF_CGROUP_DEVICE, BPF_PROG_TYPE_CGROUP_DEVICE};
 use crate::sys::seccomp::Notification;
 use nix::errno::Errno;
+use rustix::fs::OFlags;
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::fs::File;
-use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::{DirEntryExt, FileExt, MetadataExt};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 const BPF_PROG_LOAD: u64 = 5;
@@ -56,8 +57,9 @@ const ATTR_MAX: usize = 4096;
 const LINES_MAX: u32 = 20;
 /// Program ids remembered as the guest's own (for GET_FD_BY_ID).
 const IDS_MAX: usize = 65536;
-/// cgroups looked at when checking that one is in the container's subtree.
-const WALK_MAX: usize = 100_000;
+/// Levels walked up when checking that a cgroup is in the container's
+/// subtree (cgroup2 nests far less deep).
+const DEPTH_MAX: usize = 4096;
 const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
 
 /// What the call returns.
@@ -110,7 +112,7 @@ impl Broker {
         let a = Attr(&attr);
         let fd = |off: usize| -> Result<OwnedFd, Errno> {
             let n = i32::try_from(a.u32(off)).map_err(|_| Errno::EBADF)?;
-            take_fd(req.tid, n)
+            caller.take_fd(n)
         };
         match cmd {
             BPF_PROG_LOAD => self.load(&mem, &a).map(Answer::Fd),
@@ -275,8 +277,7 @@ impl Broker {
         if fs.f_type as i64 != CGROUP2_SUPER_MAGIC {
             return Err(Errno::EBADF);
         }
-        let st = rustix::fs::fstat(cgroup).map_err(crate::sys::errno)?;
-        if in_subtree(root, (st.st_dev, st.st_ino))? {
+        if in_subtree(root, cgroup.as_fd())? {
             Ok(())
         } else {
             Err(Errno::EPERM)
@@ -284,34 +285,48 @@ impl Broker {
     }
 }
 
-/// Whether the directory (dev, ino) is `root` or below it.
-fn in_subtree(root: &Path, id: (u64, u64)) -> Result<bool, Errno> {
-    let io = |e: std::io::Error| crate::sys::io_errno(&e);
-    let m = std::fs::metadata(root).map_err(io)?;
-    if m.dev() != id.0 {
-        return Ok(false);
+/// Whether the directory `dir` is `root` or below it: walked up from `dir`
+/// through "..", a few steps (the depth below the host's cgroup2 root), not
+/// down `root`'s subtree, whose size the guest decides. The walk leaves the
+/// file system, or stops where ".." is the directory itself, if `root` is not
+/// on the way.
+fn in_subtree(root: &Path, dir: BorrowedFd<'_>) -> Result<bool, Errno> {
+    let id = |fd: BorrowedFd<'_>| {
+        rustix::fs::fstat(fd)
+            .map(|st| (st.st_dev, st.st_ino))
+            .map_err(crate::sys::errno)
+    };
+    let m = std::fs::metadata(root).map_err(|e| crate::sys::io_errno(&e))?;
+    let root = (m.dev(), m.ino());
+    let st = rustix::fs::fstat(dir).map_err(crate::sys::errno)?;
+    if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::Directory {
+        return Ok(false); // a cgroup's file, not a cgroup
     }
-    let mut stack = vec![(root.to_path_buf(), m.ino())];
-    let mut seen = 0;
-    while let Some((dir, ino)) = stack.pop() {
-        if ino == id.1 {
+    let mut here = (st.st_dev, st.st_ino);
+    let mut up: Option<OwnedFd> = None;
+    for _ in 0..DEPTH_MAX {
+        if here == root {
             return Ok(true);
         }
-        seen += 1;
-        if seen > WALK_MAX {
-            return Err(Errno::E2BIG);
+        if here.0 != root.0 {
+            return Ok(false);
         }
-        // A cgroup removed meanwhile has nothing below it any more.
-        let Ok(rd) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                stack.push((e.path(), e.ino()));
-            }
+        let from = up.as_ref().map_or(dir, |fd| fd.as_fd());
+        let parent = rustix::fs::openat(
+            from,
+            "..",
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .map_err(crate::sys::errno)?;
+        let above = id(parent.as_fd())?;
+        if above == here {
+            return Ok(false);
         }
+        here = above;
+        up = Some(parent);
     }
-    Ok(false)
+    Err(Errno::E2BIG)
 }
 
 /// A bpf_attr copied from the guest.
@@ -369,15 +384,17 @@ mod tests {
         let inside = base.join("payload/a/b");
         std::fs::create_dir_all(&inside).unwrap();
         std::fs::create_dir_all(base.join("other")).unwrap();
-        let id = |p: &Path| {
-            let m = std::fs::metadata(p).unwrap();
-            (m.dev(), m.ino())
-        };
+        let fd = |p: &Path| std::fs::File::open(p).unwrap();
         let root = base.join("payload");
-        assert!(in_subtree(&root, id(&inside)).unwrap());
-        assert!(in_subtree(&root, id(&root)).unwrap());
-        assert!(!in_subtree(&root, id(&base.join("other"))).unwrap());
-        assert!(!in_subtree(&root, id(&base)).unwrap());
+        assert!(in_subtree(&root, fd(&inside).as_fd()).unwrap());
+        assert!(in_subtree(&root, fd(&root).as_fd()).unwrap());
+        assert!(!in_subtree(&root, fd(&base.join("other")).as_fd()).unwrap());
+        assert!(!in_subtree(&root, fd(&base).as_fd()).unwrap());
+        std::fs::write(inside.join("f"), "").unwrap();
+        assert!(!in_subtree(&root, fd(&inside.join("f")).as_fd()).unwrap());
+        // Up to the file system's root and beyond it: not below.
+        assert!(!in_subtree(&root, fd(Path::new("/")).as_fd()).unwrap());
+        assert!(!in_subtree(&root, fd(Path::new("/proc")).as_fd()).unwrap());
         std::fs::remove_dir_all(&base).unwrap();
     }
 }

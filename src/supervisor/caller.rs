@@ -123,6 +123,8 @@ pub fn capable<N: UserNs>(
 #[derive(Debug)]
 pub struct Caller {
     pub tid: u32,
+    /// Its process (thread group), for a pidfd.
+    pub tgid: i32,
     /// Effective and file-system uid and gid, as the initial namespace sees them.
     pub euid: u32,
     pub fsuid: u32,
@@ -138,6 +140,7 @@ impl Caller {
         let (uids, gids, cap_eff) = parse_status(&status).ok_or(Errno::ESRCH)?;
         Ok(Caller {
             tid,
+            tgid: tgid_in(&status).ok_or(Errno::ESRCH)?,
             euid: uids[1],
             fsuid: uids[3],
             fsgid: gids[3],
@@ -186,20 +189,23 @@ impl Caller {
     }
 }
 
-/// A duplicate of the caller's fd `n`, via a pidfd of its process.
-pub fn take_fd(tid: u32, n: i32) -> Result<OwnedFd, Errno> {
-    let status = crate::sys::read_proc(format!("/proc/{tid}/status"))
-        .map_err(|e| crate::sys::io_errno(&e))?;
-    let tgid: i32 = status
+impl Caller {
+    /// A duplicate of the caller's fd `n`, via a pidfd of its process.
+    pub fn take_fd(&self, n: i32) -> Result<OwnedFd, Errno> {
+        let pid = rustix::process::Pid::from_raw(self.tgid).ok_or(Errno::ESRCH)?;
+        let pidfd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())
+            .map_err(crate::sys::errno)?;
+        rustix::process::pidfd_getfd(&pidfd, n, rustix::process::PidfdGetfdFlags::empty())
+            .map_err(crate::sys::errno)
+    }
+}
+
+/// Tgid from /proc/PID/status.
+fn tgid_in(status: &str) -> Option<i32> {
+    status
         .lines()
         .find_map(|l| l.strip_prefix("Tgid:"))
         .and_then(|v| v.trim().parse().ok())
-        .ok_or(Errno::ESRCH)?;
-    let pid = rustix::process::Pid::from_raw(tgid).ok_or(Errno::ESRCH)?;
-    let pidfd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())
-        .map_err(crate::sys::errno)?;
-    rustix::process::pidfd_getfd(&pidfd, n, rustix::process::PidfdGetfdFlags::empty())
-        .map_err(crate::sys::errno)
 }
 
 /// (uids, gids, CapEff) from /proc/PID/status: real, effective, saved, fs.
@@ -293,6 +299,7 @@ mod tests {
     #[test]
     fn our_own_thread_is_read_and_judged_like_the_kernel() {
         let me = Caller::read(std::process::id()).unwrap();
+        assert_eq!(me.tgid, std::process::id() as i32);
         assert!(me.in_our_userns().unwrap());
         let mnt = me.ns("mnt").unwrap();
         let root = nix::unistd::geteuid().is_root();

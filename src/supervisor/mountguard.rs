@@ -35,7 +35,7 @@
 //! new superblock, nodev).
 
 use super::bpfbroker::{Answer, Broker};
-use super::caller::{take_fd, Caller, Ns};
+use super::caller::{Caller, Ns};
 use super::freshfs;
 use crate::sys::seccomp::{self, Notification};
 use nix::errno::Errno;
@@ -201,12 +201,12 @@ impl MountGuard {
     }
 
     /// The caller's root, working directory and target, opened while it waits.
-    fn destination(&self, r: &Request) -> Result<(File, File, Target), Errno> {
+    fn destination(&self, r: &Request, caller: &Caller) -> Result<(File, File, Target), Errno> {
         let open = |what: &str| File::open(format!("/proc/{}/{what}", r.tid)).map_err(io_errno);
         let root = open("root")?;
         let cwd = open("cwd")?;
         let target = match caller_fd_number(&r.target) {
-            Some(n) => Target::CallerFd(take_fd(r.tid, n)?),
+            Some(n) => Target::CallerFd(caller.take_fd(n)?),
             None => Target::Path,
         };
         Ok((root, cwd, target))
@@ -292,7 +292,7 @@ impl MountGuard {
         if !caller.admin_of(&instance_ns)? {
             return Err(Errno::EPERM);
         }
-        let (root, cwd, target) = self.destination(r)?;
+        let (root, cwd, target) = self.destination(r, caller)?;
         let dest = freshfs::Destination {
             mnt_ns: &mnt_ns.file,
             root: &root,
@@ -330,7 +330,7 @@ impl MountGuard {
         }
         let userns = (!caller.in_our_userns()?).then_some(&caller.userns.file);
         let ids = (caller.fsuid, caller.fsgid);
-        let (root, cwd, target) = self.destination(r)?;
+        let (root, cwd, target) = self.destination(r, caller)?;
         self.in_helper(r, |_| {
             let extra = extra_ns.as_ref().map(|(ns, kind)| (&ns.file, *kind));
             mount_as_caller(r, &mnt_ns.file, extra, userns, ids, &root, &cwd, &target)
