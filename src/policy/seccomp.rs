@@ -353,14 +353,7 @@ impl Filters {
                 }
             }
         }
-        if out.len() > usize::from(libc::BPF_MAXINSNS as u16) {
-            return Err(SeccompError::Build(format!(
-                "{} instructions chained, more than the kernel's {}",
-                out.len(),
-                libc::BPF_MAXINSNS
-            )));
-        }
-        Ok(out)
+        within_kernel_limit(out, " chained")
     }
 }
 
@@ -399,9 +392,15 @@ fn deny_filter(denied: &Denied) -> Result<Vec<Insn>, SeccompError> {
     } else {
         prog.extend(search(&leaves));
     }
+    within_kernel_limit(prog, "")
+}
+
+/// PROG, unless it is longer than the kernel takes (BPF_MAXINSNS); WHAT
+/// follows "instructions" in the error.
+fn within_kernel_limit(prog: Vec<Insn>, what: &str) -> Result<Vec<Insn>, SeccompError> {
     if prog.len() > usize::from(libc::BPF_MAXINSNS as u16) {
         return Err(SeccompError::Build(format!(
-            "{} instructions, more than the kernel's {}",
+            "{} instructions{what}, more than the kernel's {}",
             prog.len(),
             libc::BPF_MAXINSNS
         )));

@@ -251,15 +251,7 @@ impl<'a> Boot<'a> {
 
     /// Whether PID 1 has exited (a zombie, not reaped yet, or gone).
     fn child_gone(&self) -> bool {
-        kill(self.pid, 0).is_err()
-            || std::fs::read_to_string(format!("/proc/{}/stat", self.pid))
-                .ok()
-                .and_then(|s| {
-                    s.rsplit(')')
-                        .next()
-                        .map(|r| r.trim_start().starts_with('Z'))
-                })
-                .unwrap_or(true)
+        kill(self.pid, 0).is_err() || state::start_time(self.pid.as_raw()).is_none()
     }
 
     fn event_loop(

@@ -187,9 +187,7 @@ impl Caller {
         };
         Ok(ours == self.userns.id)
     }
-}
 
-impl Caller {
     /// A duplicate of the caller's fd `n`, via a pidfd of its process.
     pub fn take_fd(&self, n: i32) -> Result<OwnedFd, Errno> {
         let pid = rustix::process::Pid::from_raw(self.tgid).ok_or(Errno::ESRCH)?;
