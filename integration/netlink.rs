@@ -11,7 +11,7 @@ mod common;
 use common::*;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nixrun::net::names::{self, MacUse};
-use nixrun::net::rtnl::{self, AddrWatch, Address, Rtnl};
+use nixrun::net::rtnl::{self, AddrWatch, Address, LinkWatch, Rtnl};
 use nixrun::net::Mac;
 use serde_json::Value;
 use std::fs::{self, File};
@@ -408,6 +408,42 @@ fn the_address_watch_hears_its_namespace_only() {
     rt.del_link(idx).unwrap();
     assert!(readable(w.as_fd(), 5000), "no notification of the removal");
     assert!(w.drain());
+}
+
+#[test]
+fn the_link_watch_sees_a_veth_go_with_its_peers_namespace() {
+    let ns = Netns::new();
+    let peer = Netns::new();
+    let mut rt = ns.rtnl();
+    let idx = rt
+        .add_veth("ve-g", MAC_A, "host0", MAC_B, peer.fd())
+        .unwrap();
+    let br = rt.add_bridge("nxt-brg").unwrap();
+    rt.set_master_and_up(idx, br).unwrap();
+    let mut w = LinkWatch::open_in(ns.fd()).unwrap();
+
+    // Leaving its bridge (an RTM_DELLINK of the bridge's) is not leaving
+    // the namespace: still there when the wait runs out.
+    let out = Command::new("ip")
+        .args(["-n", &ns.name, "link", "set", "ve-g", "nomaster"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let soon = Instant::now() + Duration::from_millis(300);
+    assert_eq!(w.wait_gone(&mut rt, vec![idx], soon).unwrap(), [idx]);
+    assert!(ns.has_link("ve-g"));
+
+    // Its peer's namespace released: the kernel removes the pair, and the
+    // wait ends with nothing left.
+    drop(peer);
+    let later = Instant::now() + Duration::from_secs(10);
+    assert_eq!(
+        w.wait_gone(&mut rt, vec![idx], later).unwrap(),
+        Vec::<u32>::new()
+    );
+    assert!(!ns.has_link("ve-g"));
+    // A link not there to begin with is not waited for.
+    assert!(w.wait_gone(&mut rt, vec![], soon).unwrap().is_empty());
 }
 
 #[test]

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::netns::Netns;
+use common::netns::{Netns, ProbeChild};
 use common::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -520,4 +520,53 @@ fn bad_network_input_is_one_line_and_leaves_nothing() {
     assert_eq!(err.lines().count(), 1, "{err:?}");
     assert!(err.contains("ipvlan"), "{err}");
     assert_clean(&ns, "net-bad", &["lowerx", "lowerxp"]);
+}
+
+/// A stop waits for the kernel to remove the veth with the container's
+/// network namespace; a namespace that outlives the container (here a host
+/// process entered it) does not keep the veth: nixrun deletes it itself.
+#[test]
+fn a_veth_goes_even_when_its_namespace_outlives_the_container() {
+    let ns = Netns::new("held");
+    let (_t, root) = minimal_copy("net-held");
+    let mut sp = Spawned::start_cmd(ns.nixrun(&[
+        "-D",
+        root.to_str().unwrap(),
+        "-q",
+        "-n",
+        "-M",
+        "net-held",
+        "/nixrun-probe",
+        "sleep",
+        "2",
+    ]));
+    let leader = sp.leader();
+    let netns = format!("/proc/{leader}/ns/net");
+    let theirs = std::fs::read_link(&netns).unwrap();
+    let mut holder = ProbeChild(
+        Command::new("nsenter")
+            .arg(format!("--net={netns}"))
+            .args(["sleep", "60"])
+            .spawn()
+            .expect("spawn nsenter"),
+    );
+    let held = format!("/proc/{}/ns/net", holder.0.id());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_link(&held).ok() != Some(theirs.clone()) {
+        assert!(Instant::now() < deadline, "the holder did not enter");
+        assert!(sp.try_status().is_none(), "the container ended too soon");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let st = sp.wait_exit(Duration::from_secs(30));
+    assert!(st.success(), "{st}; log:\n{}", sp.log_text());
+    assert_clean(&ns, "net-held", &[]);
+    // The held namespace lost host0 with the pair.
+    let out = Command::new("nsenter")
+        .arg(format!("--net={held}"))
+        .args(["ip", "-o", "link", "show"])
+        .output()
+        .unwrap();
+    let links = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && !links.contains("host0"), "{links}");
+    let _ = holder.0.kill();
 }

@@ -673,6 +673,87 @@ impl AsFd for AddrWatch {
     }
 }
 
+/// A socket that hears of links leaving the caller's network namespace
+/// (deleted, or moved to another), for waiting until some are gone. Open
+/// it before looking the links up: what goes after that is then heard.
+pub struct LinkWatch {
+    sock: Socket,
+}
+
+impl LinkWatch {
+    pub fn open() -> io::Result<LinkWatch> {
+        let sock = Socket::open(None, libc::RTMGRP_LINK as u32)
+            .map_err(|e| context(e, "opening a link watch"))?;
+        Ok(LinkWatch { sock })
+    }
+
+    /// A watcher of the network namespace `netns`.
+    pub fn open_in(netns: BorrowedFd<'_>) -> io::Result<LinkWatch> {
+        in_netns(netns, LinkWatch::open)
+    }
+
+    /// Waits until none of the links `indexes` is left, or until `deadline`;
+    /// returns those still there then. `rtnl` looks again at the ones left
+    /// when notifications were lost.
+    pub fn wait_gone(
+        &mut self,
+        rtnl: &mut Rtnl,
+        mut indexes: Vec<u32>,
+        deadline: std::time::Instant,
+    ) -> io::Result<Vec<u32>> {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        let mut buf = Vec::new();
+        while !indexes.is_empty() {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let ms = left.as_millis().saturating_add(1).min(i32::MAX as u128) as i32;
+            let mut fds = [PollFd::new(self.sock.as_fd(), PollFlags::POLLIN)];
+            match poll(
+                &mut fds,
+                PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
+            ) {
+                Ok(_) | Err(Errno::EINTR) => {}
+                Err(e) => return Err(context(e.into(), "waiting for links to go")),
+            }
+            loop {
+                match self.sock.recv(&mut buf, false) {
+                    Ok(Some(datagram)) => {
+                        for gone in removed_links(datagram) {
+                            indexes.retain(|&i| i != gone);
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                        let mut still = Vec::new();
+                        for i in indexes {
+                            if rtnl
+                                .get_link("looking up a link", |e| ifinfomsg(e, i, None))?
+                                .is_some()
+                            {
+                                still.push(i);
+                            }
+                        }
+                        indexes = still;
+                    }
+                    Err(e) => return Err(context(e, "reading link notifications")),
+                }
+            }
+        }
+        Ok(indexes)
+    }
+}
+
+/// The links a datagram of link notifications says have left the
+/// namespace. A bridge port's own RTM_DELLINK (family AF_BRIDGE) only says
+/// it left its bridge: the link is still there.
+fn removed_links(datagram: &[u8]) -> impl Iterator<Item = u32> + '_ {
+    messages(datagram)
+        .filter(|m| m.ty == RTM_DELLINK && m.payload.first() == Some(&(libc::AF_UNSPEC as u8)))
+        .filter_map(|m| u32_of(m.payload.get(4..)?))
+}
+
 /// struct ifinfomsg: family (any), type, index, flags and the mask of the
 /// flags to change: here only IFF_UP, set or cleared as `up` says.
 fn ifinfomsg(e: &mut Enc, index: u32, up: Option<bool>) {
@@ -872,6 +953,31 @@ mod tests {
         assert_eq!((l.index, l.name.as_str()), (1, "lo"));
         assert_eq!((l.kind, l.master, l.mac), (None, None, None));
         assert!(parse_link(&[0; 6]).is_none());
+    }
+
+    #[test]
+    fn only_links_that_left_the_namespace_count_as_removed() {
+        let mut e = Enc::new();
+        for (ty, family, index) in [
+            (RTM_DELLINK, libc::AF_BRIDGE, 7), // port 7 left its bridge
+            (RTM_NEWLINK, libc::AF_UNSPEC, 8), // link 8 changed
+            (RTM_DELLINK, libc::AF_UNSPEC, 7), // link 7 is gone
+            (RTM_DELLINK, libc::AF_UNSPEC, 9),
+        ] {
+            e.begin(ty, 0, 0);
+            e.put(&[family as u8, 0, 1, 0]);
+            e.put(&(index as u32).to_ne_bytes());
+            e.put(&[0; 8]);
+            e.str(IFLA_IFNAME, "ve-x");
+            e.end();
+        }
+        assert_eq!(removed_links(e.bytes()).collect::<Vec<_>>(), [7, 9]);
+        // A message too short for its index is skipped.
+        let mut e = Enc::new();
+        e.begin(RTM_DELLINK, 0, 0);
+        e.put(&[0, 0]);
+        e.end();
+        assert_eq!(removed_links(e.bytes()).count(), 0);
     }
 
     #[test]

@@ -220,7 +220,12 @@ impl<'a> Boot<'a> {
             cgroups.chown_payload(u.host_id(0))?;
         }
         if own_netns {
-            boot.net = Some(network::setup(plan, pid.as_raw(), undo)?);
+            boot.net = Some(network::setup(
+                plan,
+                pid.as_raw(),
+                boot.reaped.clone(),
+                undo,
+            )?);
         }
         let ifindices = boot.net.as_ref().map_or(vec![], |n| n.ifindices.clone());
         if registrar.wanted() {

@@ -17,13 +17,16 @@ use super::teardown::Teardown;
 use super::SupervisorError;
 use crate::net::names::{self, MacUse};
 use crate::net::nft::{self, Nat};
-use crate::net::rtnl::{AddrWatch, Rtnl};
+use crate::net::rtnl::{AddrWatch, LinkWatch, Rtnl};
 use crate::plan::{IpNet, Network, Plan, Port, Proto, VethAttach};
+use std::cell::{Cell, RefCell};
 use std::fs;
 use std::io::Write;
 use std::net::IpAddr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 const JOURNAL_DIR: &str = "/run/nixrun/network";
 /// nspawn's lock for creating and removing zone bridges.
@@ -155,8 +158,14 @@ fn proto_of(p: Proto) -> nft::Proto {
 }
 
 /// Sets up the network of a container whose PID 1 is `leader` (cloned into a
-/// new network namespace). Undo steps go onto `undo`.
-pub fn setup(plan: &Plan, leader: i32, undo: &mut Teardown<'_>) -> Result<Net, SupervisorError> {
+/// new network namespace). Undo steps go onto `undo`; `reaped` says, when
+/// they run, whether PID 1 is over.
+pub fn setup(
+    plan: &Plan,
+    leader: i32,
+    reaped: Rc<Cell<bool>>,
+    undo: &mut Teardown<'_>,
+) -> Result<Net, SupervisorError> {
     let n: &Network = &plan.network;
     let machine = &plan.machine;
     let netns: OwnedFd = fs::File::open(format!("/proc/{leader}/ns/net"))
@@ -176,6 +185,13 @@ pub fn setup(plan: &Plan, leader: i32, undo: &mut Teardown<'_>) -> Result<Net, S
             let _ = fs::remove_file(path);
             Ok(())
         }
+    });
+    // Runs after every step that holds the namespace (moves back, links
+    // removed inside) has let go of it.
+    let veths = Rc::new(RefCell::new(Veths::default()));
+    undo.push("removing the container's veths", {
+        let veths = veths.clone();
+        move || veths.take().remove(reaped.get())
     });
 
     guest
@@ -233,7 +249,7 @@ pub fn setup(plan: &Plan, leader: i32, undo: &mut Teardown<'_>) -> Result<Net, S
                 netns.as_fd(),
             )
             .map_err(|e| fail(format!("creating the veth pair {short}:host0"), e))?;
-        push_delete(undo, short.clone());
+        veths.borrow_mut().links.push(short.clone());
         if full != short {
             if let Err(e) = host.add_altname(idx, &full) {
                 eprintln!("nixrun: warning: alternative name {full} for {short}: {e}");
@@ -269,15 +285,8 @@ pub fn setup(plan: &Plan, leader: i32, undo: &mut Teardown<'_>) -> Result<Net, S
                         .map_err(|e| fail(format!("adding {short} to zone {br}"), e))?;
                     bi
                 };
-                // After the veth is gone, which the step pushed before it
-                // would only do after this one.
-                let veth = short.clone();
-                undo.push("removing an empty zone bridge", move || {
-                    let mut h = Rtnl::open().map_err(|e| e.to_string())?;
-                    let _ = h.del_link_by_name(&veth);
-                    remove_zone_if_empty(&mut h, &br);
-                    Ok(())
-                });
+                // Once the veth is gone.
+                veths.borrow_mut().zones.push(br);
                 ifindices = vec![bi as i32];
             }
         }
@@ -301,7 +310,7 @@ pub fn setup(plan: &Plan, leader: i32, undo: &mut Teardown<'_>) -> Result<Net, S
                 e,
             )
         })?;
-        push_delete(undo, p.host.clone());
+        veths.borrow_mut().links.push(p.host.clone());
     }
 
     // 4. Macvlans and ipvlans: made here on their lower link, born in the
@@ -375,13 +384,81 @@ fn lower_index(host: &mut Rtnl, name: &str) -> Result<u32, SupervisorError> {
         .ok_or_else(|| fail("network interface", format!("{name} does not exist")))
 }
 
-fn push_delete(undo: &mut Teardown<'_>, name: String) {
-    undo.push("deleting a host link", move || {
-        let mut h = Rtnl::open().map_err(|e| e.to_string())?;
-        h.del_link_by_name(&name)
-            .map(drop)
-            .map_err(|e| format!("{name}: {e}"))
-    });
+/// How long a stop waits for the kernel to remove the veths with the
+/// container's network namespace before deleting them itself. It takes a
+/// fraction of a millisecond here; what waits this long is a namespace that
+/// something else still holds (a bind mount of it, a host process that
+/// entered it).
+const VETHS_GO_WITHIN: Duration = Duration::from_millis(500);
+
+/// The host ends of the container's veth pairs, and the zone bridges they
+/// joined. A veth goes with the network namespace its other end is in:
+/// once the container's is released, the kernel's cleanup worker
+/// unregisters both ends within a fraction of a millisecond (measured here:
+/// 0.1 ms after its last process was reaped). An RTM_DELLINK of our own
+/// does the same in our thread and then waits there for RCU (its stack:
+/// rcu_barrier in netdev_run_todo; 10–38 ms here, on every stop), as the
+/// worker does for the namespace's cleanup. So a stop waits for the
+/// kernel, and deletes only what is still there after `VETHS_GO_WITHIN`, or
+/// at once if the container is not over (a boot that failed half-way).
+/// nspawn deletes its veth at exit too, and usually finds it gone already.
+#[derive(Default)]
+struct Veths {
+    links: Vec<String>,
+    zones: Vec<String>,
+}
+
+impl Veths {
+    fn remove(self, container_over: bool) -> Result<(), String> {
+        if self.links.is_empty() && self.zones.is_empty() {
+            return Ok(());
+        }
+        let mut host = Rtnl::open().map_err(|e| e.to_string())?;
+        let mut left: Vec<String> = self.links;
+        if container_over && !left.is_empty() {
+            left = wait_gone(&mut host, left);
+        }
+        let mut errors = Vec::new();
+        for name in &left {
+            if let Err(e) = host.del_link_by_name(name) {
+                errors.push(format!("{name}: {e}"));
+            }
+        }
+        for zone in &self.zones {
+            remove_zone_if_empty(&mut host, zone);
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors.join("; "))
+        }
+    }
+}
+
+/// The links of `names` still there after waiting for them to go (all of
+/// them if the wait itself fails).
+fn wait_gone(host: &mut Rtnl, names: Vec<String>) -> Vec<String> {
+    let deadline = Instant::now() + VETHS_GO_WITHIN;
+    let Ok(mut watch) = LinkWatch::open() else {
+        return names;
+    };
+    let mut there = Vec::new();
+    for name in &names {
+        match host.link_index(name) {
+            Ok(Some(i)) => there.push((i, name.clone())),
+            Ok(None) => {}
+            Err(_) => return names,
+        }
+    }
+    let indexes = there.iter().map(|(i, _)| *i).collect();
+    match watch.wait_gone(host, indexes, deadline) {
+        Ok(left) => there
+            .into_iter()
+            .filter(|(i, _)| left.contains(i))
+            .map(|(_, name)| name)
+            .collect(),
+        Err(_) => names,
+    }
 }
 
 fn push_delete_inside(
