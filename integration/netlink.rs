@@ -421,6 +421,9 @@ fn the_link_watch_sees_a_veth_go_with_its_peers_namespace() {
     let br = rt.add_bridge("nxt-brg").unwrap();
     rt.set_master_and_up(idx, br).unwrap();
     let mut w = LinkWatch::open_in(ns.fd()).unwrap();
+    // Looked up in the watched namespace, not the caller's.
+    assert_eq!(w.index("ve-g").unwrap(), Some(idx));
+    assert_eq!(w.index("nxt-nonesuch").unwrap(), None);
 
     // Leaving its bridge (an RTM_DELLINK of the bridge's) is not leaving
     // the namespace: still there when the wait runs out.
@@ -430,20 +433,18 @@ fn the_link_watch_sees_a_veth_go_with_its_peers_namespace() {
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     let soon = Instant::now() + Duration::from_millis(300);
-    assert_eq!(w.wait_gone(&mut rt, vec![idx], soon).unwrap(), [idx]);
+    assert_eq!(w.wait_gone(vec![idx], soon).unwrap(), [idx]);
     assert!(ns.has_link("ve-g"));
 
     // Its peer's namespace released: the kernel removes the pair, and the
     // wait ends with nothing left.
     drop(peer);
     let later = Instant::now() + Duration::from_secs(10);
-    assert_eq!(
-        w.wait_gone(&mut rt, vec![idx], later).unwrap(),
-        Vec::<u32>::new()
-    );
+    assert_eq!(w.wait_gone(vec![idx], later).unwrap(), Vec::<u32>::new());
     assert!(!ns.has_link("ve-g"));
+    assert_eq!(w.index("ve-g").unwrap(), None);
     // A link not there to begin with is not waited for.
-    assert!(w.wait_gone(&mut rt, vec![], soon).unwrap().is_empty());
+    assert!(w.wait_gone(vec![], soon).unwrap().is_empty());
 }
 
 #[test]

@@ -692,12 +692,21 @@ impl LinkWatch {
         in_netns(netns, LinkWatch::open)
     }
 
+    /// The index of the link named `name` in the watched namespace, if there
+    /// is one (SIOCGIFINDEX on the watch's socket: no RTNL taken).
+    pub fn index(&self, name: &str) -> io::Result<Option<u32>> {
+        match rustix::net::netdevice::name_to_index(&self.sock, name) {
+            Ok(i) => Ok(Some(i)),
+            Err(rustix::io::Errno::NODEV) => Ok(None),
+            Err(e) => Err(context(e.into(), &format!("looking up link {name}"))),
+        }
+    }
+
     /// Waits until none of the links `indexes` is left, or until `deadline`;
-    /// returns those still there then. `rtnl` looks again at the ones left
-    /// when notifications were lost.
+    /// returns those still there then. Takes no RTNL (an RTM_GETLINK would):
+    /// when links go in numbers, the RTNL is what everyone queues for.
     pub fn wait_gone(
         &mut self,
-        rtnl: &mut Rtnl,
         mut indexes: Vec<u32>,
         deadline: std::time::Instant,
     ) -> io::Result<Vec<u32>> {
@@ -725,17 +734,12 @@ impl LinkWatch {
                         }
                     }
                     Ok(None) => break,
+                    // Notifications were lost: look again.
                     Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
-                        let mut still = Vec::new();
-                        for i in indexes {
-                            if rtnl
-                                .get_link("looking up a link", |e| ifinfomsg(e, i, None))?
-                                .is_some()
-                            {
-                                still.push(i);
-                            }
-                        }
-                        indexes = still;
+                        indexes.retain(|&i| {
+                            rustix::net::netdevice::index_to_name(&self.sock, i)
+                                != Err(rustix::io::Errno::NODEV)
+                        });
                     }
                     Err(e) => return Err(context(e, "reading link notifications")),
                 }
