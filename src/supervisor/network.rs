@@ -389,8 +389,9 @@ fn lower_index(host: &mut Rtnl, name: &str) -> Result<u32, SupervisorError> {
 /// kernel takes (0.1 ms measured), with room to spare. The namespaces'
 /// cleanup worker is one for the whole host: when many containers stop at
 /// once it lags (60 NixOS-shaped guests stopped together: 110–335 ms median),
-/// and waiting for it longer (10 or 500 ms) made such a stop 9–15 % slower than deleting
-/// right away (the worker's batches then unregister the devices too). A
+/// and waiting for it longer (10 or 500 ms) made such a stop 9–16 % slower
+/// than deleting right away (the worker's batches then unregister the
+/// devices too). A
 /// namespace that something else still holds (a bind mount of it, a host
 /// process that entered it) does not release the veth at all.
 const VETHS_GO_WITHIN: Duration = Duration::from_millis(2);
