@@ -734,7 +734,12 @@ class Bench:
         keep = BENCH_TARGET / "logs"
         shutil.rmtree(keep, ignore_errors=True)
         BENCH_TARGET.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(self.logdir, keep)
+        try:
+            shutil.copytree(self.logdir, keep)
+        except OSError as e:
+            # A full disk must not cost the run its results, nor leave the
+            # scratch image mounted.
+            log(f"compare.py: could not keep the runtimes' logs in {keep}: {str(e)[:300]}")
         # Deleting the roots one by one would be just the churn the scratch file
         # system avoids for others: drop the whole image instead.
         if self.loop:

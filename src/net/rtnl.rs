@@ -710,19 +710,15 @@ impl LinkWatch {
         mut indexes: Vec<u32>,
         deadline: std::time::Instant,
     ) -> io::Result<Vec<u32>> {
-        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        use nix::poll::{poll, PollFd, PollFlags};
         let mut buf = Vec::new();
         while !indexes.is_empty() {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             if left.is_zero() {
                 break;
             }
-            let ms = left.as_millis().saturating_add(1).min(i32::MAX as u128) as i32;
             let mut fds = [PollFd::new(self.sock.as_fd(), PollFlags::POLLIN)];
-            match poll(
-                &mut fds,
-                PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
-            ) {
+            match poll(&mut fds, crate::sys::poll_timeout(left)) {
                 Ok(_) | Err(Errno::EINTR) => {}
                 Err(e) => return Err(context(e.into(), "waiting for links to go")),
             }

@@ -58,11 +58,7 @@ impl<'a> PollSet<'a> {
     pub fn wait(&mut self, timeout: Option<Duration>) -> nix::Result<Vec<(Token, PollFlags)>> {
         let timeout = match timeout {
             None => PollTimeout::NONE,
-            // Rounded up: waking a moment early would only loop back here.
-            Some(d) => {
-                PollTimeout::try_from(d.as_millis().saturating_add(1).min(i32::MAX as u128) as i32)
-                    .unwrap_or(PollTimeout::MAX)
-            }
+            Some(d) => crate::sys::poll_timeout(d),
         };
         match poll(&mut self.fds, timeout) {
             Ok(_) => {}

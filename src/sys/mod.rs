@@ -221,6 +221,13 @@ pub fn ns_owner_uid(fd: BorrowedFd<'_>) -> nix::Result<u32> {
     Errno::result(r).map(|_| uid)
 }
 
+/// poll(2)'s timeout for waiting `d`, rounded up to the next millisecond:
+/// waking a moment early would only loop back to wait again.
+pub fn poll_timeout(d: std::time::Duration) -> nix::poll::PollTimeout {
+    let ms = d.as_millis().saturating_add(1).min(i32::MAX as u128) as i32;
+    nix::poll::PollTimeout::try_from(ms).unwrap_or(nix::poll::PollTimeout::MAX)
+}
+
 /// nix's `Errno` for one of rustix's: the crate reports system errors as nix's.
 pub fn errno(e: rustix::io::Errno) -> Errno {
     Errno::from_raw(e.raw_os_error())
