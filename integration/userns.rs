@@ -362,6 +362,8 @@ fn two_guests_get_different_ranges_and_never_nspawns() {
         "lock file {sb} left: {left:?}"
     );
     let _ = fs::remove_file(format!("{LOCK_DIR}/{sa}"));
+    // Its state file too (the next start of the machine would replace it).
+    let _ = fs::remove_file("/run/nixrun/machines/uns-two-a");
     assert!(locked(hashed), "nspawn's lock was taken from it");
     drop(nspawn_lock);
     snap_a.assert_unchanged();
