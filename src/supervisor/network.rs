@@ -416,14 +416,15 @@ struct Veths {
 
 impl Veths {
     fn remove(self, container_over: bool) -> Result<(), String> {
-        if self.links.is_empty() && self.zones.is_empty() {
-            return Ok(());
-        }
-        let mut host = Rtnl::open().map_err(|e| e.to_string())?;
         let mut left: Vec<String> = self.links;
         if container_over && !left.is_empty() {
             left = wait_gone(left);
         }
+        // The usual stop ends here: the kernel took the veths, no zone.
+        if left.is_empty() && self.zones.is_empty() {
+            return Ok(());
+        }
+        let mut host = Rtnl::open().map_err(|e| e.to_string())?;
         let mut errors = Vec::new();
         for name in &left {
             if let Err(e) = host.del_link_by_name(name) {
