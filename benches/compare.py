@@ -1516,7 +1516,7 @@ class Bench:
         # before the first snapshot, so that the copy is not in the comparison.
         boot_root = self.copy_debian("soak-boot")
         ours = self.soak_ours([self.exec_root, boot_root])
-        # Where an instance started in a slot makes `nixrun/<machine>` outside
+        # Where an instance started in a slot makes `nixrun-<machine>` outside
         # the slot: the v1 hierarchies the Cgroups helper does not move us in.
         self.soak_v1 = [d for d in cgroup_own_dirs().values() if d not in self.cg.home]
         phases = {}
@@ -1555,11 +1555,13 @@ class Bench:
             for d, _subdirs, _files in os.walk(b):
                 if Path(d) not in keep:
                     cgroups.add(d)
-        # A `nixrun` below the benchmark's own cgroups, in every hierarchy:
-        # where an instance not given a slot of its own would make its cgroups.
+        # A `nixrun-<machine>` below the benchmark's own cgroups, in every
+        # hierarchy: where an instance not given a slot of its own would make
+        # its cgroups.
         for d in {*cgroup_own_dirs().values(), *self.cg.origin}:
-            for x, _subdirs, _files in os.walk(d / "nixrun"):
-                cgroups.add(x)
+            for top in d.glob("nixrun-*"):
+                for x, _subdirs, _files in os.walk(top):
+                    cgroups.add(x)
         procs = live_procs(self.cg.pids(self.cg.base) - {os.getpid()})
         locks = {str(NSPAWN_LOCKS / x) for x in os.listdir(NSPAWN_LOCKS)} if NSPAWN_LOCKS.is_dir() else set()
         locks |= {str(p) for p in self.work.glob(".#*.lck")}
@@ -1574,20 +1576,13 @@ class Bench:
         prefixes = (str(self.base), str(self.store), "/run/systemd/nspawn", "/run/host", "/run/nixrun")
 
         def machine_of(path):
-            parts = Path(path).parts
-            if "nixrun" not in parts:
-                return None
-            i = parts.index("nixrun")
-            return parts[i + 1] if i + 1 < len(parts) else ""
+            return next((p.removeprefix("nixrun-") for p in Path(path).parts
+                         if p.startswith("nixrun-")), None)
 
         def cgroup_ours(path):
             if any(Path(path).is_relative_to(b) for b in self.cg.base):
                 return True
-            m = machine_of(path)
-            if m == "":  # the shared `nixrun` parent: ours if only ours are below it
-                return all(machine_of(c) in ours["machines"] for c in after["cgroups"]
-                           if c.startswith(path + "/"))
-            return m in ours["machines"]
+            return machine_of(path) in ours["machines"]
 
         # The lock directory and its parents stay by design (nspawn's do too).
         lock_dirs = {str(NSPAWN_LOCKS), *(str(p) for p in NSPAWN_LOCKS.parents)}
@@ -1614,7 +1609,7 @@ class Bench:
     def soak_cycle_end(self, slot, t_exit, root):
         """After an instance exited: waits up to 1 s for its cgroup to empty
         (as run_once does), notes what it left (processes in its cgroup,
-        cgroups below it or its `nixrun/<machine>` in the v1 hierarchies, its
+        cgroups below it or its `nixrun-<machine>` in the v1 hierarchies, its
         lock files), kills what still runs and removes the cgroup.  Returns
         (perf_counter when the cgroup was empty, or at the end of the wait;
         {category: [what was left]})."""
@@ -1626,7 +1621,7 @@ class Bench:
         # Looked at before the slot goes: removing it takes whatever is below.
         cgroups = [f"SLOT/{c}" for c in self.cg.subdirs(slot)]
         for d in self.soak_v1:
-            cgroups += [x for x, _subdirs, _files in os.walk(d / "nixrun" / machine_name(root))]
+            cgroups += [x for x, _subdirs, _files in os.walk(d / f"nixrun-{machine_name(root)}")]
         locks = [p for p in self.soak_locks(root) if os.path.lexists(p)]
         for p in procs:
             try:
@@ -2417,12 +2412,12 @@ def report_soak(L, soak):
              "all cycles (so only the first is a first boot). Every cycle runs in a fresh cgroup "
              "of its own (`SLOT` below). After each exit the benchmark waits up to 1 s for that "
              "cgroup to empty (zombies do not count) and then notes what the cycle left: "
-             "processes in it, cgroups below it or as `nixrun/<machine>` in the v1 hierarchies "
+             "processes in it, cgroups below it or as `nixrun-<machine>` in the v1 hierarchies "
              "where nixrun starts outside the slot (devices and pids on a hybrid host), its lock files "
              "(`/run/systemd/nspawn/locks/inode-<dev>:<ino>`, `…/name-<machine>`, "
              "`.#<root>.lck` next to the root). Before the soak and after each phase it compares "
              "snapshots of the host: the mount table (mount point, type, source), cgroups below "
-             "the benchmark's own and any `nixrun` below them, the lock files, every path under "
+             "the benchmark's own and any `nixrun-<machine>` below them, the lock files, every path under "
              "`/run`, and the benchmark's own open fds (a leak there would hide or fake others). "
              "Time per cycle: spawn → exit and cgroup empty (boot/stop: spawn → `READY=1` plus "
              "SIGTERM → exit and cgroup empty; the benchmark's look at the supervisor in between "

@@ -13,7 +13,11 @@
 //! where <container> is the caller's cgroup with --keep-unit (the unit's, which
 //! systemd delegates with Delegate=yes; as in nspawn, nixrun moves out of it
 //! because cgroup2 forbids processes in a cgroup whose controllers are delegated
-//! further down), and `<own cgroup>/nixrun/<machine>` otherwise. Whatever limits
+//! further down), and `<own cgroup>/nixrun-<machine>` otherwise (a sibling of
+//! other machines started from there, not below a shared parent: that parent
+//! would be made and removed with every start, two more cgroup operations per
+//! hierarchy, and a start racing the removal by a stop of another machine
+//! could lose its mkdir). Whatever limits
 //! the host sets on <container> sit above the guest's namespace root: invisible to
 //! the guest and beyond its reach.
 //!
@@ -349,7 +353,7 @@ pub fn placement(h: &Hierarchy, machine: &str, keep_unit: bool) -> Placement {
             ours: false,
         }
     } else {
-        let container = h.own.join("nixrun").join(machine);
+        let container = h.own.join(format!("nixrun-{machine}"));
         // The guest sees only cgroup2: in a v1 hierarchy nothing tells a
         // payload below the container from the container itself, and one
         // cgroup is one mkdir and one rmdir less per hierarchy and start
@@ -585,13 +589,8 @@ impl Cgroups {
         if v1.is_none() && p.ours {
             // Threaded controllers such as pids may be enabled in a cgroup that
             // has processes (ours has the supervisor).
-            let mut dir = p.hierarchy.own.clone();
-            for next in [Path::new("nixrun"), Path::new(&self.machine)] {
-                let _ = self
-                    .fs
-                    .write(&dir.join("cgroup.subtree_control"), &["+pids"]);
-                dir.push(next);
-            }
+            let own = p.hierarchy.own.join("cgroup.subtree_control");
+            let _ = self.fs.write(&own, &["+pids"]);
         }
         self.fs
             .write(&target.join("pids.max"), &[&max.to_string()])
@@ -700,9 +699,6 @@ impl Cgroups {
                 if self.attach_pid(&p.container, 0).is_ok() {
                     let _ = self.fs.rmdir(sup);
                 }
-            } else if let Some(parent) = p.container.parent() {
-                // The shared "nixrun" parent goes when its last machine goes.
-                let _ = self.fs.rmdir(parent);
             }
         }
         errors
@@ -945,8 +941,8 @@ mod tests {
         assert_eq!(p.supervisor, Some(unit.join("supervisor")));
         assert!(!p.ours, "the unit's cgroup belongs to systemd");
         let p = placement(&h[0], "web", false);
-        assert_eq!(p.container, unit.join("supervisor/nixrun/web"));
-        assert_eq!(p.payload, unit.join("supervisor/nixrun/web/payload"));
+        assert_eq!(p.container, unit.join("supervisor/nixrun-web"));
+        assert_eq!(p.payload, unit.join("supervisor/nixrun-web/payload"));
         assert!(p.ours);
     }
 
@@ -1157,8 +1153,8 @@ mod tests {
         // The guest's cgroup: payload/ in cgroup2, where its namespace
         // starts; the container's own in v1, which it cannot see.
         let guest = |hier: &Hierarchy| match hier.kind {
-            Kind::V2 => hier.own.join("nixrun/web/payload"),
-            Kind::V1(_) => hier.own.join("nixrun/web"),
+            Kind::V2 => hier.own.join("nixrun-web/payload"),
+            Kind::V1(_) => hier.own.join("nixrun-web"),
         };
         for hier in &h {
             assert!(guest(hier).is_dir(), "{:?}", hier.kind);
@@ -1195,16 +1191,17 @@ mod tests {
             Err(CgroupError::AlreadyRunning { .. })
         ));
 
-        // Gone with its last process: the machine's tree and the shared parent.
+        // Gone with its last process: the machine's tree, nothing else there.
         for hier in &h {
             fs::write(guest(hier).join("cgroup.procs"), "").unwrap();
         }
         assert!(cg.remove().is_empty());
         for hier in &h {
             assert!(
-                !hier.own.join("nixrun").exists(),
-                "{:?} left behind",
-                hier.kind
+                subdirs(&hier.own).is_empty(),
+                "{:?}: {:?} left behind",
+                hier.kind,
+                subdirs(&hier.own)
             );
             assert!(hier.own.is_dir(), "our own cgroup must stay");
         }
@@ -1214,20 +1211,20 @@ mod tests {
     fn a_crashed_runs_leftovers_are_removed_before_a_start() {
         let sb = Sandbox::new("stale");
         let h = sb.unified("svc");
-        let stale = h[0].own.join("nixrun/web/payload/init.scope");
+        let stale = h[0].own.join("nixrun-web/payload/init.scope");
         fs::create_dir_all(&stale).unwrap();
         fs::write(stale.join("memory.max"), "max").unwrap();
         let cg = sb.cgroups(&h, false);
         cg.create().unwrap();
         assert!(!stale.exists(), "the crashed guest's sub-cgroup survived");
-        assert!(h[0].own.join("nixrun/web/payload").is_dir());
+        assert!(h[0].own.join("nixrun-web/payload").is_dir());
         // On a cgroup2-only host the policy is a BPF program on the payload.
         let progs = sb.fs.programs.lock().unwrap().clone();
         assert_eq!(progs.len(), 1);
-        assert_eq!(progs[0].0, h[0].own.join("nixrun/web/payload"));
+        assert_eq!(progs[0].0, h[0].own.join("nixrun-web/payload"));
         assert_eq!(progs[0].1, devices::DEFAULT.to_vec());
         assert!(cg.remove().is_empty());
-        assert!(!h[0].own.join("nixrun").exists());
+        assert!(subdirs(&h[0].own).is_empty());
     }
 
     #[test]
@@ -1238,14 +1235,14 @@ mod tests {
         let fd = cg.payload_to_be_born_in().unwrap();
         assert!(fd.is_some(), "cgroup2 only, no --keep-unit");
         assert!(
-            h[0].own.join("nixrun/web/payload").is_dir(),
+            h[0].own.join("nixrun-web/payload").is_dir(),
             "made before the clone"
         );
         // The rest after it, without moving anyone.
         cg.make(None).unwrap();
         assert!(sb.writes_to("cgroup.procs").is_empty());
         assert!(cg.remove().is_empty());
-        assert!(!h[0].own.join("nixrun").exists());
+        assert!(subdirs(&h[0].own).is_empty());
         // A v1 hierarchy takes a move anyway; --keep-unit moves nixrun itself.
         let sb = Sandbox::new("born-hybrid");
         let h = sb.hybrid("user.slice/session");
@@ -1297,7 +1294,7 @@ mod tests {
         let h = sb.hybrid("svc");
         let cg = sb.cgroups(&h, false);
         cg.create().unwrap();
-        let payload = h[0].own.join("nixrun/web/payload");
+        let payload = h[0].own.join("nixrun-web/payload");
         fs::write(payload.join("cgroup.procs"), "").unwrap();
         fs::write(payload.join("cgroup.subtree_control"), "").unwrap();
         cg.chown_payload(0x80000).unwrap();

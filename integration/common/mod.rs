@@ -178,12 +178,12 @@ fn mount_table() -> BTreeSet<String> {
 }
 
 /// Where nixrun puts a machine's cgroups when started by this process (without
-/// --keep-unit): `<our cgroup>/nixrun/<machine>` in cgroup2 and, on hybrid hosts,
-/// in the named systemd hierarchy.
+/// --keep-unit): `<our cgroup>/nixrun-<machine>` in cgroup2 and, on hybrid hosts,
+/// in each v1 hierarchy it manages.
 pub fn machine_cgroups(machine: &str) -> Vec<PathBuf> {
     cgroup_dirs_of_self()
         .into_iter()
-        .map(|d| d.join("nixrun").join(machine))
+        .map(|d| d.join(format!("nixrun-{machine}")))
         .collect()
 }
 

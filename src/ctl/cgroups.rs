@@ -191,15 +191,15 @@ mod tests {
 
     // A hybrid host (this project's CI), the machine started without --keep-unit.
     const HYBRID_CGROUP: &str = "\
-9:name=systemd:/nixrun/web/payload
-8:pids:/nixrun/web/payload
+9:name=systemd:/nixrun-web
+8:pids:/nixrun-web
 7:blkio:/
 6:freezer:/
-5:devices:/nixrun/web/payload
+5:devices:/nixrun-web
 4:memory:/process_api/e27c
 3:cpuset:/
 2:cpu,cpuacct:/
-0::/nixrun/web/payload/init.scope
+0::/nixrun-web/payload/init.scope
 ";
     const HYBRID_MOUNTINFO: &str = "\
 23 1 0:21 / / rw,relatime - ext4 /dev/vda rw
@@ -219,15 +219,15 @@ mod tests {
     fn a_hybrid_host() {
         let dirs = leader_directories(HYBRID_CGROUP, "0::/\n", HYBRID_MOUNTINFO).unwrap();
         let want: Vec<PathBuf> = [
-            "/sys/fs/cgroup/systemd/nixrun/web/payload",
-            "/sys/fs/cgroup/pids/nixrun/web/payload",
+            "/sys/fs/cgroup/systemd/nixrun-web",
+            "/sys/fs/cgroup/pids/nixrun-web",
             "/sys/fs/cgroup/blkio",
             "/sys/fs/cgroup/freezer",
-            "/sys/fs/cgroup/devices/nixrun/web/payload",
+            "/sys/fs/cgroup/devices/nixrun-web",
             "/sys/fs/cgroup/memory/process_api/e27c",
             "/sys/fs/cgroup/cpuset",
             "/sys/fs/cgroup/cpu,cpuacct",
-            "/sys/fs/cgroup/unified/nixrun/web/payload/init.scope",
+            "/sys/fs/cgroup/unified/nixrun-web/payload/init.scope",
         ]
         .iter()
         .map(PathBuf::from)
@@ -252,8 +252,8 @@ mod tests {
         // cgroup2 mounted from a subdirectory (as in a container), at a path with a space.
         let mi = "50 23 0:26 /outer /run/my\\040cgroup rw - cgroup2 cgroup2 rw\n";
         assert_eq!(
-            leader_directories("0::/outer/nixrun/web/payload\n", "0::/\n", mi).unwrap(),
-            [PathBuf::from("/run/my cgroup/nixrun/web/payload")]
+            leader_directories("0::/outer/nixrun-web/payload\n", "0::/\n", mi).unwrap(),
+            [PathBuf::from("/run/my cgroup/nixrun-web/payload")]
         );
         assert_eq!(
             leader_directories("0::/outer\n", "0::/\n", mi).unwrap(),
@@ -270,8 +270,7 @@ mod tests {
         let e = leader_directories("0::/../../other/payload\n", "0::/\n", v2).unwrap_err();
         assert!(e.contains("outside"), "{e}");
         // A policy hierarchy that is not mounted.
-        let e =
-            leader_directories("5:devices:/nixrun/web/payload\n0::/x\n", "0::/\n", v2).unwrap_err();
+        let e = leader_directories("5:devices:/nixrun-web\n0::/x\n", "0::/\n", v2).unwrap_err();
         assert!(e.contains("devices"), "{e}");
         let e = leader_directories("8:pids:/p\n0::/x\n", "0::/\n", v2).unwrap_err();
         assert!(e.contains("pids"), "{e}");
