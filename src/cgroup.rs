@@ -1228,6 +1228,36 @@ mod tests {
     }
 
     #[test]
+    fn on_a_cgroup2_only_host_the_task_limit_sits_above_the_guests_root() {
+        let sb = Sandbox::new("tasks");
+        let h = sb.unified("svc");
+        let cg = sb.cgroups(&h, false);
+        cg.create().unwrap();
+        // pids passed down once, from our cgroup to the container's, whose
+        // pids.max the guest (rooted at payload/) cannot reach.
+        let enabled: Vec<(PathBuf, String)> = sb
+            .fs
+            .writes
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(p, _)| p.ends_with("cgroup.subtree_control"))
+            .cloned()
+            .collect();
+        assert_eq!(
+            enabled,
+            vec![(h[0].own.join("cgroup.subtree_control"), "+pids".into())]
+        );
+        assert_eq!(
+            fs::read_to_string(h[0].own.join("nixrun-web/pids.max")).unwrap(),
+            format!("{DEFAULT_TASKS_MAX}\n")
+        );
+        assert!(!h[0].own.join("nixrun-web/payload/pids.max").exists());
+        assert!(cg.remove().is_empty());
+        assert!(subdirs(&h[0].own).is_empty());
+    }
+
+    #[test]
     fn only_a_cgroup2_only_container_of_our_own_is_born_in_its_payload() {
         let sb = Sandbox::new("born");
         let h = sb.unified("user.slice/session");
