@@ -1235,19 +1235,8 @@ mod tests {
         cg.create().unwrap();
         // pids passed down once, from our cgroup to the container's, whose
         // pids.max the guest (rooted at payload/) cannot reach.
-        let enabled: Vec<(PathBuf, String)> = sb
-            .fs
-            .writes
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(p, _)| p.ends_with("cgroup.subtree_control"))
-            .cloned()
-            .collect();
-        assert_eq!(
-            enabled,
-            vec![(h[0].own.join("cgroup.subtree_control"), "+pids".into())]
-        );
+        assert_eq!(sb.writes_to("cgroup.subtree_control"), ["+pids"]);
+        assert_eq!(sb.writes_to("svc/cgroup.subtree_control"), ["+pids"]);
         assert_eq!(
             fs::read_to_string(h[0].own.join("nixrun-web/pids.max")).unwrap(),
             format!("{DEFAULT_TASKS_MAX}\n")
