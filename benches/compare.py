@@ -1557,9 +1557,11 @@ class Bench:
                     cgroups.add(d)
         # A `nixrun-<machine>` below the benchmark's own cgroups, in every
         # hierarchy: where an instance not given a slot of its own would make
-        # its cgroups.
+        # its cgroups (not the benchmark's `nixrun-bench.<pid>`, walked above).
         for d in {*cgroup_own_dirs().values(), *self.cg.origin}:
             for top in d.glob("nixrun-*"):
+                if top in self.cg.base:
+                    continue
                 for x, _subdirs, _files in os.walk(top):
                     cgroups.add(x)
         procs = live_procs(self.cg.pids(self.cg.base) - {os.getpid()})
