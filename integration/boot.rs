@@ -38,6 +38,18 @@ fn assert_booted_guest(c: &mut Spawned, machine: &str) {
         "systemd-detect-virt does not see a container"
     );
 
+    // The container interface's copy of the host's os-release, mounted once
+    // (a second, hidden mount of it was left below a read-only /run/host).
+    assert_eq!(
+        c.sh("cat /run/host/os-release"),
+        std::fs::read_to_string("/etc/os-release").unwrap()
+    );
+    assert_eq!(
+        c.sh("grep -c ' /run/host/os-release ' /proc/self/mountinfo")
+            .trim(),
+        "1"
+    );
+
     // No host process is visible: the supervisor is a host process.
     let cmdlines = c.sh("cat /proc/[0-9]*/cmdline | tr '\\0' ' '");
     assert!(

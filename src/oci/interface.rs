@@ -122,6 +122,7 @@ impl Interface {
             .map(|(_, op)| op)
             .collect();
         ops.push(mounts::read_only("/run/host", false));
+        ops.extend(mounts::host_os_release(self.host_os_release.as_deref()));
         if mounts_at(spec, "/sys/fs/cgroup").next().is_none() {
             ops.push(mounts::cgroup2());
         }

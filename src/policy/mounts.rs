@@ -612,6 +612,9 @@ fn build(plan: &Plan, facts: &Facts, mode: Mode) -> Table {
     // Last of the outer phase: the guest may read /run/host but not change what
     // the runtime put there.
     t.add(read_only("/run/host", false));
+    if let Some(op) = host_os_release(facts.host_os_release.as_deref()) {
+        t.add(op);
+    }
 
     // --- the API file systems of the container's namespaces -------------------
     // Without a user namespace, all but the cgroup2 mount depend on nothing
@@ -691,9 +694,10 @@ pub fn run_tmpfs() -> Op {
 
 /// What the container interface puts in /run/host, in order: the manager's
 /// name, the container's UUID, the inaccessible nodes systemd masks with,
-/// the notify socket, the host's os-release; the caller makes /run/host
-/// read-only once everything it adds is there. Each with the mode it
-/// applies in. Shared by both front ends (the OCI one for booted guests).
+/// the notify socket, the mount point of the host's os-release; the caller
+/// makes /run/host read-only once everything it adds is there, and then
+/// binds the file (`host_os_release`). Each with the mode it applies in.
+/// Shared by both front ends (the OCI one for booted guests).
 pub fn run_host(uuid: &uuid::Uuid, host_os_release: Option<&Path>) -> Vec<(When, Op)> {
     let mut v = vec![
         (
@@ -762,23 +766,37 @@ pub fn run_host(uuid: &uuid::Uuid, host_os_release: Option<&Path>) -> Vec<(When,
         }
     }
     v.push((When::Always, Op::NotifySocket));
-    if let Some(os) = host_os_release {
-        // Not optional: an optional bind skips a target that does not exist,
-        // and nothing else makes this one (the guest never had it). The
-        // source was found at start-up.
+    if host_os_release.is_some() {
+        // Made here, while /run/host is writable; the bind lands on it
+        // after the read-only rebind, which would otherwise copy it and leave
+        // a second, hidden mount in the guest's table.
         v.push((
             When::Always,
-            Op::Bind {
-                source: BindSource::Host(os.to_path_buf()),
-                target: p("/run/host/os-release"),
-                kind: Kind::File,
-                recursive: false,
-                access: Access::ReadOnly,
-                optional: false,
+            Op::File {
+                path: p(HOST_OS_RELEASE),
+                contents: Vec::new(),
+                mode: 0o444,
             },
         ));
     }
     v
+}
+
+const HOST_OS_RELEASE: &str = "/run/host/os-release";
+
+/// The host's os-release bound onto its mount point in /run/host, once
+/// /run/host is read-only (see `run_host`).
+pub fn host_os_release(host_os_release: Option<&Path>) -> Option<Op> {
+    // Not optional: an optional bind skips a target that does not exist,
+    // and a missing mount point is a bug. The source was found at start-up.
+    host_os_release.map(|os| Op::Bind {
+        source: BindSource::Host(os.to_path_buf()),
+        target: p(HOST_OS_RELEASE),
+        kind: Kind::File,
+        recursive: false,
+        access: Access::ReadOnly,
+        optional: false,
+    })
 }
 
 /// The container's cgroup2 tree. Mounted after the cgroup namespace was
@@ -1001,13 +1019,37 @@ mod tests {
             &uuid::Uuid::from_u128(1),
             Some(Path::new("/etc/os-release")),
         );
-        // The target is made: nothing else creates /run/host/os-release.
+        // Its mount point is made with the rest of /run/host: nothing else
+        // creates /run/host/os-release.
         assert!(ops.iter().any(|(_, op)| matches!(op,
-            Op::Bind { target, optional: false, access: Access::ReadOnly, .. }
-                if target == Path::new("/run/host/os-release"))));
+            Op::File { path, .. } if path == Path::new("/run/host/os-release"))));
+        assert!(
+            matches!(host_os_release(Some(Path::new("/etc/os-release"))),
+            Some(Op::Bind { target, optional: false, access: Access::ReadOnly, .. })
+                if target == Path::new("/run/host/os-release"))
+        );
         assert!(!run_host(&uuid::Uuid::from_u128(1), None)
             .iter()
             .any(|(_, op)| op.path() == Some(Path::new("/run/host/os-release"))));
+        assert_eq!(host_os_release(None), None);
+        // Bound once /run/host is read-only, so that the recursive rebind has
+        // no copy of it to make (one mount, not a hidden one under another).
+        let table = table(&plan(), &facts());
+        let outer: Vec<&Op> = table.ops(Phase::Outer).collect();
+        let ro = outer
+            .iter()
+            .position(|op| *op == &read_only("/run/host", false))
+            .unwrap();
+        let binds: Vec<usize> = outer
+            .iter()
+            .enumerate()
+            .filter(|(_, op)| {
+                matches!(op, Op::Bind { target, .. } if target == Path::new("/run/host/os-release"))
+            })
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(binds.len(), 1, "{outer:?}");
+        assert!(binds[0] > ro);
     }
 
     #[test]
