@@ -62,6 +62,7 @@ import hashlib
 import json
 import os
 import platform
+import random
 import re
 import select
 import shutil
@@ -644,7 +645,10 @@ def soak_failures(phase):
 def summary(xs):
     if not xs:
         return None
-    return {"median": statistics.median(xs), "min": min(xs), "max": max(xs), "n": len(xs)}
+    # The samples are kept for ratio_interval; results.json from before they
+    # were kept still reports, without intervals.
+    return {"median": statistics.median(xs), "min": min(xs), "max": max(xs), "n": len(xs),
+            "samples": list(xs)}
 
 
 def fmt_ms(s):
@@ -667,6 +671,34 @@ def ratio(a, b):
 
 def fmt_ratio(r):
     return "–" if r is None else f"{r:.2f}×"
+
+
+def ratio_interval(a, b, resamples=2000):
+    """A 95 % bootstrap interval of the ratio of medians a/b: each side's
+    samples resampled with replacement, independently, RESAMPLES times.  None
+    without samples (or with fewer than 5 on a side).  Seeded, so that a
+    report regenerated from the same results says the same."""
+    xs, ys = (a or {}).get("samples"), (b or {}).get("samples")
+    if not xs or not ys or len(xs) < 5 or len(ys) < 5:
+        return None
+    rng = random.Random(13)
+    qs = []
+    for _ in range(resamples):
+        my = statistics.median(rng.choices(ys, k=len(ys)))
+        if my:
+            qs.append(statistics.median(rng.choices(xs, k=len(xs))) / my)
+    if len(qs) < resamples // 2:
+        return None
+    qs.sort()
+    return qs[int(0.025 * (len(qs) - 1))], qs[int(0.975 * (len(qs) - 1))]
+
+
+def fmt_ratio_ci(a, b):
+    """The ratio of medians a/b with its 95 % bootstrap interval, where the
+    samples are there: "0.95× (0.88–1.03)"."""
+    q = ratio(a, b)
+    ci = ratio_interval(a, b) if q is not None else None
+    return fmt_ratio(q) + ("" if ci is None else f" ({ci[0]:.2f}–{ci[1]:.2f})")
 
 
 def verdict(ok):
@@ -1893,26 +1925,30 @@ def report(results, args, plot_name):
     nx = ex.get("nixrun", {}).get("time")
     if nx and floor:
         q = ratio(nx, floor)
-        targets.append(("exec latency ≤ 1.2× the unshare+chroot floor", f"{fmt_ratio(q)}", q <= 1.2))
+        targets.append(("exec latency ≤ 1.2× the unshare+chroot floor", fmt_ratio_ci(nx, floor), q <= 1.2))
     peers = [k for k in ex if k not in ("nixrun", "unshare+chroot (floor)")]
     if nx and peers:
         worst = min(peers, key=lambda k: ex[k]["time"]["median"])
         ok = all(nx["median"] < ex[k]["time"]["median"] for k in peers)
         targets.append(("exec latency below every peer",
-                        f"fastest peer {worst}: {fmt_ratio(ratio(nx, ex[worst]['time']))}", ok))
+                        f"fastest peer {worst}: {fmt_ratio_ci(nx, ex[worst]['time'])}", ok))
     for guest in ("debian", "nixos"):
         b = r.get("boot", {}).get(guest)
         if not b:
             continue
         q = ratio(b["nixrun"]["ready"], b["systemd-nspawn"]["ready"])
-        targets.append((f"boot to READY ({guest}) ≤ 0.8× nspawn", fmt_ratio(q), q is not None and q <= 0.8))
+        targets.append((f"boot to READY ({guest}) ≤ 0.8× nspawn",
+                        fmt_ratio_ci(b["nixrun"]["ready"], b["systemd-nspawn"]["ready"]),
+                        q is not None and q <= 0.8))
         setup = b["nixrun"]["setup"]
         if setup:
             targets.append((f"the runtime's own share of a boot ({guest}: spawn → the guest's init "
                             "starts) ≤ 3 ms median", f"{setup['median'] * 1000:.2f} ms",
                             setup["median"] <= 0.003))
         q = ratio(b["nixrun"]["stop"], b["systemd-nspawn"]["stop"])
-        targets.append((f"stop ({guest}) ≤ 0.9× nspawn", fmt_ratio(q), q is not None and q <= 0.9))
+        targets.append((f"stop ({guest}) ≤ 0.9× nspawn",
+                        fmt_ratio_ci(b["nixrun"]["stop"], b["systemd-nspawn"]["stop"]),
+                        q is not None and q <= 0.9))
     if r.get("boot"):
         rss = [r["boot"][g]["nixrun"]["rss"] for g in r["boot"] if r["boot"][g]["nixrun"]["rss"]]
         if rss:
@@ -1961,6 +1997,11 @@ def report(results, args, plot_name):
         targets.append((soak_target, "not run (quick mode or --skip soak)", None))
     targets += net_targets(r.get("net"))
     L.append("## Targets\n")
+    L.append("A ratio is nixrun's median over the peer's from this run; in parentheses, where the "
+             "samples are kept, a 95 % bootstrap interval of that ratio (each side's samples "
+             "resampled 2000 times): how far this run's noise alone could move it. The verdict "
+             "is the ratio's own; an interval that straddles the target says one run cannot "
+             "tell.\n")
     L.append("| target | this run | |\n|---|---|---|")
     for name, val, ok in targets:
         L.append(f"| {name} | {val} | {verdict(ok)} |")
@@ -2048,7 +2089,7 @@ def report(results, args, plot_name):
                 ("runtime PSS", "pss", fmt_mib),
             ]
             for label, key, f in rows:
-                L.append(f"| {label} | {f(a[key])} | {f(s[key])} | {fmt_ratio(ratio(a[key], s[key]))} |")
+                L.append(f"| {label} | {f(a[key])} | {f(s[key])} | {fmt_ratio_ci(a[key], s[key])} |")
             fr = [x["first_ready"] for x in (a, s)]
             L.append("| first boot → READY=1 | " + " | ".join("–" if x is None else f"{x:.3f} s" for x in fr)
                      + f" | {fmt_ratio(fr[0] / fr[1]) if None not in fr else '–'} |")
@@ -2206,16 +2247,17 @@ def net_targets(net):
                   if x.get("veth_ok", x["cycles"] + 1) < x["cycles"] + 1]
         q = ratio(b["nixrun"]["ready"], b["systemd-nspawn"]["ready"])
         out.append((f"private network: boot to READY with `-n` ({guest}) ≤ 0.9× nspawn `-n`",
-                    fmt_ratio(q) + "".join(f"; {x}" for x in noveth), q is not None and q <= 0.9 and not noveth))
+                    fmt_ratio_ci(b["nixrun"]["ready"], b["systemd-nspawn"]["ready"])
+                    + "".join(f"; {x}" for x in noveth), q is not None and q <= 0.9 and not noveth))
         q = ratio(b["nixrun"]["stop"], b["systemd-nspawn"]["stop"])
         out.append((f"private network: stop with `-n` ({guest}) ≤ 1.0× nspawn `-n` (the boot part's target)",
-                    fmt_ratio(q), q is not None and q <= 1.0))
+                    fmt_ratio_ci(b["nixrun"]["stop"], b["systemd-nspawn"]["stop"]), q is not None and q <= 1.0))
     ex = net.get("exec", {})
     a, f = ex.get(NET_NIXRUN, {}).get("time"), ex.get(NET_FLOOR, {}).get("time")
     name = "private network: exec latency (`--private-network`) ≤ 1.5× the `unshare -n` floor"
     if a and f:
         q = ratio(a, f)
-        out.append((name, fmt_ratio(q), q <= 1.5))
+        out.append((name, fmt_ratio_ci(a, f), q <= 1.5))
     else:
         out.append((name, "not measured (see \"Not measured\")", None))
     sc = net.get("scale", {})
