@@ -2018,7 +2018,8 @@ def report(results, args, plot_name):
         L.append("| runtime | wall time | ratio nixrun/this | to exit | CPU time | failed |\n"
                  "|---|---|---|---|---|---|")
         for k, v in ex.items():
-            L.append(f"| {k} | {fmt_ms(v['time'])} | {fmt_ratio(ratio(nx, v['time']))} | "
+            q = fmt_ratio(ratio(nx, v['time'])) if k == "nixrun" else fmt_ratio_ci(nx, v['time'])
+            L.append(f"| {k} | {fmt_ms(v['time'])} | {q} | "
                      f"{fmt_ms(v['exit'])} | {fmt_ms(v['cpu'])} | {v['failures']} |")
         L.append("")
         L.append("Commands (`ROOT` = a copy of the Debian guest, `B` = an OCI bundle from `runc spec` "
@@ -2306,7 +2307,8 @@ def report_net(L, net):
         L.append(f"| command | wall time | ratio {NET_NIXRUN}/this | to exit | CPU time | failed |\n"
                  "|---|---|---|---|---|---|")
         for k, v in ex.items():
-            L.append(f"| {k} | {fmt_ms(v['time'])} | {fmt_ratio(ratio(nx, v['time']))} | "
+            q = fmt_ratio(ratio(nx, v['time'])) if k == NET_NIXRUN else fmt_ratio_ci(nx, v['time'])
+            L.append(f"| {k} | {fmt_ms(v['time'])} | {q} | "
                      f"{fmt_ms(v['exit'])} | {fmt_ms(v['cpu'])} | {v['failures']} |")
         L.append("")
         L.append("Commands: `nixrun -D ROOT -q --console=pipe --private-network /bin/true`; "
@@ -2336,7 +2338,7 @@ def report_net(L, net):
                                   ("  of which outside the guest's cgroup (the runtime)", "cpu_runtime", fmt_s),
                                   ("stop (SIGTERM → exit)", "stop", fmt_s),
                                   ("runtime RSS", "rss", fmt_mib)):
-                L.append(f"| {label} | {f(a[key])} | {f(s_[key])} | {fmt_ratio(ratio(a[key], s_[key]))} |")
+                L.append(f"| {label} | {f(a[key])} | {f(s_[key])} | {fmt_ratio_ci(a[key], s_[key])} |")
             fr = [x["first_ready"] for x in (a, s_)]
             L.append("| first boot → READY=1 | " + " | ".join("–" if x is None else f"{x:.3f} s" for x in fr)
                      + f" | {fmt_ratio(fr[0] / fr[1]) if None not in fr else '–'} |")
@@ -2430,7 +2432,7 @@ def report_ephemeral(L, e, args):
                           ("  guest (STATUS → READY=1)", "guest", fmt_s),
                           ("CPU until READY=1, whole unit", "cpu_unit", fmt_s),
                           ("stop (SIGTERM → exit)", "stop", fmt_s), ("runtime RSS", "rss", fmt_mib)]:
-        L.append(f"| {label} | {f(a[key])} | {f(s[key])} | {fmt_ratio(ratio(a[key], s[key]))} |")
+        L.append(f"| {label} | {f(a[key])} | {f(s[key])} | {fmt_ratio_ci(a[key], s[key])} |")
     fr = [x["first_ready"] for x in (a, s)]
     L.append("| first boot → READY=1 | " + " | ".join("–" if x is None else f"{x:.3f} s" for x in fr)
              + f" | {fmt_ratio(fr[0] / fr[1]) if None not in fr else '–'} |")
