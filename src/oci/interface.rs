@@ -121,8 +121,7 @@ impl Interface {
             .filter(|(when, _)| mode.holds(*when))
             .map(|(_, op)| op)
             .collect();
-        ops.push(mounts::read_only("/run/host", false));
-        ops.extend(mounts::host_os_release(self.host_os_release.as_deref()));
+        ops.extend(mounts::seal_run_host(self.host_os_release.as_deref()));
         if mounts_at(spec, "/sys/fs/cgroup").next().is_none() {
             ops.push(mounts::cgroup2());
         }

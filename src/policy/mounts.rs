@@ -611,8 +611,7 @@ fn build(plan: &Plan, facts: &Facts, mode: Mode) -> Table {
     }
     // Last of the outer phase: the guest may read /run/host but not change what
     // the runtime put there.
-    t.add(read_only("/run/host", false));
-    if let Some(op) = host_os_release(facts.host_os_release.as_deref()) {
+    for op in seal_run_host(facts.host_os_release.as_deref()) {
         t.add(op);
     }
 
@@ -695,8 +694,8 @@ pub fn run_tmpfs() -> Op {
 /// What the container interface puts in /run/host, in order: the manager's
 /// name, the container's UUID, the inaccessible nodes systemd masks with,
 /// the notify socket, the mount point of the host's os-release; the caller
-/// makes /run/host read-only once everything it adds is there, and then
-/// binds the file (`host_os_release`). Each with the mode it applies in.
+/// adds `seal_run_host` once everything it puts there is there. Each with
+/// the mode it applies in.
 /// Shared by both front ends (the OCI one for booted guests).
 pub fn run_host(uuid: &uuid::Uuid, host_os_release: Option<&Path>) -> Vec<(When, Op)> {
     let mut v = vec![
@@ -784,19 +783,23 @@ pub fn run_host(uuid: &uuid::Uuid, host_os_release: Option<&Path>) -> Vec<(When,
 
 const HOST_OS_RELEASE: &str = "/run/host/os-release";
 
-/// The host's os-release bound onto its mount point in /run/host, once
-/// /run/host is read-only (see `run_host`).
-pub fn host_os_release(host_os_release: Option<&Path>) -> Option<Op> {
+/// What closes /run/host (see `run_host`), in this order: /run/host made
+/// read-only, then the host's os-release bound onto its mount point. The
+/// other order would have the recursive rebind copy the bind and leave the
+/// first one hidden below it.
+pub fn seal_run_host(host_os_release: Option<&Path>) -> Vec<Op> {
+    let mut ops = vec![read_only("/run/host", false)];
     // Not optional: an optional bind skips a target that does not exist,
     // and a missing mount point is a bug. The source was found at start-up.
-    host_os_release.map(|os| Op::Bind {
+    ops.extend(host_os_release.map(|os| Op::Bind {
         source: BindSource::Host(os.to_path_buf()),
         target: p(HOST_OS_RELEASE),
         kind: Kind::File,
         recursive: false,
         access: Access::ReadOnly,
         optional: false,
-    })
+    }));
+    ops
 }
 
 /// The container's cgroup2 tree. Mounted after the cgroup namespace was
@@ -1023,15 +1026,16 @@ mod tests {
         // creates /run/host/os-release.
         assert!(ops.iter().any(|(_, op)| matches!(op,
             Op::File { path, .. } if path == Path::new("/run/host/os-release"))));
-        assert!(
-            matches!(host_os_release(Some(Path::new("/etc/os-release"))),
-            Some(Op::Bind { target, optional: false, access: Access::ReadOnly, .. })
-                if target == Path::new("/run/host/os-release"))
-        );
+        assert!(matches!(
+            &seal_run_host(Some(Path::new("/etc/os-release")))[..],
+            [ro, Op::Bind { target, optional: false, access: Access::ReadOnly, .. }]
+                if *ro == read_only("/run/host", false)
+                    && target == Path::new("/run/host/os-release")
+        ));
         assert!(!run_host(&uuid::Uuid::from_u128(1), None)
             .iter()
             .any(|(_, op)| op.path() == Some(Path::new("/run/host/os-release"))));
-        assert_eq!(host_os_release(None), None);
+        assert_eq!(seal_run_host(None), vec![read_only("/run/host", false)]);
         // Bound once /run/host is read-only, so that the recursive rebind has
         // no copy of it to make (one mount, not a hidden one under another).
         let table = table(&plan(), &facts());
